@@ -1,0 +1,29 @@
+"""Shared fixtures. Real-data tests read MNIST from ``../shared/data`` (or
+``$LATENTGEN_TEST_DATA``) and are skipped, with the reason, where it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_data_root() -> Path:
+    return Path(os.environ.get("LATENTGEN_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    """Folder holding ``MNIST/raw/*-ubyte`` as torchvision reads it (read-only)."""
+    root = _shared_data_root()
+    if not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+        pytest.skip(f"real MNIST not found under {root} (set LATENTGEN_TEST_DATA to a folder with MNIST/raw)")
+    return root
