@@ -49,3 +49,22 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk_size), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def config_hash(obj) -> str:
+    """Short, stable hash of a JSON-serialisable configuration (key order does not matter)."""
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide numerical results, for provenance records."""
+    from importlib import metadata
+
+    versions = {}
+    for name in ("latentgen", "torch", "torchvision", "numpy", "scipy", "scikit-learn", "h5py"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
