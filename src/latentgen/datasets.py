@@ -1,0 +1,586 @@
+"""Datasets: one registry, raw loaders, and the prepared ``.npz`` cache.
+
+Every dataset is loaded once into whole tensors, normalised as in the authors' code
+(SPEC §1): ``ToTensor`` then ``Normalize(0.5, 0.5)`` for MNIST, Fashion-MNIST,
+CIFAR-10 and CIFAR-100, ``ToTensor`` only for Tiny ImageNet. The arithmetic is the same
+float32 arithmetic torchvision does per item (``x.float() / 255``, then ``(x - mean) / std``),
+so the tensors are bitwise equal to the per-item pipeline, and training needs no transforms.
+
+``digits`` (scikit-learn's embedded 8×8 digits, 1797 images) is the offline default: no
+download, a fixed stratified split (``DIGITS_SPLIT_SEED``, ``DIGITS_TEST_FRACTION``), pixel
+values 0..16 scaled to [0, 1] and then ``Normalize(0.5, 0.5)`` like the others.
+
+Raw files live under a data root in the layout torchvision uses (``ROOT/MNIST/raw``,
+``ROOT/FashionMNIST/raw``, ``ROOT/cifar-10-batches-py``, ``ROOT/cifar-100-python``,
+``ROOT/tiny-imagenet-200``). When they are present no network is touched. When they are
+absent: with ``download=False`` a ``FileNotFoundError`` names the files expected and where to
+put them; with ``download=True`` they are downloaded (torchvision's checksums; Tiny ImageNet:
+``TINY_IMAGENET_URL`` with ``TINY_IMAGENET_MD5``), and if that fails the same
+``FileNotFoundError`` is raised. torchvision is imported only on that raw path: loading a
+prepared ``.npz`` (``prepare_dataset``) needs neither torchvision nor the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from latentgen._io import atomic_path
+
+# digits: fixed, seeded, stratified split (see _load_digits)
+DIGITS_SPLIT_SEED = 0
+DIGITS_TEST_FRACTION = 0.2
+
+# Tiny ImageNet: the official archive; module constants so tests (and mirrors) can override them
+TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
+TINY_IMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
+TINY_IMAGENET_FOLDER = "tiny-imagenet-200"
+
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_TEST_FILES = ("test_batch",)
+CIFAR100_FOLDER = "cifar-100-python"
+CIFAR100_TRAIN_FILES = ("train",)
+CIFAR100_TEST_FILES = ("test",)
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # as ImageFolder
+
+
+@dataclass
+class RawSplits:
+    """Un-normalised data as stored: ``x`` uint8 (or float32 for digits) N×C×H×W, ``y`` int64."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset. ``x → (x / scale − mean) / std`` per channel gives the model input."""
+
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    scale: float
+    train_size: int
+    test_size: int
+    load_raw: Callable[[Path | None, bool], RawSplits]  # (data_root, download) -> RawSplits
+    expected_files: Callable[[Path], list[Path]]  # what must exist under the data root
+    needs_root: bool = True
+    # the authors' Tiny ImageNet code builds the corruption mask with '<' instead of '<=' (SPEC §2)
+    strict_corruption_mask: bool = False
+    source: str = ""
+
+
+@dataclass
+class LoadedDataset:
+    """Whole, normalised tensors: ``*_x`` float32 N×C×H×W, ``*_y`` int64 **true** labels."""
+
+    name: str
+    num_classes: int
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    @property
+    def spec(self) -> DatasetSpec:
+        return DATASETS[self.name]
+
+
+# --------------------------------------------------------------------------------------------
+# normalisation
+
+
+def normalize(x: np.ndarray | torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
+    """``ToTensor`` + ``Normalize`` on a whole N×C×H×W array, in torchvision's float32 order."""
+    t = torch.as_tensor(x).to(torch.float32, copy=True)  # a copy: the in-place steps below never touch x
+    t.div_(spec.scale)
+    mean = torch.as_tensor(spec.mean, dtype=torch.float32).view(-1, 1, 1)
+    std = torch.as_tensor(spec.std, dtype=torch.float32).view(-1, 1, 1)
+    return t.sub_(mean).div_(std)
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+
+
+def get_spec(name: str) -> DatasetSpec:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}") from None
+
+
+def load_raw(name: str, data_root: str | os.PathLike | None = None, download: bool = False) -> RawSplits:
+    """The dataset as stored (uint8, or float32 for digits), from raw files under ``data_root``."""
+    spec = get_spec(name)
+    root = None
+    if spec.needs_root:
+        if data_root is None:
+            raise ValueError(f"dataset {name!r} needs a data root (--data-root PATH) or a prepared .npz (--prepared)")
+        root = Path(data_root).expanduser()
+    raw = spec.load_raw(root, download)
+    _check_raw(spec, raw, origin=str(root) if root else name)
+    return raw
+
+
+def load_dataset(name: str, data_root: str | os.PathLike | None = None,
+                 prepared: str | os.PathLike | None = None, download: bool = False) -> LoadedDataset:
+    """Load ``name`` as whole normalised tensors with true labels.
+
+    ``prepared``: a ``.npz`` from ``prepare_dataset`` / ``latentgen download`` (fast; no torchvision).
+    Otherwise the raw files under ``data_root`` (``digits`` needs none).
+    """
+    spec = get_spec(name)
+    raw = read_prepared(prepared, name) if prepared is not None else load_raw(name, data_root, download)
+    return LoadedDataset(
+        name=name,
+        num_classes=spec.num_classes,
+        train_x=normalize(raw.train_x, spec),
+        train_y=torch.from_numpy(np.asarray(raw.train_y, dtype=np.int64)),
+        test_x=normalize(raw.test_x, spec),
+        test_y=torch.from_numpy(np.asarray(raw.test_y, dtype=np.int64)),
+    )
+
+
+def load_train_labels(name: str, data_root: str | os.PathLike | None = None,
+                      prepared: str | os.PathLike | None = None, download: bool = False) -> np.ndarray:
+    """The true training labels (int64), reading only what is needed from a prepared file."""
+    spec = get_spec(name)
+    if prepared is None:
+        return load_raw(name, data_root, download).train_y
+    with _open_prepared(prepared, name) as npz:
+        labels = np.asarray(npz["train_y"], dtype=np.int64)
+    _check_labels(spec, labels, "train_y", str(prepared))
+    return labels
+
+
+def prepare_dataset(name: str, data_root: str | os.PathLike | None, out_npz: str | os.PathLike,
+                    download: bool = True) -> Path:
+    """Ensure the raw files (downloading if allowed) and write the prepared ``.npz`` atomically.
+
+    Keys: ``train_x, test_x`` (uint8 N×C×H×W; float32 for digits), ``train_y, test_y`` (int64),
+    ``mean, std, scale`` (x → (x/scale − mean)/std), ``dataset`` and ``num_classes``.
+    """
+    spec = get_spec(name)
+    raw = load_raw(name, data_root, download)
+    out_npz = Path(out_npz)
+    with atomic_path(out_npz) as tmp:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path
+            np.savez(fh, train_x=raw.train_x, train_y=raw.train_y, test_x=raw.test_x, test_y=raw.test_y,
+                     mean=np.asarray(spec.mean, dtype=np.float64), std=np.asarray(spec.std, dtype=np.float64),
+                     scale=np.float64(spec.scale), dataset=np.str_(name), num_classes=np.int64(spec.num_classes))
+    return out_npz
+
+
+def read_prepared(path: str | os.PathLike, name: str | None = None) -> RawSplits:
+    """Read a prepared ``.npz`` and check it against the registry (and ``name`` if given)."""
+    with _open_prepared(path, name) as npz:
+        raw = RawSplits(*(np.asarray(npz[key]) for key in ("train_x", "train_y", "test_x", "test_y")))
+        spec = get_spec(str(npz["dataset"]))
+        for key in ("mean", "std", "scale"):
+            if not np.array_equal(np.asarray(npz[key], dtype=np.float64), np.asarray(getattr(spec, key), dtype=np.float64)):
+                raise ValueError(f"prepared file {path}: {key} = {npz[key]} differs from {spec.name}'s {getattr(spec, key)}")
+    _check_raw(spec, raw, origin=str(path))
+    return raw
+
+
+def _open_prepared(path, name):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prepared dataset file not found: {path} (write it with `latentgen download`)")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise ValueError(f"prepared dataset file {path} is unreadable or truncated: {exc}") from None
+    missing = {"train_x", "train_y", "test_x", "test_y", "mean", "std", "scale", "dataset"} - set(npz.files)
+    if missing:
+        npz.close()
+        raise ValueError(f"prepared dataset file {path} lacks {', '.join(sorted(missing))}")
+    stored = str(npz["dataset"])
+    if name is not None and stored != name:
+        npz.close()
+        raise ValueError(f"prepared dataset file {path} holds {stored!r}, not {name!r}")
+    return npz
+
+
+def _check_raw(spec: DatasetSpec, raw: RawSplits, origin: str) -> None:
+    shape = (spec.in_channels, spec.image_size, spec.image_size)
+    for split in ("train", "test"):
+        x, y = getattr(raw, f"{split}_x"), getattr(raw, f"{split}_y")
+        if x.ndim != 4 or tuple(x.shape[1:]) != shape:
+            raise ValueError(f"{spec.name} {split} images from {origin} have shape {x.shape}, expected N×{shape}")
+        if len(x) != len(y):
+            raise ValueError(f"{spec.name} {split} from {origin}: {len(x)} images but {len(y)} labels")
+        _check_labels(spec, y, f"{split} labels", origin)
+
+
+def _check_labels(spec, y, what, origin):
+    if y.ndim != 1 or (len(y) and (y.min() < 0 or y.max() >= spec.num_classes)):
+        raise ValueError(f"{spec.name} {what} from {origin} are not class indices in [0, {spec.num_classes})")
+
+
+# --------------------------------------------------------------------------------------------
+# helpers for raw files
+
+
+def _missing_error(spec: DatasetSpec, root: Path, missing: list[Path], reason: str = "") -> FileNotFoundError:
+    names = ", ".join(str(p) for p in missing[:6]) + (f" (+{len(missing) - 6} more)" if len(missing) > 6 else "")
+    hint = f"; {reason}" if reason else ""
+    return FileNotFoundError(
+        f"{spec.name} data not found under {root}: missing {names}{hint}. "
+        f"Put the {spec.source} files there (same layout) or run `latentgen download --dataset {spec.name} "
+        f"--data-root {root} --out FILE.npz` on a machine with internet access")
+
+
+def _ensure_writable(root: Path) -> None:
+    """Raise PermissionError naming ``root`` (or its first existing ancestor) if we cannot write there."""
+    probe = root
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionError(f"data root {root} is not writable (checked {probe}); cannot download into it")
+
+
+def _require_or_download(spec: DatasetSpec, root: Path, download: bool, fetch: Callable[[], None]) -> None:
+    missing = [p for p in spec.expected_files(root) if not p.exists()]
+    if not missing:
+        return  # present: never touch the network
+    if not download:
+        raise _missing_error(spec, root, missing, "downloading is off")
+    _ensure_writable(root)
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        fetch()
+    except PermissionError as exc:
+        raise PermissionError(f"data root {root} is not writable: {exc}") from exc
+    except Exception as exc:  # no network, bad checksum, truncated archive ...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _missing_error(spec, root, missing, f"download failed: {reason}") from exc
+    missing = [p for p in spec.expected_files(root) if not p.exists()]
+    if missing:
+        raise _missing_error(spec, root, missing, "still missing after the download")
+
+
+def _safe_target(base: Path, member_name: str) -> Path:
+    """Where ``member_name`` extracts to under ``base``; refuse paths that escape it."""
+    target = (base / member_name).resolve()
+    if os.path.isabs(member_name) or (target != base.resolve() and base.resolve() not in target.parents):
+        raise ValueError(f"archive member {member_name!r} would be written outside {base}; refusing to extract")
+    return target
+
+
+def _safe_extract_tar(archive: Path, dest: Path) -> None:
+    with tarfile.open(archive) as tar:
+        members = tar.getmembers()
+        for member in members:
+            _safe_target(dest, member.name)
+            if not (member.isfile() or member.isdir()):
+                raise ValueError(f"archive {archive} member {member.name!r} is a link or device; refusing to extract")
+        tar.extractall(dest, members=members, filter="data")
+
+
+def _safe_extract_zip(archive: Path, dest: Path) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        infos = zf.infolist()
+        for info in infos:  # check everything before writing anything
+            _safe_target(dest, info.filename)
+        for info in infos:
+            target = _safe_target(dest, info.filename)
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_file(url: str, dest: Path, md5: str | None) -> Path:
+    """Download ``url`` to ``dest`` (atomically), checking the md5 when given."""
+    with atomic_path(dest) as tmp:
+        request = urllib.request.Request(url, headers={"User-Agent": "latentgen"})
+        with urllib.request.urlopen(request, timeout=60) as response, open(tmp, "wb") as fh:
+            shutil.copyfileobj(response, fh, 1 << 20)
+        if md5 is not None and _md5(tmp) != md5:
+            raise ValueError(f"checksum mismatch for {url}: md5 {_md5(tmp)}, expected {md5}")
+    return dest
+
+
+# --------------------------------------------------------------------------------------------
+# digits (scikit-learn, embedded)
+
+
+def digits_split(labels: np.ndarray, seed: int = DIGITS_SPLIT_SEED,
+                 test_fraction: float = DIGITS_TEST_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split: per class (in class order) a seeded permutation; the first
+    ``round(test_fraction · n_k)`` go to test. Both index lists are returned sorted, so each split
+    keeps scikit-learn's order (the authors' loaders do not shuffle)."""
+    rng = np.random.RandomState(seed)
+    test = []
+    for k in np.unique(labels):
+        members = np.flatnonzero(labels == k)
+        test.append(rng.permutation(members)[: int(round(test_fraction * len(members)))])
+    test = np.sort(np.concatenate(test))
+    train = np.setdiff1d(np.arange(len(labels)), test)
+    return train, test
+
+
+def _load_digits(root: Path | None, download: bool) -> RawSplits:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = digits.images.astype(np.float32)[:, None, :, :]  # 0..16, N×1×8×8
+    y = digits.target.astype(np.int64)
+    train, test = digits_split(y)
+    return RawSplits(x[train], y[train], x[test], y[test])
+
+
+# --------------------------------------------------------------------------------------------
+# MNIST and Fashion-MNIST (torchvision's idx files)
+
+
+def _mnist_family(folder: str, torchvision_class: str):
+    def expected(root: Path) -> list[Path]:
+        return [root / folder / "raw" / name for name in MNIST_FILES]
+
+    def load(root: Path, download: bool) -> RawSplits:
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, torchvision_class)
+        spec = DATASETS[_NAME_OF_FOLDER[folder]]
+        _require_or_download(spec, root, download, lambda: cls(str(root), train=True, download=True))
+        splits = []
+        for train in (True, False):
+            try:
+                ds = cls(str(root), train=train, download=False)
+            except Exception as exc:  # truncated or malformed idx file
+                raise ValueError(f"{spec.name} files under {root / folder / 'raw'} are unreadable: {exc}") from exc
+            splits += [ds.data.numpy()[:, None, :, :], ds.targets.numpy().astype(np.int64)]
+        return RawSplits(*splits)
+
+    return expected, load
+
+
+_NAME_OF_FOLDER = {"MNIST": "mnist", "FashionMNIST": "fashion_mnist"}
+
+
+# --------------------------------------------------------------------------------------------
+# CIFAR-10 / CIFAR-100 (python pickle batches)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR batches (dicts, lists, bytes and numpy arrays) and nothing else, so a
+    tampered batch file cannot run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch file")
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as fh:
+            entry = _ArrayUnpickler(fh, encoding="latin1").load()
+        data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        labels = np.asarray(entry[label_key], dtype=np.int64)
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError) as exc:
+        raise ValueError(f"CIFAR batch file {path} is unreadable or truncated: {exc}") from None
+    return data, labels
+
+
+def _cifar_family(name: str, folder: str, train_files, test_files, label_key: str, tv_class: str):
+    def expected(root: Path) -> list[Path]:
+        return [root / folder / f for f in (*train_files, *test_files)]
+
+    def fetch(root: Path) -> None:
+        import torchvision.datasets as tvd
+        from torchvision.datasets.utils import download_url
+
+        cls = getattr(tvd, tv_class)
+        download_url(cls.url, str(root), cls.filename, cls.tgz_md5)  # torchvision's md5 check
+        _safe_extract_tar(root / cls.filename, root)
+
+    def load(root: Path, download: bool) -> RawSplits:
+        _require_or_download(DATASETS[name], root, download, lambda: fetch(root))
+        out = []
+        for files in (train_files, test_files):
+            parts = [_read_cifar_batch(root / folder / f, label_key) for f in files]
+            out += [np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])]
+        return RawSplits(*out)
+
+    return expected, load
+
+
+# --------------------------------------------------------------------------------------------
+# Tiny ImageNet (official zip; the val split re-laid into per-class folders)
+
+
+def _tiny_expected(root: Path) -> list[Path]:
+    base = root / TINY_IMAGENET_FOLDER
+    return [base / "wnids.txt", base / "train", base / "val"]
+
+
+def relayout_tiny_imagenet_val(base: Path) -> None:
+    """Move ``val/images/*.JPEG`` into ``val/<wnid>/images/`` using ``val_annotations.txt``, so that
+    ``ImageFolder(val)`` sees the 200 classes. Safe to rerun after an interruption."""
+    val = base / "val"
+    images, annotations = val / "images", val / "val_annotations.txt"
+    if not images.is_dir():
+        return
+    if not annotations.is_file():
+        raise FileNotFoundError(f"{annotations} is missing; cannot sort {images} into class folders")
+    wnids = set(_read_wnids(base))
+    for line in annotations.read_text().splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        filename, wnid = fields[0], fields[1] if len(fields) > 1 else ""
+        if wnid not in wnids or os.path.basename(filename) != filename:
+            raise ValueError(f"{annotations}: bad line {line!r} (unknown class or a path in the file name)")
+        src, dst = images / filename, val / wnid / "images" / filename
+        if src.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+        elif not dst.exists():
+            raise FileNotFoundError(f"{src} (listed in {annotations}) is missing")
+    leftover = sorted(p.name for p in images.iterdir())
+    if leftover:
+        raise ValueError(f"{images} still holds files not listed in {annotations}: {', '.join(leftover[:5])}")
+    images.rmdir()
+
+
+def _read_wnids(base: Path) -> list[str]:
+    return [w.strip() for w in (base / "wnids.txt").read_text().split() if w.strip()]
+
+
+def _fetch_tiny_imagenet(root: Path, url: str, md5: str | None) -> None:
+    archive = root / Path(url.split("?")[0]).name
+    if not (archive.is_file() and (md5 is None or _md5(archive) == md5)):
+        download_file(url, archive, md5)
+    # extract into a scratch folder next to the target, then rename: never a half-extracted dataset
+    scratch = Path(tempfile.mkdtemp(dir=root, prefix=f".{TINY_IMAGENET_FOLDER}."))
+    try:
+        _safe_extract_zip(archive, scratch)
+        if not (scratch / TINY_IMAGENET_FOLDER / "wnids.txt").is_file():
+            raise ValueError(f"{archive} has no {TINY_IMAGENET_FOLDER}/wnids.txt; not the Tiny ImageNet archive")
+        relayout_tiny_imagenet_val(scratch / TINY_IMAGENET_FOLDER)
+        target = root / TINY_IMAGENET_FOLDER
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(scratch / TINY_IMAGENET_FOLDER, target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def image_folder_samples(directory: Path, class_to_idx: dict[str, int]) -> list[tuple[Path, int]]:
+    """(path, class) in ``torchvision.datasets.ImageFolder`` order: classes sorted, then a sorted walk."""
+    samples = []
+    for cls in sorted(class_to_idx, key=lambda c: class_to_idx[c]):
+        class_dir = directory / cls
+        if not class_dir.is_dir():
+            continue
+        for dirpath, _, filenames in sorted(os.walk(class_dir, followlinks=True)):
+            for filename in sorted(filenames):
+                if filename.lower().endswith(IMAGE_EXTENSIONS):
+                    samples.append((Path(dirpath) / filename, class_to_idx[cls]))
+    return samples
+
+
+def _read_images(samples: list[tuple[Path, int]], size: int) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    x = np.empty((len(samples), 3, size, size), dtype=np.uint8)
+    for i, (path, _) in enumerate(samples):
+        with Image.open(path) as img:  # ImageFolder's loader: convert("RGB") (some images are grayscale)
+            arr = np.asarray(img.convert("RGB"))
+        if arr.shape != (size, size, 3):
+            raise ValueError(f"{path} is {arr.shape[1]}×{arr.shape[0]}, expected {size}×{size}")
+        x[i] = arr.transpose(2, 0, 1)
+    return x, np.array([label for _, label in samples], dtype=np.int64)
+
+
+def _load_tiny_imagenet(root: Path, download: bool, url: str | None = None, md5: str | None = None) -> RawSplits:
+    spec = DATASETS["tiny_imagenet"]
+    url = TINY_IMAGENET_URL if url is None else url
+    md5 = TINY_IMAGENET_MD5 if md5 is None else md5
+    _require_or_download(spec, root, download, lambda: _fetch_tiny_imagenet(root, url, md5))
+    base = root / TINY_IMAGENET_FOLDER
+    if (base / "val" / "images").is_dir():  # extracted by hand: re-lay val now
+        _ensure_writable(base / "val")
+        relayout_tiny_imagenet_val(base)
+    classes = sorted(e.name for e in os.scandir(base / "train") if e.is_dir())  # ImageFolder.find_classes
+    if classes != sorted(_read_wnids(base)):
+        raise ValueError(f"{base}/train class folders do not match wnids.txt")
+    val_classes = sorted(e.name for e in os.scandir(base / "val") if e.is_dir())
+    if val_classes != classes:
+        raise ValueError(f"{base}/val class folders differ from train's ({len(val_classes)} vs {len(classes)})")
+    class_to_idx = {c: i for i, c in enumerate(classes)}
+    train = _read_images(image_folder_samples(base / "train", class_to_idx), spec.image_size)
+    test = _read_images(image_folder_samples(base / "val", class_to_idx), spec.image_size)
+    return RawSplits(train[0], train[1], test[0], test[1])
+
+
+# --------------------------------------------------------------------------------------------
+# the registry: adding a dataset is one entry here (plus a test)
+
+_mnist_expected, _mnist_load = _mnist_family("MNIST", "MNIST")
+_fmnist_expected, _fmnist_load = _mnist_family("FashionMNIST", "FashionMNIST")
+_c10_expected, _c10_load = _cifar_family("cifar10", CIFAR10_FOLDER, CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILES,
+                                         "labels", "CIFAR10")
+_c100_expected, _c100_load = _cifar_family("cifar100", CIFAR100_FOLDER, CIFAR100_TRAIN_FILES,
+                                           CIFAR100_TEST_FILES, "fine_labels", "CIFAR100")
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in [
+        DatasetSpec("digits", 10, 1, 8, (0.5,), (0.5,), 16.0, 1438, 359, _load_digits,
+                    lambda root: [], needs_root=False, source="scikit-learn digits"),
+        DatasetSpec("mnist", 10, 1, 28, (0.5,), (0.5,), 255.0, 60000, 10000, _mnist_load, _mnist_expected,
+                    source="MNIST (torchvision MNIST/raw)"),
+        DatasetSpec("fashion_mnist", 10, 1, 28, (0.5,), (0.5,), 255.0, 60000, 10000, _fmnist_load,
+                    _fmnist_expected, source="Fashion-MNIST (torchvision FashionMNIST/raw)"),
+        DatasetSpec("cifar10", 10, 3, 32, (0.5,) * 3, (0.5,) * 3, 255.0, 50000, 10000, _c10_load, _c10_expected,
+                    source="CIFAR-10 python (cifar-10-python.tar.gz, extracted)"),
+        DatasetSpec("cifar100", 100, 3, 32, (0.5,) * 3, (0.5,) * 3, 255.0, 50000, 10000, _c100_load,
+                    _c100_expected, source="CIFAR-100 python (cifar-100-python.tar.gz, extracted)"),
+        # ToTensor only (SPEC §1, D3): mean 0, std 1
+        DatasetSpec("tiny_imagenet", 200, 3, 64, (0.0,) * 3, (1.0,) * 3, 255.0, 100000, 10000,
+                    _load_tiny_imagenet, _tiny_expected, strict_corruption_mask=True,
+                    source=f"Tiny ImageNet ({TINY_IMAGENET_URL}, extracted)"),
+    ]
+}
