@@ -276,7 +276,9 @@ def _require_or_download(spec: DatasetSpec, root: Path, download: bool, fetch: C
         fetch()
     except PermissionError as exc:
         raise PermissionError(f"data root {root} is not writable: {exc}") from exc
-    except Exception as exc:  # no network, bad checksum, truncated archive ...
+    except ValueError:  # our checks on what arrived (checksum, unsafe archive): the message says what
+        raise
+    except Exception as exc:  # no network, server errors, torchvision's failed mirrors ...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise _missing_error(spec, root, missing, f"download failed: {reason}") from exc
     missing = [p for p in spec.expected_files(root) if not p.exists()]
