@@ -92,17 +92,17 @@ def read_label_file(path: str | os.PathLike) -> LabelFile:
     required = ("true", "corrupted", "seed", "degree", "num_classes", "fraction_unchanged")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in required if k not in npz.files]
-            if missing:
-                raise ValueError(f"label file {path} lacks {', '.join(missing)}")
-            out = LabelFile(
-                true=np.asarray(npz["true"], dtype=np.int64), corrupted=np.asarray(npz["corrupted"], dtype=np.int64),
-                seed=int(npz["seed"]), degree=float(npz["degree"]), num_classes=int(npz["num_classes"]),
-                fraction_unchanged=float(npz["fraction_unchanged"]),
-                strict=bool(npz["strict"]) if "strict" in npz.files else False,
-                dataset=str(npz["dataset"]) if "dataset" in npz.files else "")
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+            values = {key: npz[key] for key in npz.files}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
         raise ValueError(f"label file {path} is unreadable or truncated: {exc}") from None
+    missing = [key for key in required if key not in values]
+    if missing:
+        raise ValueError(f"label file {path} lacks {', '.join(missing)}")
+    out = LabelFile(
+        true=np.asarray(values["true"], dtype=np.int64), corrupted=np.asarray(values["corrupted"], dtype=np.int64),
+        seed=int(values["seed"]), degree=float(values["degree"]), num_classes=int(values["num_classes"]),
+        fraction_unchanged=float(values["fraction_unchanged"]), strict=bool(values.get("strict", False)),
+        dataset=str(values.get("dataset", "")))
     if out.true.shape != out.corrupted.shape:
         raise ValueError(f"label file {path}: true and corrupted labels differ in length")
     return out
