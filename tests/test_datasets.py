@@ -125,13 +125,19 @@ def test_mnist_real_bitwise_equal_to_torchvision(mnist_root, tmp_path):
         assert torch.equal(getattr(fast, key), getattr(ds, key))
 
 
-def test_present_files_never_touch_network(mnist_root, monkeypatch):
+def test_present_files_never_touch_network(tmp_path, monkeypatch):
     def no_urlopen(*args, **kwargs):
         raise AssertionError("network touched although the files are present")
 
     monkeypatch.setattr("urllib.request.urlopen", no_urlopen)
-    labels = datasets.load_raw("mnist", mnist_root, download=True).test_y  # read-only root is fine
-    assert len(labels) == 10000
+    fakedata.write_mnist_family(tmp_path, "FashionMNIST", n_train=4, n_test=2)
+    fakedata.write_cifar(tmp_path, "cifar100", n_per_batch=4, n_test=2)
+    tmp_path.chmod(0o555)  # present files need no writable root
+    try:
+        assert len(load_dataset("fashion_mnist", tmp_path, download=True).train_y) == 4
+        assert len(load_dataset("cifar100", tmp_path, download=True).test_y) == 2
+    finally:
+        tmp_path.chmod(0o755)
 
 
 def test_prepared_load_needs_no_torchvision(tmp_path):
