@@ -271,15 +271,15 @@ def _require_or_download(spec: DatasetSpec, root: Path, download: bool, fetch: C
     if not download:
         raise _missing_error(spec, root, missing, "downloading is off")
     _ensure_writable(root)
-    root.mkdir(parents=True, exist_ok=True)
     try:
+        root.mkdir(parents=True, exist_ok=True)
         fetch()
     except PermissionError as exc:
         raise PermissionError(f"data root {root} is not writable: {exc}") from exc
     except ValueError:  # our checks on what arrived (checksum, unsafe archive): the message says what
         raise
     except Exception as exc:  # no network, server errors, torchvision's failed mirrors ...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__  # one line, all mirrors' causes
         raise _missing_error(spec, root, missing, f"download failed: {reason}") from exc
     missing = [p for p in spec.expected_files(root) if not p.exists()]
     if missing:
@@ -317,6 +317,25 @@ def _safe_extract_zip(archive: Path, dest: Path) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(info) as src, open(target, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def _extract_folder(archive: Path, root: Path, folder: str, extract: Callable[[Path, Path], None],
+                    prepare: Callable[[Path], None] | None = None) -> None:
+    """Extract ``archive`` into a scratch folder under ``root`` and rename its ``folder`` into place,
+    so an interrupted extraction never leaves a half-written dataset that looks complete."""
+    scratch = Path(tempfile.mkdtemp(dir=root, prefix=f".{folder}."))
+    try:
+        extract(archive, scratch)
+        if not (scratch / folder).is_dir():
+            raise ValueError(f"{archive} has no top-level folder {folder}/; not the expected archive")
+        if prepare is not None:
+            prepare(scratch / folder)
+        target = root / folder
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(scratch / folder, target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _md5(path: Path) -> str:
@@ -435,7 +454,7 @@ def _cifar_family(name: str, folder: str, train_files, test_files, label_key: st
 
         cls = getattr(tvd, tv_class)
         download_url(cls.url, str(root), cls.filename, cls.tgz_md5)  # torchvision's md5 check
-        _safe_extract_tar(root / cls.filename, root)
+        _extract_folder(root / cls.filename, root, folder, _safe_extract_tar)
 
     def load(root: Path, download: bool) -> RawSplits:
         _require_or_download(DATASETS[name], root, download, lambda: fetch(root))
@@ -494,19 +513,13 @@ def _fetch_tiny_imagenet(root: Path, url: str, md5: str | None) -> None:
     archive = root / Path(url.split("?")[0]).name
     if not (archive.is_file() and (md5 is None or _md5(archive) == md5)):
         download_file(url, archive, md5)
-    # extract into a scratch folder next to the target, then rename: never a half-extracted dataset
-    scratch = Path(tempfile.mkdtemp(dir=root, prefix=f".{TINY_IMAGENET_FOLDER}."))
-    try:
-        _safe_extract_zip(archive, scratch)
-        if not (scratch / TINY_IMAGENET_FOLDER / "wnids.txt").is_file():
+
+    def check_and_relayout(base: Path) -> None:
+        if not (base / "wnids.txt").is_file():
             raise ValueError(f"{archive} has no {TINY_IMAGENET_FOLDER}/wnids.txt; not the Tiny ImageNet archive")
-        relayout_tiny_imagenet_val(scratch / TINY_IMAGENET_FOLDER)
-        target = root / TINY_IMAGENET_FOLDER
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(scratch / TINY_IMAGENET_FOLDER, target)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        relayout_tiny_imagenet_val(base)
+
+    _extract_folder(archive, root, TINY_IMAGENET_FOLDER, _safe_extract_zip, check_and_relayout)
 
 
 def image_folder_samples(directory: Path, class_to_idx: dict[str, int]) -> list[tuple[Path, int]]:
