@@ -162,6 +162,16 @@ def test_prepared_file_errors(tmp_path):
     truncated.write_bytes(out.read_bytes()[: out.stat().st_size // 2])
     with pytest.raises(ValueError, match="truncated"):
         load_dataset("digits", prepared=truncated)
+    with np.load(out) as npz:
+        arrays = dict(npz)
+    arrays.pop("scale")
+    np.savez(tmp_path / "no_scale.npz", **arrays)
+    with pytest.raises(ValueError, match="lacks scale"):
+        load_dataset("digits", prepared=tmp_path / "no_scale.npz")
+    arrays.update(scale=np.float64(255.0))
+    np.savez(tmp_path / "wrong_scale.npz", **arrays)
+    with pytest.raises(ValueError, match="scale"):
+        load_dataset("digits", prepared=tmp_path / "wrong_scale.npz")
 
 
 # ----------------------------------------------------------------------------- Fashion-MNIST (fake files)

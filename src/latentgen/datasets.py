@@ -30,6 +30,7 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -165,13 +166,11 @@ def load_dataset(name: str, data_root: str | os.PathLike | None = None,
 
 def load_train_labels(name: str, data_root: str | os.PathLike | None = None,
                       prepared: str | os.PathLike | None = None, download: bool = False) -> np.ndarray:
-    """The true training labels (int64), reading only what is needed from a prepared file."""
-    spec = get_spec(name)
+    """The true training labels (int64), reading only that array from a prepared file."""
     if prepared is None:
         return load_raw(name, data_root, download).train_y
-    with _open_prepared(prepared, name) as npz:
-        labels = np.asarray(npz["train_y"], dtype=np.int64)
-    _check_labels(spec, labels, "train_y", str(prepared))
+    labels = np.asarray(_read_prepared_arrays(prepared, name, ["train_y"])["train_y"], dtype=np.int64)
+    _check_labels(get_spec(name), labels, "train_y", str(prepared))
     return labels
 
 
@@ -195,41 +194,44 @@ def prepare_dataset(name: str, data_root: str | os.PathLike | None, out_npz: str
 
 def read_prepared(path: str | os.PathLike, name: str | None = None) -> RawSplits:
     """Read a prepared ``.npz`` and check it against the registry (and ``name`` if given)."""
-    with _open_prepared(path, name) as npz:
-        raw = RawSplits(*(np.asarray(npz[key]) for key in ("train_x", "train_y", "test_x", "test_y")))
-        spec = get_spec(str(npz["dataset"]))
-        for key in ("mean", "std", "scale"):
-            if not np.array_equal(np.asarray(npz[key], dtype=np.float64), np.asarray(getattr(spec, key), dtype=np.float64)):
-                raise ValueError(f"prepared file {path}: {key} = {npz[key]} differs from {spec.name}'s {getattr(spec, key)}")
+    arrays = _read_prepared_arrays(path, name, list(PREPARED_KEYS))
+    spec = get_spec(str(arrays["dataset"]))
+    for key in ("mean", "std", "scale"):
+        if not np.array_equal(np.asarray(arrays[key], dtype=np.float64), np.asarray(getattr(spec, key), dtype=np.float64)):
+            raise ValueError(f"prepared file {path}: {key} = {arrays[key]} differs from {spec.name}'s {getattr(spec, key)}")
+    raw = RawSplits(arrays["train_x"], arrays["train_y"], arrays["test_x"], arrays["test_y"])
     _check_raw(spec, raw, origin=str(path))
     return raw
 
 
-def _open_prepared(path, name):
+PREPARED_KEYS = ("train_x", "train_y", "test_x", "test_y", "mean", "std", "scale", "dataset")
+
+
+def _read_prepared_arrays(path, name: str | None, keys: list[str]) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prepared dataset file not found: {path} (write it with `latentgen download`)")
     try:
-        npz = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        with np.load(path, allow_pickle=False) as npz:
+            files = set(npz.files)
+            arrays = {key: np.asarray(npz[key]) for key in {*keys, "dataset"} & files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise ValueError(f"prepared dataset file {path} is unreadable or truncated: {exc}") from None
-    missing = {"train_x", "train_y", "test_x", "test_y", "mean", "std", "scale", "dataset"} - set(npz.files)
+    missing = sorted(set(PREPARED_KEYS) - files)
     if missing:
-        npz.close()
-        raise ValueError(f"prepared dataset file {path} lacks {', '.join(sorted(missing))}")
-    stored = str(npz["dataset"])
+        raise ValueError(f"prepared dataset file {path} lacks {', '.join(missing)}")
+    stored = str(arrays["dataset"])
     if name is not None and stored != name:
-        npz.close()
         raise ValueError(f"prepared dataset file {path} holds {stored!r}, not {name!r}")
-    return npz
+    return arrays
 
 
 def _check_raw(spec: DatasetSpec, raw: RawSplits, origin: str) -> None:
     shape = (spec.in_channels, spec.image_size, spec.image_size)
     for split in ("train", "test"):
         x, y = getattr(raw, f"{split}_x"), getattr(raw, f"{split}_y")
-        if x.ndim != 4 or tuple(x.shape[1:]) != shape:
-            raise ValueError(f"{spec.name} {split} images from {origin} have shape {x.shape}, expected N×{shape}")
+        if x.dtype not in (np.uint8, np.float32) or x.ndim != 4 or tuple(x.shape[1:]) != shape:
+            raise ValueError(f"{spec.name} {split} images from {origin} are {x.dtype} {x.shape}, expected uint8 N×{shape}")
         if len(x) != len(y):
             raise ValueError(f"{spec.name} {split} from {origin}: {len(x)} images but {len(y)} labels")
         _check_labels(spec, y, f"{split} labels", origin)
@@ -390,15 +392,15 @@ def _load_digits(root: Path | None, download: bool) -> RawSplits:
 # MNIST and Fashion-MNIST (torchvision's idx files)
 
 
-def _mnist_family(folder: str, torchvision_class: str):
+def _mnist_family(name: str, folder: str, torchvision_class: str):
     def expected(root: Path) -> list[Path]:
-        return [root / folder / "raw" / name for name in MNIST_FILES]
+        return [root / folder / "raw" / filename for filename in MNIST_FILES]
 
     def load(root: Path, download: bool) -> RawSplits:
         import torchvision.datasets as tvd
 
         cls = getattr(tvd, torchvision_class)
-        spec = DATASETS[_NAME_OF_FOLDER[folder]]
+        spec = DATASETS[name]
         _require_or_download(spec, root, download, lambda: cls(str(root), train=True, download=True))
         splits = []
         for train in (True, False):
@@ -410,9 +412,6 @@ def _mnist_family(folder: str, torchvision_class: str):
         return RawSplits(*splits)
 
     return expected, load
-
-
-_NAME_OF_FOLDER = {"MNIST": "mnist", "FashionMNIST": "fashion_mnist"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -573,8 +572,8 @@ def _load_tiny_imagenet(root: Path, download: bool, url: str | None = None, md5:
 # --------------------------------------------------------------------------------------------
 # the registry: adding a dataset is one entry here (plus a test)
 
-_mnist_expected, _mnist_load = _mnist_family("MNIST", "MNIST")
-_fmnist_expected, _fmnist_load = _mnist_family("FashionMNIST", "FashionMNIST")
+_mnist_expected, _mnist_load = _mnist_family("mnist", "MNIST", "MNIST")
+_fmnist_expected, _fmnist_load = _mnist_family("fashion_mnist", "FashionMNIST", "FashionMNIST")
 _c10_expected, _c10_load = _cifar_family("cifar10", CIFAR10_FOLDER, CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILES,
                                          "labels", "CIFAR10")
 _c100_expected, _c100_load = _cifar_family("cifar100", CIFAR100_FOLDER, CIFAR100_TRAIN_FILES,
