@@ -1,0 +1,48 @@
+# Stage 5: MASC, VeLPIC and the VeLPIC weight transfer on one checkpoint's activations -> a small
+# tidy CSV; then one CSV per run (all its probed checkpoints, known from the run's manifest).
+
+
+rule probe:
+    input:
+        ACTIVATIONS,
+    output:
+        PROBES,
+    log:
+        log_file(f"probe/{TAG}/run{{run}}/epoch{{epoch}}.log"),
+    benchmark:
+        bench_file(f"probe/{TAG}/run{{run}}/epoch{{epoch}}.tsv")
+    params:
+        options=cli_args(config["probe_args"]),
+        device=DEVICE,
+        gpu=GPU_PREFIX,
+    group:
+        "probe_checkpoint"
+    priority: 2
+    threads: THREADS["probe"]
+    resources:
+        gpu=GPU,
+    conda:
+        "../../envs/probe.yaml"
+    shell:
+        "{params.gpu} python -m latentgen probe --activations {input} --device {params.device} {params.options}"
+        " --out {output} > {log} 2>&1"
+
+
+rule run_probes:
+    input:
+        run_probe_files,
+    output:
+        RUN_PROBES,
+    log:
+        log_file(f"run_probes/{TAG}/run{{run}}.log"),
+    benchmark:
+        bench_file(f"run_probes/{TAG}/run{{run}}.tsv")
+    priority: 3
+    threads: 1
+    conda:
+        "../../envs/plot.yaml"
+    shell:
+        # concatenate with one header, refusing files whose headers differ; write via a temp file
+        "awk 'FNR == 1 {{ if (NR == 1) {{ header = $0; print; }} else if ($0 != header) "
+        "{{ print FILENAME \": header differs\" | \"cat 1>&2\"; exit 1 }} next }} {{ print }}' {input}"
+        " > {output}.tmp 2> {log} && mv {output}.tmp {output}"
