@@ -1,0 +1,109 @@
+"""Conda environments of the workflow: they parse, pin exact versions, take torch from pip,
+and agree with pyproject.toml's requirements and with the versions installed here."""
+
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+from importlib import metadata
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+CONDA_TO_PYPI = {"pyyaml": "PyYAML"}  # conda-forge names that differ from PyPI's
+
+
+def _envs(repo_root):
+    return sorted((repo_root / "envs").glob("*.yaml"))
+
+
+def _pins(env: dict) -> dict[str, str]:
+    """name -> exact version, over conda and pip dependencies (python and pip excluded)."""
+    pins = {}
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            for item in dep["pip"]:
+                name, _, version = item.partition("==")
+                pins[name.strip().lower()] = version.strip()
+            continue
+        name, _, version = dep.partition("==")
+        if name.strip() in ("python", "pip"):
+            continue
+        pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+def test_every_env_parses_and_pins_exact_versions(repo_root):
+    envs = _envs(repo_root)
+    assert {p.stem for p in envs} >= {"data", "train", "probe", "plot"}
+    for path in envs:
+        env = yaml.safe_load(path.read_text())
+        assert env["name"].startswith("latentgen-"), path
+        assert "conda-forge" in env["channels"], path
+        python = [d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python")]
+        assert python and re.fullmatch(r"python==3\.\d+\.\d+", python[0]), path
+        for dep in env["dependencies"]:
+            items = dep["pip"] if isinstance(dep, dict) else [dep]
+            for item in items:
+                if item == "pip":
+                    continue
+                assert re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9a-z.+]*", item), f"{path.name}: {item!r} is not an exact pin"
+        conda_names = {d.partition("==")[0] for d in env["dependencies"] if isinstance(d, str)}
+        assert not conda_names & {"pytorch", "torch", "torchvision"}, f"{path.name}: torch must come through pip"
+        pip = [d for d in env["dependencies"] if isinstance(d, dict)]
+        if pip:
+            assert "pip" in env["dependencies"], f"{path.name}: a pip section needs pip itself"
+
+
+def test_pins_satisfy_pyproject_and_match_the_installed_versions(repo_root):
+    project = tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]
+    requirements = {Requirement(r).name.lower(): Requirement(r) for r in project["dependencies"]}
+    python_spec = project["requires-python"]
+    for path in _envs(repo_root):
+        env = yaml.safe_load(path.read_text())
+        python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
+        assert Requirement(f"python{python_spec}").specifier.contains(python.partition("==")[2]), path.name
+        for name, version in _pins(env).items():
+            pypi = CONDA_TO_PYPI.get(name, name)
+            assert pypi.lower() in requirements, f"{path.name}: {name} is not a dependency in pyproject.toml"
+            assert requirements[pypi.lower()].specifier.contains(version), \
+                f"{path.name}: {name}=={version} is outside pyproject's {requirements[pypi.lower()]}"
+            installed = metadata.version(pypi)
+            assert Version(installed).base_version == Version(version).base_version, \
+                f"{path.name}: pins {name}=={version} but {installed} is installed and tested"
+
+
+def test_every_rule_names_an_existing_env(repo_root):
+    rule_files = sorted((repo_root / "workflow" / "rules").glob("*.smk"))
+    seen = set()
+    for path in rule_files:
+        text = path.read_text()
+        n_rules = len(re.findall(r"^[ \t]*(?:rule|checkpoint)(?:[ \t]+\w+)?[ \t]*:", text, flags=re.M))
+        envs = re.findall(r"conda:\s*\n\s*\"([^\"]+)\"", text)
+        assert len(envs) == n_rules, f"{path.name}: {n_rules} rules but {len(envs)} conda directives"
+        for env in envs:
+            target = (path.parent / env).resolve()
+            assert target.is_file(), f"{path.name}: conda env {env} does not exist"
+            seen.add(target.name)
+    assert seen == {p.name for p in _envs(repo_root)}, "an env file no rule uses"
+
+
+def test_envs_cover_what_each_step_imports(repo_root):
+    need = {"data": {"torch", "torchvision", "numpy", "scikit-learn"},
+            "train": {"torch", "numpy", "h5py"},
+            "probe": {"torch", "numpy", "scipy", "scikit-learn", "h5py", "pandas"},
+            "plot": {"pandas", "matplotlib"}}
+    for stem, names in need.items():
+        pins = _pins(yaml.safe_load((repo_root / "envs" / f"{stem}.yaml").read_text()))
+        assert names <= set(pins), f"envs/{stem}.yaml lacks {sorted(names - set(pins))}"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="tomllib needs Python 3.11")
+def test_python_pin_is_the_tested_minor(repo_root):
+    for path in _envs(repo_root):
+        env = yaml.safe_load(path.read_text())
+        python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
+        assert python.partition("==")[2].startswith("3.11."), path.name
