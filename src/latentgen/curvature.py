@@ -1,0 +1,725 @@
+"""K-FAC curvature edit (Merullo et al. 2025) and the controls it is compared with.
+
+Method (``../shared/CURVATURE.md`` §1, §5). For each edited ``nn.Linear`` with weight W (out×in):
+
+- factors from **training inputs only**: A = E[a aᵀ] of the layer input a, G = E[g gᵀ] of the
+  gradient g of the per-example loss w.r.t. the layer output (before any ReLU);
+- the labels in g: ``true`` (default) is the exact true Fisher over the K classes, i.e. for every
+  class y the vector √p_y (e_y − p) is backpropagated from the logits (Σ_y of their outer products
+  is diag(p) − ppᵀ); ``empirical`` uses the given (corrupted) labels; ``sampled`` draws y ~ p
+  (seeded), as the paper's text;
+- eigenbases G = U_G diag(λ) U_Gᵀ, A = U_A diag(μ) U_Aᵀ (descending, tiny negatives clamped to 0);
+  coefficients C = U_Gᵀ W U_A; pair (i, j) has curvature λ_i μ_j;
+- keep the highest-curvature pairs, the smallest prefix (by λ_i μ_j, descending) whose mass is
+  ≥ ρ · total, and rebuild W ← U_G (C ⊙ M) U_Aᵀ. ρ = 1 keeps every pair (no edit), as the
+  authors' code treats ρ ≈ 1; the prefix rule alone would drop zero-curvature pairs.
+
+Everything is accumulated in float64 from per-example (sum-reduced) gradients: the gradient
+w.r.t. each layer output is taken with ``torch.autograd.grad`` from explicit per-example logit
+vectors, so no batch-mean 1/B factor enters. The model runs in eval mode; no damping anywhere.
+
+Repairs sit in one registry, ``REPAIRS`` (name → ``Repair``): ``kfac``, the controls ``svd``
+(same fraction of components removed), ``svd_norm`` (same ‖ΔW‖_F), ``random`` (same number of
+K-FAC pairs, chosen at random), the VeLPIC transfer ``velpic`` / ``velpic_bias`` and the
+combination ``kfac_velpic``. ``edit_model`` applies any of them to a copy of a model.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+FISHER_KINDS = ("true", "empirical", "sampled")
+BIAS_MODES = ("keep", "homogeneous")
+
+# --------------------------------------------------------------------------------------------
+# layers and arguments
+
+
+def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
+    """All ``nn.Linear`` modules of ``model`` by module name, in registration order."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+
+
+def resolve_layers(model: nn.Module, layers: Iterable[str] | str) -> list[str]:
+    """Check that ``layers`` is a non-empty list of distinct ``nn.Linear`` module names of ``model``."""
+    if isinstance(layers, str):
+        layers = parse_layer_set(layers)
+    layers = list(layers)
+    if not layers:
+        raise ValueError("empty layer set: name at least one nn.Linear layer to edit")
+    linears = linear_layers(model)
+    modules = dict(model.named_modules())
+    for name in layers:
+        if name not in linears:
+            what = f"a {type(modules[name]).__name__}, not an nn.Linear" if name in modules else "not a module"
+            raise ValueError(f"layer {name!r} of {type(model).__name__} is {what}; "
+                             f"nn.Linear layers: {', '.join(linears) or '(none)'}")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layer set {'+'.join(layers)} names a layer twice")
+    return layers
+
+
+def parse_layer_set(text: str) -> list[str]:
+    """``"fc1+fc4"`` → ``["fc1", "fc4"]``; an empty string is an empty set."""
+    return [part.strip() for part in text.split("+") if part.strip()] if text.strip() else []
+
+
+def check_rho(rho) -> float:
+    try:
+        value = float(rho)
+    except (TypeError, ValueError):
+        raise ValueError(f"rho must be a number in (0, 1], got {rho!r}") from None
+    if not 0.0 < value <= 1.0:  # also rejects NaN
+        raise ValueError(f"rho must be in (0, 1], got {rho!r}")
+    return value
+
+
+def head_name(model: nn.Module) -> str:
+    """The pre-softmax ``nn.Linear``: ``model.head`` (our model zoo), else the last ``nn.Linear``."""
+    head = getattr(model, "head", None)
+    if isinstance(head, str):
+        return head
+    linears = list(linear_layers(model))
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layer")
+    return linears[-1]
+
+
+# --------------------------------------------------------------------------------------------
+# factors
+
+
+@dataclass
+class Eigenbasis:
+    """Descending eigenpairs of G (output side, λ, U_G) and A (input side, μ, U_A), float64."""
+
+    lam: torch.Tensor
+    U_G: torch.Tensor
+    mu: torch.Tensor
+    U_A: torch.Tensor
+    _order: torch.Tensor | None = field(default=None, repr=False)
+    _cummass: torch.Tensor | None = field(default=None, repr=False)
+
+    def ranking(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat pair indices sorted by λ_i μ_j descending, and the cumulative mass along that order."""
+        if self._order is None:
+            mass = torch.outer(self.lam, self.mu).reshape(-1)
+            # stable sort: ties keep index order, so the selection is reproducible
+            self._order = torch.sort(mass, descending=True, stable=True).indices
+            self._cummass = torch.cumsum(mass[self._order], 0)
+        return self._order, self._cummass
+
+
+@dataclass
+class LayerFactors:
+    """K-FAC factors of one ``nn.Linear`` (float64, on the CPU)."""
+
+    name: str
+    A: torch.Tensor        # (in, in)  E[a aᵀ]
+    G: torch.Tensor        # (out, out) E[g gᵀ]
+    a_mean: torch.Tensor   # (in,)     E[a], for the homogeneous-bias variant
+    num_rows: int          # input rows averaged over (examples × positions)
+    fisher: str
+    _eigen: dict = field(default_factory=dict, repr=False)
+
+    def A_homogeneous(self) -> torch.Tensor:
+        """E[ā āᵀ] for ā = [a; 1]."""
+        q = self.A.shape[0]
+        out = torch.empty(q + 1, q + 1, dtype=torch.float64)
+        out[:q, :q] = self.A
+        out[:q, q] = self.a_mean
+        out[q, :q] = self.a_mean
+        out[q, q] = 1.0
+        return out
+
+    def eigenbasis(self, homogeneous: bool = False) -> Eigenbasis:
+        key = bool(homogeneous)
+        if key not in self._eigen:
+            lam, U_G = sorted_eigh(self.G)
+            mu, U_A = sorted_eigh(self.A_homogeneous() if homogeneous else self.A)
+            self._eigen[key] = Eigenbasis(lam, U_G, mu, U_A)
+        return self._eigen[key]
+
+
+def sorted_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (descending, negatives from round-off clamped to 0) and eigenvectors (columns)."""
+    sym = (matrix.to(torch.float64) + matrix.to(torch.float64).T) / 2
+    values, vectors = torch.linalg.eigh(sym)
+    return values.flip(0).clamp_min(0.0), vectors.flip(1).contiguous()
+
+
+class _Gram:
+    """Running float64 sum of xᵀx. On the CPU it uses BLAS syrk (one triangle, ~1.4× a GEMM)."""
+
+    def __init__(self, dim: int, device: torch.device):
+        self.cpu = device.type == "cpu"
+        if self.cpu:
+            from scipy.linalg import blas
+
+            self._syrk = blas.dsyrk
+            self._acc = np.zeros((dim, dim), dtype=np.float64, order="F")
+        else:
+            self._acc = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.to(torch.float64).contiguous()
+        if self.cpu:
+            # x is rows×dim C-ordered, so x.T is dim×rows F-ordered: syrk computes (x.T)(x.T)ᵀ = xᵀx
+            self._acc = self._syrk(1.0, x.numpy().T, beta=1.0, c=self._acc, trans=0, lower=0, overwrite_c=1)
+        else:
+            self._acc.addmm_(x.T, x)
+
+    def value(self) -> torch.Tensor:
+        if self.cpu:
+            upper = torch.from_numpy(np.triu(self._acc))
+            return upper + torch.triu(upper, 1).T
+        return self._acc.cpu()
+
+
+def _one_hot_minus_p(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Rows e_y − p, with 1 − p_y summed from the other classes (no cancellation when p_y ≈ 1)."""
+    v = -p
+    rest = p.scatter(1, y[:, None], 0.0).sum(1)
+    return v.scatter(1, y[:, None], rest[:, None])
+
+
+def _logit_vectors(logits, fisher, labels, samples, generator):
+    """Per-example vectors to backpropagate from the logits, and their weight in the average.
+
+    Each yielded (B×K) matrix holds one vector per example; G sums the outer products of the
+    backpropagated vectors, times the weight.
+    """
+    p = torch.softmax(logits.detach().to(torch.float64), dim=1)
+    n, k = p.shape
+    if fisher == "true":
+        for y in range(k):
+            cls = torch.full((n,), y, dtype=torch.long, device=p.device)
+            yield p[:, y:y + 1].sqrt() * _one_hot_minus_p(p, cls), 1.0
+    elif fisher == "empirical":
+        yield _one_hot_minus_p(p, labels), 1.0
+    else:  # sampled
+        p_cpu = p.cpu()
+        for _ in range(samples):
+            y = torch.multinomial(p_cpu, 1, replacement=True, generator=generator)[:, 0].to(p.device)
+            yield _one_hot_minus_p(p, y), 1.0 / samples
+
+
+def collect_factors(model: nn.Module, inputs: torch.Tensor, layers: Iterable[str], *, fisher: str = "true",
+                    labels: torch.Tensor | None = None, samples: int = 1, seed: int = 0, batch_size: int = 512,
+                    device: torch.device | str | None = None) -> dict[str, LayerFactors]:
+    """K-FAC factors A, G of each layer in ``layers`` from ``inputs`` (training inputs only).
+
+    ``fisher``: ``true`` (exact expectation over the model's predictive distribution, K backward
+    passes per batch), ``empirical`` (``labels``, e.g. the corrupted training labels) or
+    ``sampled`` (``samples`` labels per example drawn from the model's prediction with ``seed``).
+    The model is put in eval mode for the pass and restored afterwards; its weights are untouched.
+    """
+    if fisher not in FISHER_KINDS:
+        raise ValueError(f"unknown Fisher kind {fisher!r}; choose one of {', '.join(FISHER_KINDS)}")
+    names = resolve_layers(model, layers)
+    if fisher == "empirical":
+        if labels is None:
+            raise ValueError("the empirical Fisher needs labels (the corrupted training labels)")
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        if labels.shape != (len(inputs),):
+            raise ValueError(f"labels must have one entry per input: {tuple(labels.shape)} vs {len(inputs)} inputs")
+    if fisher == "sampled" and (int(samples) != samples or samples < 1):
+        raise ValueError(f"samples must be a positive integer, got {samples!r}")
+    if len(inputs) == 0:
+        raise ValueError("no inputs to collect K-FAC factors from")
+    param = next(model.parameters())
+    device = torch.device(device) if device is not None else param.device
+    modules = dict(model.named_modules())
+    grams_a = {n: _Gram(modules[n].in_features, device) for n in names}
+    grams_g = {n: _Gram(modules[n].out_features, device) for n in names}
+    a_sums = {n: torch.zeros(modules[n].in_features, dtype=torch.float64, device=device) for n in names}
+    rows = 0
+    captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def make_hook(name):
+        def hook(module, args, output):
+            if name in captured:
+                raise ValueError(f"layer {name!r} is called more than once per forward pass; "
+                                 "K-FAC factors for shared layers are not supported")
+            captured[name] = (args[0].detach(), output)
+        return hook
+
+    generator = torch.Generator().manual_seed(int(seed))
+    was_training = model.training
+    original_device = param.device
+    model.eval().to(device)
+    handles = [modules[n].register_forward_hook(make_hook(n)) for n in names]
+    try:
+        for start in range(0, len(inputs), batch_size):
+            xb = inputs[start:start + batch_size].to(device=device, dtype=param.dtype)
+            captured.clear()
+            with torch.enable_grad():
+                logits = model(xb)
+            if logits.ndim != 2:
+                raise ValueError(f"the model must return (batch, classes) logits, got shape {tuple(logits.shape)}")
+            outs = []
+            for n in names:
+                a, out = captured[n]
+                a = a.reshape(-1, a.shape[-1])
+                grams_a[n].add(a)
+                a_sums[n] += a.to(torch.float64).sum(0)
+                outs.append(out)
+            rows += a.shape[0]
+            yb = labels[start:start + batch_size].to(device) if fisher == "empirical" else None
+            grads: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+            for vector, weight in _logit_vectors(logits, fisher, yb, samples, generator):
+                gs = torch.autograd.grad(logits, outs, grad_outputs=vector.to(logits.dtype), retain_graph=True)
+                for n, g in zip(names, gs):
+                    g = g.reshape(-1, g.shape[-1]).to(torch.float64)
+                    grads[n].append(g * math.sqrt(weight) if weight != 1.0 else g)
+            for n in names:  # one Gram per batch and layer: bigger BLAS calls are faster
+                grams_g[n].add(torch.cat(grads[n]))
+            del logits, outs, grads
+    finally:
+        for h in handles:
+            h.remove()
+        captured.clear()
+        model.train(was_training).to(original_device)
+    return {n: LayerFactors(n, grams_a[n].value() / rows, grams_g[n].value() / rows,
+                            (a_sums[n] / rows).cpu(), rows, fisher) for n in names}
+
+
+# --------------------------------------------------------------------------------------------
+# selection and per-layer edits
+
+
+def kfac_prefix_size(cummass: torch.Tensor, rho: float) -> int:
+    """Smallest k with cummass[k−1] ≥ ρ·total (the crossing pair included); ρ = 1 keeps all."""
+    rho = check_rho(rho)
+    n = cummass.numel()
+    if rho == 1.0:
+        return n
+    target = rho * float(cummass[-1])
+    k = int(torch.searchsorted(cummass, torch.tensor([target], dtype=cummass.dtype), right=False)) + 1
+    return min(k, n)
+
+
+def kfac_keep_mask(lam: torch.Tensor, mu: torch.Tensor, rho: float) -> torch.Tensor:
+    """Boolean (len λ × len μ) mask of the pairs kept at mass ρ (vectorised: sort + cumsum)."""
+    basis = Eigenbasis(lam, torch.empty(0), mu, torch.empty(0))
+    order, cummass = basis.ranking()
+    return _mask_from(order, kfac_prefix_size(cummass, rho), (len(lam), len(mu)))
+
+
+def _mask_from(order: torch.Tensor, k: int, shape) -> torch.Tensor:
+    mask = torch.zeros(shape[0] * shape[1], dtype=torch.bool)
+    mask[order[:k]] = True
+    return mask.reshape(shape)
+
+
+def _augmented(layer: nn.Linear, homogeneous: bool) -> torch.Tensor:
+    W = layer.weight.detach().to("cpu", torch.float64, copy=True)
+    if homogeneous:
+        return torch.cat([W, layer.bias.detach().to("cpu", torch.float64, copy=True)[:, None]], 1)
+    return W
+
+
+def _write_back(layer: nn.Linear, W_new: torch.Tensor, homogeneous: bool) -> None:
+    with torch.no_grad():
+        if homogeneous:
+            layer.bias.copy_(W_new[:, -1].to(layer.bias))
+            W_new = W_new[:, :-1]
+        layer.weight.copy_(W_new.to(layer.weight))
+
+
+def _edit_log(name, method, W, W_new, mask=None, **extra) -> dict:
+    norm = float(torch.linalg.norm(W))
+    log = {"layer": name, "method": method, "shape": f"{W.shape[0]}x{W.shape[1]}",
+           "weight_norm": norm, "delta_norm": float(torch.linalg.norm(W_new - W)),
+           "rel_change": float(torch.linalg.norm(W_new - W)) / norm if norm > 0 else 0.0}
+    if mask is not None:
+        log.update(pairs_total=mask.numel(), pairs_kept=int(mask.sum()),
+                   fraction_kept=float(mask.sum()) / mask.numel(),
+                   distinct_out_vectors=int(mask.any(1).sum()), distinct_in_vectors=int(mask.any(0).sum()))
+    log.update(extra)
+    return log
+
+
+def _kfac_plan(layer: nn.Linear, factors: LayerFactors, rho: float, homogeneous: bool):
+    """Coefficients, the kept mask and the reached mass of a K-FAC edit (nothing written yet)."""
+    basis = factors.eigenbasis(homogeneous)
+    W = _augmented(layer, homogeneous)
+    if basis.U_G.shape[0] != W.shape[0] or basis.U_A.shape[0] != W.shape[1]:
+        raise ValueError(f"factors of {factors.name!r} ({basis.U_G.shape[0]}×{basis.U_A.shape[0]}) do not "
+                         f"match the layer's weight {W.shape[0]}×{W.shape[1]}")
+    order, cummass = basis.ranking()
+    k = kfac_prefix_size(cummass, rho)
+    mask = _mask_from(order, k, W.shape)
+    total = float(cummass[-1])
+    reached = float(cummass[k - 1]) / total if total > 0 else 1.0
+    return basis, W, mask, reached, order
+
+
+def _rebuild(basis: Eigenbasis, W: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    C = basis.U_G.T @ W @ basis.U_A
+    return basis.U_G @ (C * mask) @ basis.U_A.T
+
+
+def kfac_edit_layer(name: str, layer: nn.Linear, factors: LayerFactors, rho: float, homogeneous: bool = False) -> dict:
+    """W ← U_G (C ⊙ M) U_Aᵀ in place, keeping the top pairs by λ_i μ_j up to mass ρ."""
+    basis, W, mask, reached, _ = _kfac_plan(layer, factors, rho, homogeneous)
+    W_new = _rebuild(basis, W, mask)
+    _write_back(layer, W_new, homogeneous)
+    return _edit_log(name, "kfac", W, W_new, mask, rho=rho, rho_reached=reached)
+
+
+def random_edit_layer(name: str, layer: nn.Linear, factors: LayerFactors, rho: float, homogeneous: bool = False,
+                      seed: int = 0) -> dict:
+    """Keep as many K-FAC pairs as the K-FAC edit at ρ, chosen uniformly at random.
+
+    The random order depends only on (seed, layer name), so the kept sets are nested across ρ.
+    """
+    basis, W, kfac_mask, _, _ = _kfac_plan(layer, factors, rho, homogeneous)
+    k = int(kfac_mask.sum())
+    generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + zlib.crc32(name.encode()))
+    order = torch.randperm(W.numel(), generator=generator)
+    mask = _mask_from(order, k, W.shape)
+    W_new = _rebuild(basis, W, mask)
+    _write_back(layer, W_new, homogeneous)
+    mass = torch.outer(basis.lam, basis.mu)
+    total = float(mass.sum())
+    return _edit_log(name, "random", W, W_new, mask, rho=rho,
+                     rho_reached=float(mass[mask].sum()) / total if total > 0 else 1.0)
+
+
+def svd_edit_layer(name: str, layer: nn.Linear, factors: LayerFactors, rho: float, homogeneous: bool = False,
+                   match: str = "count") -> dict:
+    """SVD truncation of W matched to the K-FAC edit at ρ on the same layer.
+
+    ``match="count"``: remove the same *fraction* of components. The K-FAC basis has out·in rank-1
+    components and the SVD min(out, in); the K-FAC edit removes a fraction f of its pairs, so the
+    SVD edit removes round(f · min(out, in)) of the smallest singular components.
+    ``match="norm"``: remove the fewest smallest singular components whose removed norm reaches
+    the K-FAC edit's ‖ΔW‖_F. The bias is never changed (``homogeneous`` only sizes the K-FAC match).
+    """
+    basis, Wa, kfac_mask, _, _ = _kfac_plan(layer, factors, rho, homogeneous)
+    W = layer.weight.detach().to("cpu", torch.float64, copy=True)
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    r_max = S.numel()
+    if match == "count":
+        removed_fraction = 1.0 - float(kfac_mask.sum()) / kfac_mask.numel()
+        removed = int(round(removed_fraction * r_max))
+    elif match == "norm":
+        target = float(torch.linalg.norm(_rebuild(basis, Wa, kfac_mask) - Wa))
+        tail = torch.sqrt(torch.cumsum(S.flip(0) ** 2, 0))  # norm removed by dropping the last m
+        removed = 0 if target <= 0 else min(r_max, int(torch.searchsorted(tail, torch.tensor([target], dtype=tail.dtype))) + 1)
+    else:
+        raise ValueError(f"unknown SVD match {match!r}; use 'count' or 'norm'")
+    keep = r_max - removed
+    W_new = (U[:, :keep] * S[:keep]) @ Vh[:keep]
+    _write_back(layer, W_new, False)
+    return _edit_log(name, "svd" if match == "count" else "svd_norm", W, W_new, rho=rho,
+                     pairs_total=r_max, pairs_kept=keep, fraction_kept=keep / r_max,
+                     kfac_fraction_kept=float(kfac_mask.sum()) / kfac_mask.numel())
+
+
+# --------------------------------------------------------------------------------------------
+# activity of hidden units (dead / revived ReLU units)
+
+
+@torch.no_grad()
+def unit_max_preactivation(model: nn.Module, inputs: torch.Tensor, layers: list[str],
+                           batch_size: int = 1024) -> dict[str, torch.Tensor]:
+    """Per layer, the largest output (pre-ReLU) of each unit over ``inputs`` (eval mode)."""
+    modules = dict(model.named_modules())
+    best = {n: None for n in layers}
+    handles = []
+
+    def make_hook(name):
+        def hook(module, args, output):
+            m = output.detach().reshape(-1, output.shape[-1]).amax(0).cpu()
+            best[name] = m if best[name] is None else torch.maximum(best[name], m)
+        return hook
+
+    was_training = model.training
+    model.eval()
+    param = next(model.parameters())
+    try:
+        handles = [modules[n].register_forward_hook(make_hook(n)) for n in layers]
+        for start in range(0, len(inputs), batch_size):
+            model(inputs[start:start + batch_size].to(device=param.device, dtype=param.dtype))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return best
+
+
+def dead_unit_counts(before: torch.Tensor, after: torch.Tensor) -> dict:
+    """A unit is dead when its pre-activation is ≤ 0 on every input (its ReLU output is always 0)."""
+    dead_before, dead_after = before <= 0, after <= 0
+    return {"dead_before": int(dead_before.sum()), "dead_after": int(dead_after.sum()),
+            "revived": int((dead_before & ~dead_after).sum()), "killed": int((~dead_before & dead_after).sum())}
+
+
+# --------------------------------------------------------------------------------------------
+# repair registry
+
+
+@dataclass
+class RepairInputs:
+    """What a repair may use: factors and the training inputs with their (corrupted) labels."""
+
+    factors: dict[str, LayerFactors] | None = None
+    bias: str = "keep"                     # "keep" or "homogeneous" (curvature edits)
+    seed: int = 0                          # random control
+    train_x: torch.Tensor | None = None    # training inputs (VeLPIC transfer, dead units)
+    train_labels: torch.Tensor | None = None  # the labels the repairer has: the corrupted ones
+    batch_size: int = 1024
+
+
+@dataclass(frozen=True)
+class Repair:
+    """One repair method: ``apply(model, layers, rho, inputs) -> per-layer logs`` edits ``model`` in place."""
+
+    name: str
+    summary: str
+    apply: Callable[[nn.Module, list[str], float | None, RepairInputs], list[dict]]
+    uses_rho: bool = True
+    needs_factors: bool = True
+
+
+def _per_layer(edit: Callable) -> Callable:
+    """A repair that edits each named layer on its own with ``edit(name, layer, factors, rho, homogeneous, ctx)``."""
+    def apply(model, layers, rho, ctx):
+        if ctx.factors is None:
+            raise ValueError("this repair needs K-FAC factors; compute them with collect_factors")
+        modules = dict(model.named_modules())
+        logs = []
+        for name in layers:
+            if name not in ctx.factors:
+                raise ValueError(f"no K-FAC factors for layer {name!r}; factors exist for {', '.join(ctx.factors)}")
+            layer = modules[name]
+            homogeneous = ctx.bias == "homogeneous" and layer.bias is not None
+            logs.append(edit(name, layer, ctx.factors[name], rho, homogeneous, ctx))
+        return logs
+    return apply
+
+
+def _kfac(name, layer, factors, rho, homogeneous, ctx):
+    return kfac_edit_layer(name, layer, factors, rho, homogeneous)
+
+
+def _svd_count(name, layer, factors, rho, homogeneous, ctx):
+    return svd_edit_layer(name, layer, factors, rho, homogeneous, match="count")
+
+
+def _svd_norm(name, layer, factors, rho, homogeneous, ctx):
+    return svd_edit_layer(name, layer, factors, rho, homogeneous, match="norm")
+
+
+def _random(name, layer, factors, rho, homogeneous, ctx):
+    return random_edit_layer(name, layer, factors, rho, homogeneous, seed=ctx.seed)
+
+
+def _velpic_transfer(model: nn.Module, keep_bias: bool, inputs: RepairInputs) -> dict:
+    """Replace the head by the VeLPIC class vectors of its input (the last hidden layer)."""
+    from latentgen.probes import VeLPIC
+    from latentgen.transfer import transfer_velpic
+
+    if inputs.train_x is None or inputs.train_labels is None:
+        raise ValueError("the VeLPIC transfer needs the training inputs and their (corrupted) labels")
+    head = head_name(model)
+    layer = dict(model.named_modules())[head]
+    feats = head_inputs(model, inputs.train_x, inputs.batch_size)
+    labels = torch.as_tensor(inputs.train_labels).numpy()
+    velpic = VeLPIC().fit(feats, labels, classes=np.arange(layer.out_features))
+    W = layer.weight.detach().to("cpu", torch.float64, copy=True)
+    transfer_velpic(model, head, velpic, keep_bias=keep_bias)
+    W_new = layer.weight.detach().to("cpu", torch.float64, copy=True)
+    return _edit_log(head, "velpic_bias" if keep_bias else "velpic", W, W_new, keep_bias=keep_bias)
+
+
+@torch.no_grad()
+def head_inputs(model: nn.Module, inputs: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
+    """The head's input (the last hidden layer after its ReLU) for every input row, float32."""
+    layer = dict(model.named_modules())[head_name(model)]
+    chunks = []
+    handle = layer.register_forward_pre_hook(lambda m, args: chunks.append(args[0].detach().float().cpu()))
+    was_training = model.training
+    model.eval()
+    param = next(model.parameters())
+    try:
+        for start in range(0, len(inputs), batch_size):
+            model(inputs[start:start + batch_size].to(device=param.device, dtype=param.dtype))
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return torch.cat(chunks).numpy()
+
+
+def _apply_velpic(keep_bias):
+    def apply(model, layers, rho, inputs):
+        head = head_name(model)
+        if list(layers) != [head]:
+            raise ValueError(f"the VeLPIC transfer edits the head {head!r} only, got {'+'.join(layers)}")
+        return [_velpic_transfer(model, keep_bias, inputs)]
+    return apply
+
+
+def _apply_kfac_velpic(model, layers, rho, inputs):
+    """K-FAC edit of the hidden layers in ``layers``, then the VeLPIC transfer on the head."""
+    head = head_name(model)
+    hidden = [n for n in layers if n != head]
+    logs = _per_layer(_kfac)(model, hidden, rho, inputs) if hidden else []
+    return logs + [_velpic_transfer(model, False, inputs)]
+
+
+REPAIRS: dict[str, Repair] = {r.name: r for r in [
+    Repair("kfac", "K-FAC curvature edit: keep the top pairs by λ_i μ_j up to mass ρ", _per_layer(_kfac)),
+    Repair("svd", "control: SVD truncation removing the same fraction of components as K-FAC at ρ",
+           _per_layer(_svd_count)),
+    Repair("svd_norm", "control: SVD truncation with the same ‖ΔW‖_F as K-FAC at ρ", _per_layer(_svd_norm)),
+    Repair("random", "control: random removal of as many K-FAC pairs as K-FAC removes at ρ (seeded)",
+           _per_layer(_random)),
+    Repair("velpic", "VeLPIC transfer on the head, bias zeroed (the paper's method)", _apply_velpic(False),
+           uses_rho=False, needs_factors=False),
+    Repair("velpic_bias", "VeLPIC transfer on the head, trained bias kept", _apply_velpic(True),
+           uses_rho=False, needs_factors=False),
+    Repair("kfac_velpic", "K-FAC edit of the hidden layers, then the VeLPIC transfer on the head",
+           _apply_kfac_velpic),
+]}
+
+
+def get_repair(name: str) -> Repair:
+    try:
+        return REPAIRS[name]
+    except KeyError:
+        raise ValueError(f"unknown repair {name!r}; known repairs: {', '.join(REPAIRS)}") from None
+
+
+def edit_model(model: nn.Module, layers: Iterable[str] | str, rho: float | None,
+               factors: dict[str, LayerFactors] | None, *, method: str = "kfac", bias: str = "keep", seed: int = 0,
+               inputs: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+               batch_size: int = 1024) -> tuple[nn.Module, list[dict]]:
+    """Return an edited copy of ``model`` and one log dict per edited layer.
+
+    ``method`` names a ``REPAIRS`` entry. With ``inputs`` (training inputs), each edited hidden
+    layer's log also counts dead units before/after and units revived or killed by the edit.
+    ``labels`` (the corrupted training labels) are needed by the VeLPIC transfer only.
+    """
+    repair = get_repair(method)
+    names = resolve_layers(model, layers)
+    if repair.uses_rho:
+        rho = check_rho(rho)
+    if bias not in BIAS_MODES:
+        raise ValueError(f"unknown bias mode {bias!r}; choose one of {', '.join(BIAS_MODES)}")
+    edited = copy.deepcopy(model)
+    ctx = RepairInputs(factors=factors, bias=bias, seed=seed, train_x=inputs, train_labels=labels,
+                       batch_size=batch_size)
+    logs = repair.apply(edited, names, rho, ctx)
+    if inputs is not None:
+        hidden = [log["layer"] for log in logs if log["layer"] != head_name(model)]
+        if hidden:
+            before = unit_max_preactivation(model, inputs, hidden, batch_size)
+            after = unit_max_preactivation(edited, inputs, hidden, batch_size)
+            for log in logs:
+                if log["layer"] in before:
+                    log.update(dead_unit_counts(before[log["layer"]], after[log["layer"]]))
+    return edited, logs
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation (clean labels are used here only, for scoring)
+
+TEST_SPLIT_SEED = 2345  # the 2025 paper's train_test_split(random_state=2345) (SPEC §10)
+TEST_SELECT_FRACTION = 0.2
+
+METRICS = ("test_acc", "test_acc_select", "test_acc_heldout", "train_acc_corrupted", "train_acc_true",
+           "changed_acc_corrupted", "changed_acc_true", "unchanged_acc")
+
+
+def split_test_set(num_test: int, seed: int = TEST_SPLIT_SEED,
+               select_fraction: float = TEST_SELECT_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed split of the test set: (select 20 %, held-out 80 %) row indices, each sorted.
+
+    As the 2025 paper: ``train_test_split(range(n), test_size=0.2, random_state=2345)``.
+    """
+    from sklearn.model_selection import train_test_split
+
+    heldout, select = train_test_split(np.arange(num_test), test_size=select_fraction, random_state=seed)
+    return np.sort(select), np.sort(heldout)
+
+
+@dataclass
+class RepairData:
+    """Training inputs with true and corrupted labels, the test set, and the fixed test split."""
+
+    train_x: torch.Tensor
+    train_true: torch.Tensor
+    train_corrupted: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    select_idx: np.ndarray = None
+    heldout_idx: np.ndarray = None
+
+    def __post_init__(self):
+        self.train_true = torch.as_tensor(self.train_true, dtype=torch.long)
+        self.train_corrupted = torch.as_tensor(self.train_corrupted, dtype=torch.long)
+        self.test_y = torch.as_tensor(self.test_y, dtype=torch.long)
+        n = len(self.train_x)
+        if self.train_true.shape != (n,) or self.train_corrupted.shape != (n,):
+            raise ValueError(f"label counts ({len(self.train_true)} true, {len(self.train_corrupted)} corrupted) "
+                             f"do not match the {n} training inputs")
+        if self.test_y.shape != (len(self.test_x),):
+            raise ValueError(f"{len(self.test_y)} test labels for {len(self.test_x)} test inputs")
+        if self.select_idx is None or self.heldout_idx is None:
+            self.select_idx, self.heldout_idx = split_test_set(len(self.test_x))
+
+    @property
+    def changed(self) -> torch.Tensor:
+        """Training examples whose label differs from the original (not the corruption draw mask)."""
+        return self.train_corrupted != self.train_true
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """argmax of the logits in eval mode (first index on ties), on the CPU."""
+    was_training = model.training
+    model.eval()
+    param = next(model.parameters())
+    try:
+        out = [model(x[s:s + batch_size].to(device=param.device, dtype=param.dtype)).argmax(1).cpu()
+               for s in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
+def _acc(pred: torch.Tensor, target: torch.Tensor) -> float:
+    return float((pred == target).double().mean()) if len(target) else float("nan")
+
+
+def evaluate_repair(model: nn.Module, data: RepairData, batch_size: int = 1024) -> dict[str, float]:
+    """Accuracy fractions of ``model`` (see ``METRICS``).
+
+    ``changed_acc_corrupted``: memorization left (agreement with the corrupted label on examples
+    whose label was changed); ``changed_acc_true``: recovery of the true label there;
+    ``unchanged_acc``: accuracy on the examples whose label is correct.
+    """
+    train_pred = predict(model, data.train_x, batch_size)
+    test_pred = predict(model, data.test_x, batch_size)
+    changed = data.changed
+    return {
+        "test_acc": _acc(test_pred, data.test_y),
+        "test_acc_select": _acc(test_pred[data.select_idx], data.test_y[data.select_idx]),
+        "test_acc_heldout": _acc(test_pred[data.heldout_idx], data.test_y[data.heldout_idx]),
+        "train_acc_corrupted": _acc(train_pred, data.train_corrupted),
+        "train_acc_true": _acc(train_pred, data.train_true),
+        "changed_acc_corrupted": _acc(train_pred[changed], data.train_corrupted[changed]),
+        "changed_acc_true": _acc(train_pred[changed], data.train_true[changed]),
+        "unchanged_acc": _acc(train_pred[~changed], data.train_true[~changed]),
+    }

@@ -1,0 +1,344 @@
+"""K-FAC curvature edit (latentgen.curvature) against brute-force references written here."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentgen import curvature as cv
+
+
+class Net(nn.Module):
+    """5 → 7 → 7 (square) → 3 with ReLUs: a non-square, a square and an output layer."""
+
+    head = "out"
+
+    def __init__(self, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.fc1 = nn.Linear(5, 7)
+        self.fc2 = nn.Linear(7, 7)
+        self.out = nn.Linear(7, 3)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return self.out(self.relu(self.fc2(self.relu(self.fc1(x)))))
+
+
+LAYERS = ["fc1", "fc2", "out"]
+
+
+def _net_and_inputs(n=24, seed=0):
+    model = Net(seed).double()
+    x = torch.randn(n, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 1)) * 1.5
+    return model, x
+
+
+def _per_class_gradients(model, x, layers):
+    """Per example: layer inputs a_n and, for every class y, ∂CE(z_n, y)/∂(layer output) — one at a time."""
+    modules = dict(model.named_modules())
+    inputs, grads, probs = [], [], []
+    for i in range(len(x)):
+        seen = {}
+        hooks = [modules[n].register_forward_hook(lambda m, a, o, n=n: seen.__setitem__(n, (a[0], o))) for n in layers]
+        z = model(x[i:i + 1])
+        for h in hooks:
+            h.remove()
+        probs.append(torch.softmax(z, 1)[0].detach())
+        inputs.append({n: seen[n][0][0].detach() for n in layers})
+        per_y = []
+        for y in range(z.shape[1]):
+            loss = F.cross_entropy(z, torch.tensor([y]), reduction="sum")
+            gs = torch.autograd.grad(loss, [seen[n][1] for n in layers], retain_graph=True)
+            per_y.append({n: g[0].detach() for n, g in zip(layers, gs)})
+        grads.append(per_y)
+    return inputs, grads, torch.stack(probs)
+
+
+def _brute_factors(model, x, layers, weights):
+    """A = mean a aᵀ; G = mean_n Σ_y weights[n, y] g_ny g_nyᵀ (weights: p for the true Fisher, one-hot for labels)."""
+    inputs, grads, _ = _per_class_gradients(model, x, layers)
+    out = {}
+    for n in layers:
+        A = sum(torch.outer(a[n], a[n]) for a in inputs) / len(x)
+        G = sum(weights[i, y] * torch.outer(grads[i][y][n], grads[i][y][n])
+                for i in range(len(x)) for y in range(weights.shape[1])) / len(x)
+        out[n] = (A, G)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# factors
+
+
+def test_true_fisher_factors_match_per_example_loop():
+    model, x = _net_and_inputs()
+    with torch.no_grad():
+        p = torch.softmax(model(x), 1)
+    ref = _brute_factors(model, x, LAYERS, p)
+    got = cv.collect_factors(model, x, LAYERS, fisher="true", batch_size=7)  # partial last batch
+    for n in LAYERS:
+        A, G = ref[n]
+        assert got[n].A.shape == A.shape and got[n].G.shape == G.shape
+        torch.testing.assert_close(got[n].A, A, rtol=1e-10, atol=1e-13)
+        torch.testing.assert_close(got[n].G, G, rtol=1e-10, atol=1e-15)
+        assert got[n].num_rows == len(x) and got[n].fisher == "true"
+    # on the square layer, input and output factors are different matrices: a swap cannot pass
+    assert not torch.allclose(ref["fc2"][0], ref["fc2"][1], rtol=0.1)
+    # the output layer's G has the constant direction 1/√K in its null space
+    ones = torch.ones(3, dtype=torch.float64) / math.sqrt(3)
+    assert float(ones @ got["out"].G @ ones) < 1e-15
+
+
+def test_empirical_fisher_uses_the_labels_given():
+    model, x = _net_and_inputs()
+    labels = torch.randint(0, 3, (len(x),), generator=torch.Generator().manual_seed(5))
+    ref = _brute_factors(model, x, LAYERS, F.one_hot(labels, 3).double())
+    got = cv.collect_factors(model, x, LAYERS, fisher="empirical", labels=labels, batch_size=10)
+    for n in LAYERS:
+        torch.testing.assert_close(got[n].G, ref[n][1], rtol=1e-10, atol=1e-15)
+    other = cv.collect_factors(model, x, LAYERS, fisher="empirical", labels=(labels + 1) % 3)
+    assert not torch.allclose(other["fc2"].G, got["fc2"].G, rtol=1e-3)
+    torch.testing.assert_close(other["fc2"].A, got["fc2"].A)  # A never depends on labels
+
+
+def test_true_fisher_is_the_expectation_of_the_sampled_fisher():
+    model, x = _net_and_inputs(n=12)
+    samples = 3000
+    exact = cv.collect_factors(model, x, LAYERS, fisher="true")
+    sampled = cv.collect_factors(model, x, LAYERS, fisher="sampled", samples=samples, seed=3)
+    # standard error of every entry of the Monte-Carlo mean, from the per-class gradients
+    _, grads, p = _per_class_gradients(model, x, LAYERS)
+    for n in LAYERS:
+        outer = torch.stack([torch.stack([torch.outer(grads[i][y][n], grads[i][y][n]) for y in range(3)])
+                             for i in range(len(x))])                       # N×K×p×p
+        mean = torch.einsum("ny,nyab->nab", p, outer)
+        var = torch.einsum("ny,nyab->nab", p, outer ** 2) - mean ** 2
+        se = var.clamp_min(0).sum(0).sqrt() / (len(x) * math.sqrt(samples))
+        torch.testing.assert_close(mean.mean(0), exact[n].G, rtol=1e-10, atol=1e-15)
+        err = (sampled[n].G - exact[n].G).abs()
+        assert bool((err <= 5 * se + 1e-14).all()), f"{n}: max error/SE {float((err / (se + 1e-30)).max()):.1f}"
+        assert float(torch.linalg.norm(err)) < 0.05 * float(torch.linalg.norm(exact[n].G))
+    again = cv.collect_factors(model, x, ["fc2"], fisher="sampled", samples=5, seed=3)
+    same = cv.collect_factors(model, x, ["fc2"], fisher="sampled", samples=5, seed=3)
+    other = cv.collect_factors(model, x, ["fc2"], fisher="sampled", samples=5, seed=4)
+    torch.testing.assert_close(again["fc2"].G, same["fc2"].G, rtol=0, atol=0)
+    assert not torch.allclose(again["fc2"].G, other["fc2"].G)
+
+
+def test_factor_collection_restores_mode_and_leaves_weights():
+    model, x = _net_and_inputs()
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cv.collect_factors(model, x, ["fc2"])
+    assert model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+# --------------------------------------------------------------------------------------------
+# selection
+
+
+def _brute_prefix(lam, mu, rho):
+    pairs = sorted(((float(lam[i]) * float(mu[j]), i, j) for i in range(len(lam)) for j in range(len(mu))),
+                   key=lambda t: -t[0])
+    total = sum(t[0] for t in pairs)
+    kept, mass = set(), 0.0
+    for value, i, j in pairs:
+        if mass >= rho * total:
+            break
+        kept.add((i, j))
+        mass += value
+    return kept, total
+
+
+@pytest.mark.parametrize("rho", [0.999, 0.95, 0.9, 0.75, 0.5, 0.3, 0.05])
+def test_selection_keeps_the_smallest_prefix_reaching_rho(rho):
+    gen = torch.Generator().manual_seed(11)
+    lam = torch.rand(9, generator=gen, dtype=torch.float64).pow(4).sort(descending=True).values
+    mu = torch.rand(13, generator=gen, dtype=torch.float64).pow(3).sort(descending=True).values
+    mask = cv.kfac_keep_mask(lam, mu, rho)
+    kept, total = _brute_prefix(lam, mu, rho)
+    assert {tuple(ij) for ij in torch.nonzero(mask).tolist()} == kept
+    masses = torch.outer(lam, mu)
+    assert float(masses[mask].sum()) >= rho * total * (1 - 1e-12)
+    # minimal: dropping the smallest kept pair falls short of ρ
+    assert float(masses[mask].sum() - masses[mask].min()) < rho * total
+
+
+def test_rho_one_keeps_every_pair_even_with_zero_curvature():
+    lam = torch.tensor([2.0, 1.0, 0.0], dtype=torch.float64)
+    mu = torch.tensor([3.0, 0.0], dtype=torch.float64)
+    assert bool(cv.kfac_keep_mask(lam, mu, 1.0).all())
+    assert int(cv.kfac_keep_mask(lam, mu, 0.9999).sum()) == 2  # the positive-mass pairs only
+
+
+# --------------------------------------------------------------------------------------------
+# the edit
+
+
+def _brute_edit(W, A, G, rho):
+    """Σ over the kept pairs of (u_iᵀ W v_j) u_i v_jᵀ, with eigenvectors from numpy."""
+    lam, U = np.linalg.eigh(G.numpy())
+    mu, V = np.linalg.eigh(A.numpy())
+    lam, U = np.clip(lam[::-1], 0, None), U[:, ::-1]
+    mu, V = np.clip(mu[::-1], 0, None), V[:, ::-1]
+    kept, _ = _brute_prefix(lam, mu, rho)
+    out = np.zeros(W.shape)
+    for i, j in kept:
+        out += (U[:, i] @ W.numpy() @ V[:, j]) * np.outer(U[:, i], V[:, j])
+    return torch.from_numpy(out)
+
+
+@pytest.mark.parametrize("layer", ["fc1", "fc2"])
+def test_edit_equals_brute_force_projection_and_detects_an_orientation_swap(layer):
+    model, x = _net_and_inputs()
+    with torch.no_grad():
+        p = torch.softmax(model(x), 1)
+    A, G = _brute_factors(model, x, [layer], p)[layer]
+    factors = cv.collect_factors(model, x, [layer])
+    W = dict(model.named_modules())[layer].weight.detach().clone()
+    for rho in (0.95, 0.7):
+        edited, logs = cv.edit_model(model, [layer], rho, factors)
+        got = dict(edited.named_modules())[layer].weight.detach()
+        torch.testing.assert_close(got, _brute_edit(W, A, G, rho), rtol=1e-9, atol=1e-11)
+        assert logs[0]["pairs_kept"] < W.numel()
+    if layer == "fc2":  # square: an edit with A and G swapped runs, and gives another matrix
+        swapped = _brute_edit(W, G, A, 0.7)
+        edited, _ = cv.edit_model(model, [layer], 0.7, factors)
+        assert not torch.allclose(dict(edited.named_modules())[layer].weight.detach(), swapped, atol=1e-3)
+
+
+def test_rho_one_rebuilds_square_and_non_square_layers():
+    model, x = _net_and_inputs()
+    model = model.float()
+    factors = cv.collect_factors(model, x.float(), LAYERS)
+    edited, logs = cv.edit_model(model, LAYERS, 1.0, factors)
+    for name, module in edited.named_modules():
+        if isinstance(module, nn.Linear):
+            original = dict(model.named_modules())[name]
+            torch.testing.assert_close(module.weight, original.weight, rtol=1e-6, atol=1e-6)
+            assert torch.equal(module.bias, original.bias)
+    assert [log["fraction_kept"] for log in logs] == [1.0, 1.0, 1.0]
+    # the round trip through both eigenbases, in float64
+    W = dict(model.named_modules())["fc2"].weight.detach().double()
+    basis = factors["fc2"].eigenbasis()
+    rebuilt = cv._rebuild(basis, W, torch.ones_like(W, dtype=torch.bool))
+    torch.testing.assert_close(rebuilt, W, rtol=0, atol=1e-12)
+
+
+def test_eigenvector_sign_flips_do_not_change_the_edit():
+    model, x = _net_and_inputs()
+    factors = cv.collect_factors(model, x, ["fc1", "fc2"])
+    flipped = {}
+    gen = torch.Generator().manual_seed(2)
+    for n, f in factors.items():
+        basis = f.eigenbasis()
+        s_g = torch.where(torch.rand(len(basis.lam), generator=gen) < 0.5, -1.0, 1.0).double()
+        s_a = torch.where(torch.rand(len(basis.mu), generator=gen) < 0.5, -1.0, 1.0).double()
+        assert (s_g < 0).any() and (s_a < 0).any()
+        copy = cv.LayerFactors(n, f.A, f.G, f.a_mean, f.num_rows, f.fisher)
+        copy._eigen[False] = cv.Eigenbasis(basis.lam, basis.U_G * s_g, basis.mu, basis.U_A * s_a)
+        flipped[n] = copy
+    for rho in (0.9, 0.6):
+        a, _ = cv.edit_model(model, ["fc1", "fc2"], rho, factors)
+        b, _ = cv.edit_model(model, ["fc1", "fc2"], rho, flipped)
+        for n in ("fc1", "fc2"):
+            torch.testing.assert_close(getattr(a, n).weight, getattr(b, n).weight, rtol=0, atol=1e-12)
+
+
+def test_homogeneous_bias_variant():
+    model, x = _net_and_inputs()
+    factors = cv.collect_factors(model, x, ["fc2"])
+    same, _ = cv.edit_model(model, ["fc2"], 1.0, factors, bias="homogeneous")
+    torch.testing.assert_close(same.fc2.weight, model.fc2.weight, rtol=0, atol=1e-12)
+    torch.testing.assert_close(same.fc2.bias, model.fc2.bias, rtol=0, atol=1e-12)
+    kept, _ = cv.edit_model(model, ["fc2"], 0.8, factors)
+    homog, logs = cv.edit_model(model, ["fc2"], 0.8, factors, bias="homogeneous")
+    assert torch.equal(kept.fc2.bias, model.fc2.bias)
+    assert not torch.allclose(homog.fc2.bias, model.fc2.bias)
+    # the homogeneous edit is the K-FAC edit of [W b] with Ā = E[[a;1][a;1]ᵀ]
+    a = torch.relu(model.fc1(x)).detach()
+    a_bar = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], 1)
+    W_bar = torch.cat([model.fc2.weight, model.fc2.bias[:, None]], 1).detach()
+    ref = _brute_edit(W_bar, a_bar.T @ a_bar / len(a), factors["fc2"].G, 0.8)
+    torch.testing.assert_close(torch.cat([homog.fc2.weight, homog.fc2.bias[:, None]], 1).detach(), ref,
+                               rtol=1e-9, atol=1e-11)
+    assert logs[0]["pairs_total"] == 7 * 8
+
+
+# --------------------------------------------------------------------------------------------
+# controls
+
+
+def test_svd_controls_match_the_kfac_edit():
+    model, x = _net_and_inputs()
+    factors = cv.collect_factors(model, x, ["fc1", "fc2"])
+    for rho in (0.9, 0.6):
+        _, k_logs = cv.edit_model(model, ["fc1", "fc2"], rho, factors)
+        svd_model, s_logs = cv.edit_model(model, ["fc1", "fc2"], rho, factors, method="svd")
+        norm_model, n_logs = cv.edit_model(model, ["fc1", "fc2"], rho, factors, method="svd_norm")
+        for kl, sl, nl in zip(k_logs, s_logs, n_logs):
+            W = getattr(model, kl["layer"]).weight.detach()
+            U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+            r_max = len(S)
+            removed = round((1 - kl["fraction_kept"]) * r_max)
+            assert sl["pairs_kept"] == r_max - removed
+            keep = r_max - removed
+            torch.testing.assert_close(getattr(svd_model, kl["layer"]).weight.detach(),
+                                       (U[:, :keep] * S[:keep]) @ Vh[:keep], rtol=1e-9, atol=1e-11)
+            # same ‖ΔW‖: the fewest bottom components whose removal reaches the K-FAC change
+            m = r_max - nl["pairs_kept"]
+            assert nl["delta_norm"] >= kl["delta_norm"] - 1e-12
+            assert m == 0 or float(S[r_max - m + 1:].pow(2).sum().sqrt()) < kl["delta_norm"]
+            assert torch.equal(getattr(norm_model, kl["layer"]).bias, getattr(model, kl["layer"]).bias)
+
+
+def test_random_control_removes_as_many_pairs_and_is_seeded():
+    model, x = _net_and_inputs()
+    factors = cv.collect_factors(model, x, ["fc2"])
+    _, k_logs = cv.edit_model(model, ["fc2"], 0.8, factors)
+    a, r_logs = cv.edit_model(model, ["fc2"], 0.8, factors, method="random", seed=1)
+    b, _ = cv.edit_model(model, ["fc2"], 0.8, factors, method="random", seed=1)
+    c, _ = cv.edit_model(model, ["fc2"], 0.8, factors, method="random", seed=2)
+    assert r_logs[0]["pairs_kept"] == k_logs[0]["pairs_kept"]
+    assert torch.equal(a.fc2.weight, b.fc2.weight)
+    assert not torch.equal(a.fc2.weight, c.fc2.weight)
+    # the kept pairs carry less curvature mass than the top-mass selection
+    assert r_logs[0]["rho_reached"] < k_logs[0]["rho_reached"]
+
+
+# --------------------------------------------------------------------------------------------
+# bad input
+
+
+def test_bad_inputs_name_the_problem():
+    model, x = _net_and_inputs()
+    factors = cv.collect_factors(model, x, ["fc2"])
+    with pytest.raises(ValueError, match="'relu'.*not an nn.Linear"):
+        cv.edit_model(model, ["relu"], 0.9, factors)
+    with pytest.raises(ValueError, match="'fc9'.*not a module"):
+        cv.collect_factors(model, x, ["fc9"])
+    with pytest.raises(ValueError, match="empty layer set"):
+        cv.edit_model(model, [], 0.9, factors)
+    with pytest.raises(ValueError, match="empty layer set"):
+        cv.edit_model(model, "", 0.9, factors)
+    for rho in (0.0, -0.1, 1.01, float("nan"), "high"):
+        with pytest.raises(ValueError, match="rho"):
+            cv.edit_model(model, ["fc2"], rho, factors)
+    with pytest.raises(ValueError, match="no K-FAC factors for layer 'fc1'"):
+        cv.edit_model(model, ["fc1"], 0.9, factors)
+    with pytest.raises(ValueError, match="unknown repair"):
+        cv.edit_model(model, ["fc2"], 0.9, factors, method="prune")
+    with pytest.raises(ValueError, match="unknown Fisher kind"):
+        cv.collect_factors(model, x, ["fc2"], fisher="fisher")
+    with pytest.raises(ValueError, match="needs labels"):
+        cv.collect_factors(model, x, ["fc2"], fisher="empirical")
+    with pytest.raises(ValueError, match="names a layer twice"):
+        cv.edit_model(model, ["fc2", "fc2"], 0.9, factors)
