@@ -299,6 +299,19 @@ class Profile:
     def status_command(self) -> str | None:
         return self.settings.get("slurm-status-command")
 
+    def placeholders(self) -> list[tuple[str, str]]:
+        """(where, value) for every resource value still containing PLACEHOLDER."""
+        found = []
+        for key, value in _resource_items(self.settings.get("default-resources"), "default-resources").items():
+            if PLACEHOLDER in str(value):
+                found.append((f"default-resources: {key}", str(value)))
+        rules = _rule_items(self.settings.get("set-resources"), "set-resources")
+        for rule, items in rules.items():
+            for key, value in items.items():
+                if PLACEHOLDER in str(value):
+                    found.append((f"set-resources: {rule}: {key}", str(value)))
+        return found
+
     @property
     def init_seconds(self) -> int:
         return int(self.settings.get("slurm-init-seconds-before-status-checks", 40))
@@ -459,14 +472,11 @@ def check_cluster(profile: Profile, slurm: Slurm, submit_test: bool = True) -> l
         else:
             add(OK, "accounting", f"MinJobAge {min_age} s >= {needed_age} s: squeue sees finished jobs")
 
-    # -- placeholders
-    for request in profile.requests:
-        for key, value in request.raw.items():
-            if PLACEHOLDER in str(value):
-                add(FAIL, "profile", f"{request.label}: {key} is still the placeholder {value!r}; "
-                                     f"edit {profile.path}")
+    # -- placeholders, named by where they are in the profile
+    for where, value in profile.placeholders():
+        add(FAIL, "profile", f"{where} is still the placeholder {value!r}: edit {profile.path}")
 
-    # -- partitions
+    # -- partitions: each one named in the profile, then each request against its partition
     rc, out, err = slurm.run(["sinfo", "-h", "-o", SINFO_FORMAT])
     if rc != 0:
         add(FAIL, "partitions", f"'sinfo' failed: {err.strip() or rc}")
@@ -474,43 +484,55 @@ def check_cluster(profile: Profile, slurm: Slurm, submit_test: bool = True) -> l
     partitions = parse_sinfo(out)
     default_partition = next((p.name for p in partitions.values() if p.default), None)
     names = ", ".join(sorted(partitions)) or "none"
+    users: dict[str | None, list[str]] = {}
     for request in profile.requests:
-        name = request.partition or default_partition
-        if request.partition and PLACEHOLDER in request.partition:
-            continue
+        if not (request.partition and PLACEHOLDER in request.partition):
+            users.setdefault(request.partition or default_partition, []).append(request.label)
+    for name, labels in users.items():
         part = partitions.get(name) if name else None
         if part is None:
-            what = f"partition {request.partition!r}" if request.partition else "no partition given and no default"
-            add(FAIL, "partitions", f"{request.label}: {what} does not exist (or is not yours); "
-                                    f"partitions here: {names}")
+            what = f"partition {name!r} does not exist (or you may not use it)" if name else \
+                "no slurm_partition given and the cluster has no default partition"
+            add(FAIL, "partitions", f"{what}; used by {'; '.join(labels)}; partitions here: {names}")
             continue
-        gpu_text = (f"{part.max_gpus_per_node} GPU(s)/node" + (f" ({', '.join(part.gpu_types)})" if part.gpu_types else "")
+        gpu_text = (f"{part.max_gpus_per_node} GPU(s) per node"
+                    + (f" ({', '.join(part.gpu_types)})" if part.gpu_types else "")
                     if part.max_gpus_per_node else "no GPUs")
+        limit = "no time limit" if part.time_limit_min is None else f"time limit {part.time_limit_min} min"
         if part.available != "up":
-            add(FAIL, "partitions", f"{request.label}: partition {name!r} is {part.available}, not up")
-        elif part.usable_nodes == 0:
-            add(WARN, "partitions", f"{request.label}: partition {name!r} has no node up right now")
+            add(FAIL, "partitions", f"partition {name!r} is {part.available}, not up")
+        else:
+            add(OK, "partitions", f"partition {name!r}: up, {part.nodes} node(s), {gpu_text}, {limit}, "
+                                  f"largest node {part.max_cpus} CPUs / {part.max_mem_mb} MB")
+            if part.usable_nodes == 0:
+                add(WARN, "partitions", f"partition {name!r} has no node up right now: jobs will wait")
+
+    for request in profile.requests:
+        name = request.partition or default_partition
+        part = partitions.get(name) if name else None
+        if part is None:
+            continue
         wanted = request.gpus_wanted
         if wanted and part.max_gpus_per_node == 0:
-            add(FAIL, "gpus", f"{request.label}: asks for {wanted} GPU(s) but partition {name!r} has no GPUs; "
-                              "put these rules on a GPU partition (set-resources: <rule>: slurm_partition) "
+            add(FAIL, "gpus", f"{request.label}: ask for {wanted} GPU(s) but partition {name!r} has no GPUs; "
+                              "put these rules on a GPU partition (set-resources: RULE: slurm_partition) "
                               "or set gpu: 0 to run them on CPUs")
         elif wanted > part.max_gpus_per_node:
-            add(FAIL, "gpus", f"{request.label}: asks for {wanted} GPUs; nodes of {name!r} have at most "
+            add(FAIL, "gpus", f"{request.label}: ask for {wanted} GPUs; nodes of {name!r} have at most "
                               f"{part.max_gpus_per_node}")
+        elif wanted:
+            add(OK, "gpus", f"{request.label}: {wanted} GPU(s) on {name!r}")
         if (request.runtime_min and part.time_limit_min is not None
                 and request.runtime_min > part.time_limit_min):
             add(FAIL, "time", f"{request.label}: runtime {request.runtime_min} min exceeds the time limit of "
-                              f"{name!r} ({part.time_limit_min} min); the job would pend forever")
+                              f"{name!r} ({part.time_limit_min} min); lower runtime (training resumes "
+                              "where a time limit cut it, with retries)")
         if request.mem_mb and part.max_mem_mb and request.mem_mb > part.max_mem_mb:
             add(FAIL, "memory", f"{request.label}: mem_mb {request.mem_mb} exceeds the largest node of "
                                 f"{name!r} ({part.max_mem_mb} MB)")
         if request.cpus > part.max_cpus > 0:
             add(FAIL, "cpus", f"{request.label}: {request.cpus} threads but nodes of {name!r} have "
                               f"{part.max_cpus} CPUs")
-        limit = "no time limit" if part.time_limit_min is None else f"time limit {part.time_limit_min} min"
-        add(INFO, "partitions", f"{request.label}: partition {name!r}: {part.available}, {part.nodes} node(s), "
-                                f"{gpu_text}, {limit}")
 
     # -- accounts (the plugin validates slurm_account with sacctmgr, then sshare)
     accounts_named = sorted({r.account for r in profile.requests if r.account and PLACEHOLDER not in r.account})
@@ -525,6 +547,9 @@ def check_cluster(profile: Profile, slurm: Slurm, submit_test: bool = True) -> l
                 add(FAIL, "accounts", f"slurm_account is set ({', '.join(accounts_named)}) but neither sacctmgr nor "
                                       "sshare can list your accounts, so the plugin stops with an error: remove "
                                       f"slurm_account from {profile.path} (this cluster has no accounting)")
+        if not known and not accounting:
+            add(INFO, "accounts", f"slurm_account {', '.join(accounts_named)}: not checkable without accounting "
+                                  "(SLURM does not use accounts then); the plugin passes it on unchecked")
         if known:
             for account in accounts_named:
                 if account.lower() in known:
