@@ -42,7 +42,7 @@ def parse_scontrol_config(text: str) -> dict[str, str]:
     """``scontrol show config`` → {key: value} (header and section lines are skipped)."""
     config = {}
     for line in text.splitlines():
-        match = re.match(r"^([A-Za-z][\w/.]*)\s*=\s?(.*)$", line.strip())
+        match = re.match(r"^([A-Za-z][\w/.\[\]]*)\s*=\s?(.*)$", line.strip())
         if match:
             config[match.group(1)] = match.group(2).strip()
     return config
