@@ -430,32 +430,10 @@ def svd_edit_layer(name: str, layer: nn.Linear, factors: LayerFactors, rho: floa
 # activity of hidden units (dead / revived ReLU units)
 
 
-@torch.no_grad()
 def unit_max_preactivation(model: nn.Module, inputs: torch.Tensor, layers: list[str],
                            batch_size: int = 1024) -> dict[str, torch.Tensor]:
     """Per layer, the largest output (pre-ReLU) of each unit over ``inputs`` (eval mode)."""
-    modules = dict(model.named_modules())
-    best = {n: None for n in layers}
-    handles = []
-
-    def make_hook(name):
-        def hook(module, args, output):
-            m = output.detach().reshape(-1, output.shape[-1]).amax(0).cpu()
-            best[name] = m if best[name] is None else torch.maximum(best[name], m)
-        return hook
-
-    was_training = model.training
-    model.eval()
-    param = next(model.parameters())
-    try:
-        handles = [modules[n].register_forward_hook(make_hook(n)) for n in layers]
-        for start in range(0, len(inputs), batch_size):
-            model(inputs[start:start + batch_size].to(device=param.device, dtype=param.dtype))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return best
+    return predict(model, inputs, batch_size, watch=layers)[1]
 
 
 def dead_unit_counts(before: torch.Tensor, after: torch.Tensor) -> dict:
@@ -604,12 +582,13 @@ def get_repair(name: str) -> Repair:
 def edit_model(model: nn.Module, layers: Iterable[str] | str, rho: float | None,
                factors: dict[str, LayerFactors] | None, *, method: str = "kfac", bias: str = "keep", seed: int = 0,
                inputs: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-               batch_size: int = 1024) -> tuple[nn.Module, list[dict]]:
+               batch_size: int = 1024, count_dead_units: bool = True) -> tuple[nn.Module, list[dict]]:
     """Return an edited copy of ``model`` and one log dict per edited layer.
 
     ``method`` names a ``REPAIRS`` entry. With ``inputs`` (training inputs), each edited hidden
-    layer's log also counts dead units before/after and units revived or killed by the edit.
-    ``labels`` (the corrupted training labels) are needed by the VeLPIC transfer only.
+    layer's log also counts dead units before/after and units revived or killed by the edit
+    (``count_dead_units=False`` skips the two extra passes). ``labels`` (the corrupted training
+    labels) are needed by the VeLPIC transfer only.
     """
     repair = get_repair(method)
     names = resolve_layers(model, layers)
@@ -621,7 +600,7 @@ def edit_model(model: nn.Module, layers: Iterable[str] | str, rho: float | None,
     ctx = RepairInputs(factors=factors, bias=bias, seed=seed, train_x=inputs, train_labels=labels,
                        batch_size=batch_size)
     logs = repair.apply(edited, names, rho, ctx)
-    if inputs is not None:
+    if inputs is not None and count_dead_units:
         hidden = [log["layer"] for log in logs if log["layer"] != head_name(model)]
         if hidden:
             before = unit_max_preactivation(model, inputs, hidden, batch_size)
@@ -686,32 +665,48 @@ class RepairData:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """argmax of the logits in eval mode (first index on ties), on the CPU."""
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024,
+            watch: Iterable[str] = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """argmax of the logits in eval mode (first index on ties), on the CPU, and for each layer in
+    ``watch`` the largest output of each unit over ``x`` (to count dead units)."""
+    modules = dict(model.named_modules())
+    best: dict[str, torch.Tensor] = {}
+
+    def make_hook(name):
+        def hook(module, args, output):
+            m = output.detach().reshape(-1, output.shape[-1]).amax(0).cpu()
+            best[name] = m if name not in best else torch.maximum(best[name], m)
+        return hook
+
     was_training = model.training
     model.eval()
     param = next(model.parameters())
+    handles = [modules[n].register_forward_hook(make_hook(n)) for n in watch]
     try:
         out = [model(x[s:s + batch_size].to(device=param.device, dtype=param.dtype)).argmax(1).cpu()
                for s in range(0, len(x), batch_size)]
     finally:
+        for h in handles:
+            h.remove()
         model.train(was_training)
-    return torch.cat(out)
+    return torch.cat(out), best
 
 
 def _acc(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float((pred == target).double().mean()) if len(target) else float("nan")
 
 
-def evaluate_repair(model: nn.Module, data: RepairData, batch_size: int = 1024) -> dict[str, float]:
-    """Accuracy fractions of ``model`` (see ``METRICS``).
+def evaluate_repair(model: nn.Module, data: RepairData, batch_size: int = 1024,
+                    watch: Iterable[str] = ()) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Accuracy fractions of ``model`` (see ``METRICS``), and the unit activity of ``watch`` layers
+    on the training inputs (``predict``).
 
     ``changed_acc_corrupted``: memorization left (agreement with the corrupted label on examples
     whose label was changed); ``changed_acc_true``: recovery of the true label there;
     ``unchanged_acc``: accuracy on the examples whose label is correct.
     """
-    train_pred = predict(model, data.train_x, batch_size)
-    test_pred = predict(model, data.test_x, batch_size)
+    train_pred, activity = predict(model, data.train_x, batch_size, watch)
+    test_pred, _ = predict(model, data.test_x, batch_size)
     changed = data.changed
     return {
         "test_acc": _acc(test_pred, data.test_y),
@@ -722,4 +717,139 @@ def evaluate_repair(model: nn.Module, data: RepairData, batch_size: int = 1024) 
         "changed_acc_corrupted": _acc(train_pred[changed], data.train_corrupted[changed]),
         "changed_acc_true": _acc(train_pred[changed], data.train_true[changed]),
         "unchanged_acc": _acc(train_pred[~changed], data.train_true[~changed]),
-    }
+    }, activity
+
+
+# --------------------------------------------------------------------------------------------
+# the sweep: every repair of one checkpoint in one table
+
+# CURVATURE.md §5.4 in our module names (the CNN's fcs[0..2] are "fcs.0".."fcs.2", its head "fc3").
+# "hidden" = every nn.Linear but the head, "all" = every nn.Linear.
+DEFAULT_LAYER_SETS = {
+    "mlp": ["fc1", "fc2", "fc3", "fc4", "output", "fc1+fc4", "fc3+fc4", "fc4+output", "hidden", "all"],
+    "cnn": ["fcs.0", "fcs.1", "fcs.2", "fc3", "fcs.0+fcs.2", "fcs.1+fcs.2", "all"],
+}
+DEFAULT_RHOS = (1.0, 0.99, 0.98, 0.95, 0.90, 0.85, 0.80, 0.75, 0.70, 0.60, 0.50, 0.40, 0.30)
+DEFAULT_METHODS = ("kfac", "svd", "random")
+REFERENCES = ("none", "velpic", "velpic_bias")
+# the configuration fixed a priori (the ViT's "first and last MLP blocks at ρ = 0.75", [P] §5)
+A_PRIORI_LAYER_SET = {"mlp": "fc1+fc4", "cnn": "fcs.0+fcs.2"}
+A_PRIORI_RHO = 0.75
+
+
+def default_layer_sets(model: nn.Module) -> list[str]:
+    """CURVATURE.md §5.4's sets for the MLP and CNN; each nn.Linear alone plus hidden and all otherwise."""
+    arch = getattr(model, "arch", None)
+    if arch in DEFAULT_LAYER_SETS:
+        return list(DEFAULT_LAYER_SETS[arch])
+    return list(linear_layers(model)) + ["hidden", "all"]
+
+
+def expand_layer_set(model: nn.Module, text: str) -> list[str]:
+    """``"fc1+fc4"`` → its layers; ``"hidden"``: every nn.Linear but the head; ``"all"``: every nn.Linear."""
+    text = str(text).strip()
+    if text == "all":
+        return resolve_layers(model, list(linear_layers(model)))
+    if text == "hidden":
+        head = head_name(model)
+        return resolve_layers(model, [n for n in linear_layers(model) if n != head])
+    return resolve_layers(model, parse_layer_set(text))
+
+
+def _summarise(logs: list[dict]) -> dict:
+    """One row's view of the per-layer logs of an edit."""
+    row = {}
+    kept = [log for log in logs if "pairs_kept" in log]
+    if kept:
+        row["pairs_kept"] = sum(log["pairs_kept"] for log in kept)
+        row["pairs_total"] = sum(log["pairs_total"] for log in kept)
+        row["fraction_kept"] = row["pairs_kept"] / row["pairs_total"]
+    reached = [log["rho_reached"] for log in logs if "rho_reached" in log]
+    row["rho_reached"] = float(np.mean(reached)) if reached else float("nan")
+    norm = math.sqrt(sum(log["weight_norm"] ** 2 for log in logs))
+    row["rel_change"] = math.sqrt(sum(log["delta_norm"] ** 2 for log in logs)) / norm if norm > 0 else 0.0
+    for key in ("dead_before", "dead_after", "revived", "killed"):
+        values = [log[key] for log in logs if key in log]
+        row[key] = sum(values) if values else None
+    return row
+
+
+def repair_sweep(model: nn.Module, data: RepairData, *, layer_sets: Iterable[str] | None = None,
+                 rhos: Iterable[float] = DEFAULT_RHOS, methods: Iterable[str] = DEFAULT_METHODS,
+                 references: Iterable[str] = REFERENCES, factors: dict[str, LayerFactors] | None = None,
+                 fisher: str = "true", samples: int = 1, bias: str = "keep", seed: int = 0,
+                 factor_inputs: torch.Tensor | None = None, batch_size: int = 1024,
+                 device: torch.device | str | None = None,
+                 progress: Callable[[str], None] | None = None) -> tuple[list[dict], list[dict]]:
+    """Evaluate every repair of ``model``: the references (unedited, VeLPIC transfer) and each
+    method × layer set × ρ. Returns (rows, layer_rows): one row per repaired model and one per
+    edited layer. Factors are computed once, from ``factor_inputs`` (default: all training
+    inputs) with the ``fisher`` labels, unless given.
+    """
+    layer_sets = list(default_layer_sets(model) if layer_sets is None else layer_sets)
+    if not layer_sets:
+        raise ValueError("no layer sets to sweep")
+    expanded = {text: expand_layer_set(model, text) for text in layer_sets}
+    rhos = [check_rho(r) for r in rhos]
+    methods = [get_repair(m).name for m in methods]
+    references = list(references)
+    for r in references:
+        if r not in REFERENCES:
+            raise ValueError(f"unknown reference {r!r}; choose from {', '.join(REFERENCES)}")
+    if bias not in BIAS_MODES:
+        raise ValueError(f"unknown bias mode {bias!r}; choose one of {', '.join(BIAS_MODES)}")
+    if (methods and not rhos):
+        raise ValueError("no rho values to sweep")
+    say = progress or (lambda message: None)
+    head = head_name(model)
+    hidden = [n for n in linear_layers(model) if n != head]
+    has_head_bias = dict(model.named_modules())[head].bias is not None
+
+    needed = [n for n in linear_layers(model) if any(n in layers for layers in expanded.values())]
+    if factors is None and any(get_repair(m).needs_factors for m in methods):
+        say(f"K-FAC factors ({fisher} Fisher) of {', '.join(needed)} from "
+            f"{len(data.train_x if factor_inputs is None else factor_inputs)} training inputs")
+        factors = collect_factors(model, data.train_x if factor_inputs is None else factor_inputs, needed,
+                                  fisher=fisher, labels=data.train_corrupted, samples=samples, seed=seed,
+                                  batch_size=512, device=device)
+
+    rows, layer_rows = [], []
+    base_metrics, base_activity = evaluate_repair(model, data, batch_size, watch=hidden)
+
+    def record(repair, layer_set, layers, rho, logs, edited):
+        watch = [n for n in layers if n in hidden]
+        metrics, activity = (base_metrics, base_activity) if edited is model else \
+            evaluate_repair(edited, data, batch_size, watch=watch)
+        for log in logs:
+            if log["layer"] in activity:
+                log.update(dead_unit_counts(base_activity[log["layer"]], activity[log["layer"]]))
+        key = {"repair": repair, "layer_set": layer_set, "layers": "+".join(layers),
+               "rho": float("nan") if rho is None else rho}
+        curvature = repair in REPAIRS and REPAIRS[repair].needs_factors
+        rows.append({**key, "fisher": fisher if curvature else "", "bias": bias if curvature else "",
+                     **_summarise(logs), **metrics})
+        for log in logs:
+            layer_rows.append({**key, **{k: v for k, v in log.items() if k != "method"}, "method": log["method"]})
+        say(f"{repair:<12} {layer_set or '-':<14} rho={'-' if rho is None else f'{rho:.2f}'}  "
+            f"test={metrics['test_acc']:.4f}  memorized={metrics['changed_acc_corrupted']:.4f}  "
+            f"recovered={metrics['changed_acc_true']:.4f}")
+
+    for ref in references:
+        if ref == "none":
+            record("none", "", [], None, [], model)
+        elif ref == "velpic_bias" and not has_head_bias:
+            continue
+        else:
+            edited, logs = edit_model(model, [head], None, None, method=ref, inputs=data.train_x,
+                                      labels=data.train_corrupted, batch_size=batch_size, count_dead_units=False)
+            record(ref, head, [head], None, logs, edited)
+    for method in methods:
+        for text, layers in expanded.items():
+            if method == "kfac_velpic" and head in layers:
+                continue  # the transfer replaces the head: sets with the head are the same as without
+            for rho in rhos:
+                edited, logs = edit_model(model, layers, rho, factors, method=method, bias=bias, seed=seed,
+                                          inputs=data.train_x, labels=data.train_corrupted,
+                                          batch_size=batch_size, count_dead_units=False)
+                record(method, text, layers, rho, logs, edited)
+    return rows, layer_rows
