@@ -1,0 +1,196 @@
+"""MASC + VeLPIC: our probes against the authors' procedure, on the paper's MLP fc4 (MNIST).
+
+Data: real MNIST (``--data-root``, default ``../shared/data``), forwarded through the paper's MLP
+randomly initialised with ``--seed``; the fc4 activations (after ReLU, 2048 wide) of the first
+``--n-train`` training images (true labels) and of the 10,000 test images. Without MNIST, a
+seeded synthetic matrix of the same shape stands in, and ``data`` says so.
+
+Reference (SPEC §6–7, as the authors' code does it): per class an explicit ± augmented copy,
+``np.cov``, float64 ``np.linalg.eigh``, sorted, r by the 99 % rule, rows normalised; all of it
+repeated with one component for VeLPIC; MASC angles in float64 batches of 100 with ``acos``;
+VeLPIC sign from the mean projection of all training rows, argmax of float64 projections.
+Ours: ``fit_probes`` (one decomposition) and ``predict`` of both probes on the test rows.
+``agreement`` is the smaller of the two probes' fractions of test rows predicted identically.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--n-train", type=int, default=60000, help="training rows (default 60000)")
+    parser.add_argument("--n-test", type=int, default=10000, help="test rows (default 10000)")
+    parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT),
+                        help="folder holding MNIST/raw (default ../shared/data)")
+    parser.add_argument("--variance", type=float, default=0.99)
+    parser.add_argument("--seed", type=int, default=0, help="MLP initialisation seed")
+    parser.add_argument("--device", default="auto", help="device for our probes: auto, cpu or cuda")
+
+
+# ------------------------------------------------------------------------------------------
+# data
+
+
+def _mnist_fc4(data_root, n_train: int, n_test: int, seed: int):
+    from latentgen.datasets import load_dataset
+    from latentgen.models import build_model, extract_activations
+
+    data = load_dataset("mnist", data_root=data_root)
+    model = build_model("mlp", "mnist", seed=seed).eval()
+
+    def fc4(x):
+        with torch.no_grad():
+            return torch.cat([extract_activations(model, x[i:i + 10000], ["fc4"])["fc4"]
+                              for i in range(0, len(x), 10000)]).numpy()
+
+    return (fc4(data.train_x[:n_train]), data.train_y[:n_train].numpy(),
+            fc4(data.test_x[:n_test]), data.test_y[:n_test].numpy())
+
+
+def _synthetic(n_train: int, n_test: int, seed: int, d: int = 2048, classes: int = 10):
+    """Non-negative, low-rank-plus-noise class clusters (ReLU-like), for machines without MNIST."""
+    rng = np.random.default_rng(seed)
+    basis = rng.standard_normal((classes, 64, d)).astype(np.float32)
+
+    def draw(n):
+        y = rng.integers(0, classes, n)
+        codes = rng.standard_normal((n, 64)).astype(np.float32)
+        x = np.einsum("nr,nrd->nd", codes, basis[y]) + 0.5 * rng.standard_normal((n, d)).astype(np.float32)
+        return np.maximum(x + 1.0, 0).astype(np.float32), y
+
+    x_train, y_train = draw(n_train)
+    x_test, y_test = draw(n_test)
+    return x_train, y_train, x_test, y_test
+
+
+# ------------------------------------------------------------------------------------------
+# the authors' procedure
+
+
+def reference_subspaces(X, y, classes, n):
+    """Per class: explicit ± augmentation, np.cov, float64 np.linalg.eigh, r by the authors' rule."""
+    from sklearn.preprocessing import normalize
+
+    out = []
+    for k in classes:
+        Xk = X[y == k]
+        augmented = np.empty((2 * len(Xk), X.shape[1]), dtype=X.dtype)
+        augmented[0::2] = Xk
+        augmented[1::2] = -Xk
+        cov = np.cov(augmented, rowvar=False)
+        values, vectors = np.linalg.eigh(cov)
+        order = np.argsort(values)[::-1]
+        values, vectors = values[order], vectors[:, order]
+        if n < 1:
+            ratio = np.cumsum(values) / values.sum()
+            r = int(np.count_nonzero(ratio <= n)) + 1
+        else:
+            r = int(n)
+        out.append(normalize(vectors.T[:r]))
+    return out
+
+
+def reference_masc_predict(X, subspaces, batch: int = 100):
+    """float64 angles in batches of 100: proj = (x Pᵀ) P, acos of the cosine; argmin over classes."""
+    P = [torch.from_numpy(p) for p in subspaces]
+    preds = []
+    for i in range(0, len(X), batch):
+        x = torch.from_numpy(X[i:i + batch]).double()
+        angles = []
+        for p in P:
+            proj = (x @ p.T) @ p
+            cos = (x * proj).sum(1) / (x.norm(dim=1) * proj.norm(dim=1))
+            angles.append(torch.acos(cos.clamp(-1, 1)) * 180 / math.pi)
+        preds.append(torch.min(torch.stack(angles), dim=0).indices)
+    return torch.cat(preds).numpy()
+
+
+def reference_velpic(X_train, subspaces_1pc):
+    """Class vectors: top PC flipped where the mean projection of all training rows is negative."""
+    P = torch.from_numpy(np.concatenate(subspaces_1pc))
+    mean_projection = (torch.from_numpy(X_train).double() @ P.T).mean(0)
+    return torch.where(mean_projection[:, None] < 0, -P, P)
+
+
+def reference_velpic_predict(X, vectors):
+    return torch.max(torch.from_numpy(X).double() @ vectors.T, dim=1).indices.numpy()
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def run(args) -> dict:
+    from latentgen.probes import fit_probes
+
+    root = Path(args.data_root)
+    t0 = time.perf_counter()
+    if (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+        x_train, y_train, x_test, y_test = _mnist_fc4(root, args.n_train, args.n_test, args.seed)
+        data = f"MNIST fc4 activations of the paper's MLP (random init, seed {args.seed})"
+    else:
+        x_train, y_train, x_test, y_test = _synthetic(args.n_train, args.n_test, args.seed)
+        data = f"SYNTHETIC seeded matrix (MNIST not found under {root})"
+    data_s = time.perf_counter() - t0
+    classes = np.unique(y_train)
+
+    t0 = time.perf_counter()
+    masc, velpic = fit_probes(x_train, y_train, variance=args.variance, device=args.device)
+    ours_fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ours_masc = masc.predict(x_test)
+    ours_velpic = velpic.predict(x_test)
+    ours_predict_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    ref_sub = reference_subspaces(x_train, y_train, classes, args.variance)
+    ref_masc_fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ref_vectors = reference_velpic(x_train, reference_subspaces(x_train, y_train, classes, 1))
+    ref_velpic_fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ref_masc = classes[reference_masc_predict(x_test, ref_sub)]
+    ref_velpic = classes[reference_velpic_predict(x_test, ref_vectors)]
+    ref_predict_s = time.perf_counter() - t0
+
+    ours_s = ours_fit_s + ours_predict_s
+    reference_s = ref_masc_fit_s + ref_velpic_fit_s + ref_predict_s
+    masc_agreement = float(np.mean(ours_masc == ref_masc))
+    velpic_agreement = float(np.mean(ours_velpic == ref_velpic))
+    ref_r = np.array([len(p) for p in ref_sub])
+    return {
+        "data": data,
+        "n_train": int(len(x_train)),
+        "n_test": int(len(x_test)),
+        "n_features": int(x_train.shape[1]),
+        "device": _resolved(args.device),
+        "data_s": data_s,
+        "ours_s": ours_s,
+        "reference_s": reference_s,
+        "ratio": reference_s / ours_s,
+        "agreement": min(masc_agreement, velpic_agreement),
+        "masc_agreement": masc_agreement,
+        "velpic_agreement": velpic_agreement,
+        "n_components_match": bool(np.array_equal(ref_r, masc.n_components_)),
+        "n_components": masc.n_components_.tolist(),
+        "ours_fit_s": ours_fit_s,
+        "ours_predict_s": ours_predict_s,
+        "reference_masc_fit_s": ref_masc_fit_s,
+        "reference_velpic_fit_s": ref_velpic_fit_s,
+        "reference_predict_s": ref_predict_s,
+        "masc_test_accuracy": float(np.mean(ours_masc == y_test)),
+        "velpic_test_accuracy": float(np.mean(ours_velpic == y_test)),
+    }
+
+
+def _resolved(device) -> str:
+    from latentgen.devices import resolve_device
+
+    return str(resolve_device(device))
