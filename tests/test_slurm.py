@@ -1,0 +1,300 @@
+"""The SLURM profile and the preflight against a real SLURM cluster on this machine.
+
+A session fixture starts a single-node SLURM 22.05 (slurmctld, slurmd, slurmdbd, one fake GPU)
+with ../shared/slurm/start-local-slurm.sh. Skipped, with the reason, only where that cannot
+work: not root, no Debian package tools, no script, or Debian's package archive unreachable.
+
+* cluster-check on the live cluster: the local profile passes; a missing partition, an unknown
+  account and more GPUs than a node has are blocking; then the same without job accounting.
+* End to end: `snakemake --profile tests/slurm-profile` builds Figure 3 of a reduced demo
+  configuration through SLURM while the same configuration runs locally; the training job is
+  killed by SLURM (scancel: SIGTERM, then SIGKILL) half-way. The run must still finish, every
+  job but the local rules must have gone through SLURM (sacct and the jobs' SLURM logs), the GPU
+  rules must have been given a GPU, the small per-checkpoint jobs must have been grouped, the
+  retried training must have resumed, and Figure 3's CSV must equal the local run's.
+
+Snakemake runs under `timeout -k` throughout: the SLURM plugin can wait forever and ignores a
+first SIGTERM.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slurm
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO.parent / "shared" / "slurm" / "start-local-slurm.sh"
+LOCAL_PROFILE = REPO / "tests" / "slurm-profile"
+DEMO_CONFIG = REPO / "profiles" / "demo" / "demo.yaml"
+CLUSTER_DIR = Path(os.environ.get("LATENTGEN_SLURM_DIR", "/tmp/slurm-local"))
+SLURM_CONF = CLUSTER_DIR / "etc" / "slurm.conf"
+# rules the workflow runs on the submit host (localrules), never through SLURM
+LOCAL_RULES = {"download", "all"}
+GPU_RULES = {"train", "activations", "probe"}
+
+
+def _env() -> dict:
+    env = dict(os.environ, SLURM_CONF=str(SLURM_CONF))
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    for key in list(env):  # a test run inside a SLURM job must not leak its job into ours
+        if key.startswith(("SLURM_", "SBATCH_", "SRUN_")) and key != "SLURM_CONF":
+            del env[key]
+    return env
+
+
+def _script(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), *args, "--dir", str(CLUSTER_DIR)], capture_output=True,
+                          text=True, timeout=timeout, env=_env())
+
+
+def _cluster_running() -> bool:
+    if not SLURM_CONF.exists():
+        return False
+    status = _script("status", timeout=60).stdout
+    return "slurmctld: running" in status and "slurmd: running" in status
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """Start (or reuse) the local cluster with accounting; stop it at the end if we started it."""
+    if os.geteuid() != 0:
+        pytest.skip("the local SLURM cluster needs root (it installs packages and runs munged/slurmd)")
+    if not SCRIPT.exists():
+        pytest.skip(f"{SCRIPT} not found (the shared SLURM script sits next to the repository)")
+    if not (shutil.which("apt-get") and shutil.which("dpkg-query")):
+        pytest.skip("no Debian package tools (apt-get, dpkg-query): cannot install SLURM here")
+    was_running = _cluster_running()
+    start = time.monotonic()
+    proc = _script()
+    seconds = time.monotonic() - start
+    if proc.returncode != 0:
+        output = proc.stdout + proc.stderr
+        if re.search(r"Temporary failure resolving|Could not resolve|Failed to fetch|Unable to locate package|"
+                     r"has no installation candidate|Unable to fetch", output):
+            pytest.skip(f"Debian's package archive is not reachable, SLURM cannot be installed: "
+                        f"{output.strip().splitlines()[-1]}")
+        pytest.fail(f"start-local-slurm.sh failed ({proc.returncode}):\n{output[-3000:]}")
+    print(f"\nlocal SLURM cluster up in {seconds:.1f} s (already running: {was_running})")
+    yield {"start_seconds": seconds}
+    if not was_running:
+        _script("stop", timeout=120)
+
+
+def _latentgen(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "latentgen", *args], capture_output=True, text=True,
+                          timeout=timeout, env=_env(), cwd=REPO)
+
+
+def _profile_variant(tmp_path: Path, name: str, edit=lambda t: t, extra: str = "") -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "config.yaml").write_text(edit((LOCAL_PROFILE / "config.yaml").read_text()) + extra)
+    return folder
+
+
+# --------------------------------------------------------------------------- preflight
+
+
+def test_cluster_check_on_the_live_cluster(slurm_cluster, tmp_path):
+    good = _latentgen("cluster-check", "--profile", str(LOCAL_PROFILE))
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "accounting: on" in good.stdout
+    assert "account 'local': root may submit with it" in good.stdout
+    assert re.search(r"rules train: GPU job accepted by 'sbatch --test-only' \(sbatch: Job \d+ to start",
+                     good.stdout)
+
+    bad = _profile_variant(tmp_path, "bad", lambda t: t.replace('slurm_account: "local"', 'slurm_account: "nolab"')
+                           .replace('slurm_partition: "debug"\n    gpu: 1\n    runtime: 720',
+                                    'slurm_partition: "gpu_a100"\n    gpu: 1\n    runtime: 720'))
+    proc = _latentgen("cluster-check", "--profile", str(bad))
+    assert proc.returncode == 1, proc.stdout
+    assert "partition 'gpu_a100' does not exist" in proc.stdout and "partitions here: debug" in proc.stdout
+    assert "account 'nolab' is not one of root's accounts" in proc.stdout
+
+    # the node has one GPU: a job asking for two would pend forever
+    greedy = _profile_variant(tmp_path, "greedy", lambda t: t.replace("gpu: 1\n    runtime: 720",
+                                                                      "gpu: 2\n    runtime: 720"))
+    proc = _latentgen("cluster-check", "--profile", str(greedy))
+    assert proc.returncode == 1, proc.stdout
+    assert "rules train: ask for 2 GPUs; nodes of 'debug' have at most 1" in proc.stdout
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _reduced_demo_config(path: Path) -> dict:
+    """The demo experiment cut to what Figure 3 needs from one model, degree and run.
+
+    Two probed checkpoints (epochs 0 and 1) keep the SLURM jobs few; 25 epochs in batches of 4
+    keep the training running long enough (seconds) to be killed half-way."""
+    cfg = yaml.safe_load(DEMO_CONFIG.read_text())
+    mlp = dict(cfg["models"]["mlp_digits"])
+    mlp.update(max_epochs=25, train_args={**mlp.get("train_args", {}), "batch_size": 4})
+    cfg.update(outdir="results", corruptions=[0.4], runs=[1], models={"mlp_digits": mlp},
+               grid={"dense_until": 1, "dense_step": 1, "step": 1000})
+    cfg["figures"] = {**cfg["figures"], "groups": {"main": ["mlp_digits"]}, "build": ["fig3"]}
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return cfg
+
+
+def _snakemake(args: list[str], cwd: Path, log: Path, limit: int) -> subprocess.Popen:
+    command = ["timeout", "-k", "10", str(limit), sys.executable, "-m", "snakemake",
+               "--snakefile", str(REPO / "Snakefile"), *args]
+    with open(log, "w") as out:
+        return subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=_env())
+
+
+def _sacct(run_id: str) -> dict[str, dict]:
+    since = (datetime.datetime.now() - datetime.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+    proc = subprocess.run(["sacct", "-X", "-P", "-n", "--name", run_id, "--starttime", since,
+                           "-o", "JobIDRaw,State,ReqTRES,AllocTRES"], capture_output=True, text=True,
+                          timeout=60, env=_env())
+    assert proc.returncode == 0, proc.stderr
+    jobs = {}
+    for line in proc.stdout.splitlines():
+        jobid, state, req, alloc = line.split("|")
+        jobs[jobid] = {"state": state.split()[0], "req": req, "alloc": alloc}
+    return jobs
+
+
+def _inner_rules(slurm_log: Path) -> list[str]:
+    """Rules a SLURM job ran: the innermost Snakemake prints each as 'localrule NAME:'."""
+    return re.findall(r"^\s*localrule (\w+):", slurm_log.read_text(), flags=re.M)
+
+
+def _tres_gpus(tres: str) -> int:
+    match = re.search(r"gres/gpu=(\d+)", tres)
+    return int(match.group(1)) if match else 0
+
+
+def _csv_without_seconds(path: Path) -> list[list[str]]:
+    rows = [line.split(",") for line in path.read_text().splitlines()]
+    drop = rows[0].index("seconds")
+    return [row[:drop] + row[drop + 1:] for row in rows]
+
+
+@pytest.mark.slow
+def test_figure3_through_slurm_equals_a_local_run(slurm_cluster, tmp_path):
+    config = tmp_path / "reduced.yaml"
+    _reduced_demo_config(config)
+    on_slurm, local = tmp_path / "slurm", tmp_path / "local"
+    on_slurm.mkdir()
+    local.mkdir()
+    started = time.monotonic()
+    # the reference, at the same time (the SLURM run mostly waits)
+    local_log = tmp_path / "local.log"
+    local_proc = _snakemake(["--configfile", str(config), "--cores", "2"], local, local_log, 240)
+
+    slurm_log = tmp_path / "slurm.log"
+    proc = _snakemake(["--configfile", str(config), "--profile", str(LOCAL_PROFILE),
+                       "--slurm-keep-successful-logs"], on_slurm, slurm_log, 400)
+    run = on_slurm / "results" / "runs" / "mlp" / "digits" / "c0.4" / "run1"
+    killed, kept = None, {}
+    while proc.poll() is None:
+        if killed is None and (run / "resume.pt").exists() and not (run / "manifest.json").exists():
+            submitted = re.findall(r"submitted with SLURM jobid (\d+) \(log: \S*/rule_train/", slurm_log.read_text())
+            if submitted:
+                # what the interrupted training had written, to see that the retry kept it
+                kept = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (run / "checkpoints").glob("*.pt")}
+                killed = submitted[0]
+                subprocess.run(["scancel", killed], check=True, env=_env(), timeout=30)
+                assert not (run / "manifest.json").exists()
+        time.sleep(0.1)
+    slurm_seconds = time.monotonic() - started
+    log_text = slurm_log.read_text()
+    assert proc.returncode == 0, f"snakemake on SLURM failed ({proc.returncode}):\n{log_text[-4000:]}"
+    assert local_proc.wait(timeout=240) == 0, local_log.read_text()[-4000:]
+    print(f"\nSLURM run {slurm_seconds:.0f} s (local reference alongside)")
+
+    # -- every job went through SLURM, and sacct knows each submission
+    run_id = re.search(r"SLURM run ID: (\S+)", log_text).group(1)
+    submissions = dict(re.findall(r"submitted with SLURM jobid (\d+) \(log: (\S+)\)", log_text))
+    jobs = _sacct(run_id)
+    assert set(jobs) == set(submissions), "sacct must list exactly the jobs Snakemake submitted"
+    finished = collections.Counter(re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", log_text))
+    ran_on_slurm = collections.Counter()
+    for jobid, log in submissions.items():
+        log = Path(log)
+        assert log.name == f"{jobid}.log" and log.exists()  # the SLURM log carries the job id
+        if jobs[jobid]["state"] == "COMPLETED":
+            ran_on_slurm.update(_inner_rules(log))
+    expected = collections.Counter({rule: n for rule, n in finished.items() if rule not in LOCAL_RULES})
+    assert ran_on_slurm == expected
+    assert {"corrupt", "train", "activations", "probe", "run_probes", "metrics", "fig3"} <= set(expected)
+
+    # -- GPU rules got a GPU (sbatch --gpus=1 → gres/gpu=1), the others none
+    for jobid, log in submissions.items():
+        rules = set(_inner_rules(Path(log)))
+        wants_gpu = bool(rules & GPU_RULES)
+        assert _tres_gpus(jobs[jobid]["req"]) == (1 if wants_gpu else 0), (rules, jobs[jobid])
+        if jobs[jobid]["state"] == "COMPLETED":
+            assert _tres_gpus(jobs[jobid]["alloc"]) == (1 if wants_gpu else 0), (rules, jobs[jobid])
+
+    # -- grouping: all checkpoints' activations + probe in one submission, run_probes + metrics in one
+    groups = collections.Counter(Path(log).parent.name for log in submissions.values()
+                                 if Path(log).parent.name.startswith("group_"))
+    assert groups == {"group_probe_checkpoint_activations_probe": 1, "group_summarize_metrics_run_probes": 1}
+    assert expected["activations"] == expected["probe"] == 2  # epochs 0 and 1
+
+    # -- the killed training: cancelled by SLURM, retried, resumed (earlier checkpoints untouched)
+    assert killed is not None, "the training finished before it could be killed"
+    assert jobs[killed]["state"] == "CANCELLED"
+    train_jobs = [j for j, log in submissions.items() if "/rule_train/" in log]
+    assert len(train_jobs) == 2 and jobs[max(train_jobs, key=int)]["state"] == "COMPLETED"
+    assert kept, "the killed training had written no checkpoint"
+    for name, stat in kept.items():
+        path = run / "checkpoints" / name
+        assert (path.stat().st_ino, path.stat().st_mtime_ns) == stat, f"{name} was rewritten: not resumed"
+    assert not (run / "resume.pt").exists()  # removed once the run completed
+
+    # -- the same numbers as the local run
+    local_run = local / "results" / "runs" / "mlp" / "digits" / "c0.4" / "run1"
+    assert _csv_without_seconds(run / "train_log.csv") == _csv_without_seconds(local_run / "train_log.csv")
+    slurm_csv = (on_slurm / "results" / "fig3.csv").read_text()
+    assert slurm_csv == (local / "results" / "fig3.csv").read_text()
+    assert len(slurm_csv.splitlines()) > 1 and (on_slurm / "results" / "fig3.pdf").stat().st_size > 0
+
+    # -- and nothing is left to do
+    again = tmp_path / "again.log"
+    rerun = _snakemake(["--configfile", str(config), "--profile", str(LOCAL_PROFILE), "-n"], on_slurm, again, 120)
+    assert rerun.wait(timeout=150) == 0, again.read_text()[-3000:]
+    assert "Nothing to be done" in again.read_text()
+
+
+# --------------------------------------------------------------------------- no accounting
+
+
+def test_cluster_check_without_accounting(slurm_cluster, tmp_path):
+    """Restart the cluster without slurmdbd accounting; restore it afterwards."""
+    try:
+        proc = _script("--no-accounting")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        sacct = subprocess.run(["sacct", "-X"], capture_output=True, text=True, env=_env(), timeout=60)
+        assert "accounting storage is disabled" in (sacct.stdout + sacct.stderr).lower()
+
+        plain = _latentgen("cluster-check", "--profile", str(LOCAL_PROFILE))
+        assert plain.returncode == 1, plain.stdout
+        assert "accounting: off" in plain.stdout and "add 'slurm-status-command: squeue'" in plain.stdout
+
+        squeue = _profile_variant(tmp_path, "squeue", extra="slurm-status-command: squeue\n")
+        fixed = _latentgen("cluster-check", "--profile", str(squeue))
+        assert fixed.returncode == 0, fixed.stdout
+        assert "MinJobAge 300 s >= 180 s" in fixed.stdout
+        assert "GPU job accepted by 'sbatch --test-only'" in fixed.stdout
+    finally:
+        restored = _script()
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "accounting: on" in _latentgen("cluster-check", "--profile", str(LOCAL_PROFILE),
+                                          "--no-submit-test").stdout
