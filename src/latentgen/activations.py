@@ -1,0 +1,238 @@
+"""Activation dumps: one checkpoint's probe-layer activations on the full train and test sets, in HDF5.
+
+Layout (docs/architecture.md): datasets ``train/<layer>`` and ``test/<layer>`` (float32, N×d,
+chunked, lossless ``lzf`` or ``gzip``), ``train/labels_true``, ``train/labels_corrupted`` and
+``test/labels`` (int64); root attributes ``model, dataset, corruption, run, epoch, checkpoint,
+layers`` (JSON), ``last_hidden, head, config_hash, versions`` (JSON), ``labels_sha256``,
+``batchnorm``, ``checkpoint_meta`` (JSON) and, set last, ``complete = 1``. The file is written
+under a temporary name and renamed, so a file at the final path is complete unless damaged later;
+``open_activations`` refuses files without ``complete = 1`` and truncated files.
+
+The model runs in ``eval()`` mode under ``no_grad`` in large batches, and each batch is written
+out before the next is computed, so memory holds one batch per layer (plus HDF5's chunk cache).
+The training images are the ones the model was trained on (its ``train_subset``, if any), with the
+corrupted labels it was trained on: taken from ``labels`` (a label file) or the label file the
+checkpoint recorded, or recomputed from the recorded seed, and always checked against the
+checkpoint's ``labels_sha256``.
+
+``batchnorm="per_sample"`` reproduces the authors' ResNet extraction (D9: no ``model.eval()``,
+batch size 1, so BatchNorm normalises each image by its own per-channel statistics) in batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentgen._io import atomic_path, package_versions
+
+SPLITS = ("train", "test")
+COMPRESSIONS = ("lzf", "gzip")
+BATCHNORM_MODES = ("eval", "per_sample")
+CHUNK_BYTES = 1 << 20  # about 1 MiB per chunk
+
+
+def _per_sample_batchnorm(module, args, output):
+    # BatchNorm in train mode on a batch of one image: statistics over that image's H×W per channel
+    return F.instance_norm(args[0], None, None, module.weight, module.bias, True, 0.0, module.eps)
+
+
+def _corrupted_labels_for(meta: dict, true_labels: np.ndarray, labels) -> np.ndarray:
+    """The corrupted labels the checkpoint was trained on, verified by their digest."""
+    from latentgen.training import TrainConfig, labels_digest, resolve_labels
+
+    config = TrainConfig(**{**meta["train_config"], "betas": tuple(meta["train_config"].get("betas", (0.9, 0.999)))})
+    recorded = meta.get("labels")
+    if labels is None and recorded not in (None, "generated"):
+        if not Path(recorded).is_file():
+            raise FileNotFoundError(f"the label file the checkpoint was trained with is missing: {recorded} "
+                                    "(pass it with --labels)")
+        labels = recorded
+    corrupted, source = resolve_labels(config, true_labels, labels)
+    if labels_digest(corrupted) != meta.get("labels_sha256"):
+        what = f"label file {labels}" if labels is not None else f"labels corrupted with seed {config.label_seed}"
+        raise ValueError(f"{what} differ from the labels the checkpoint was trained on (labels_sha256 mismatch)")
+    return corrupted
+
+
+def dump_activations(checkpoint: str | os.PathLike, out_h5: str | os.PathLike, *, data_root=None, prepared=None,
+                     labels=None, batch_size: int = 500, device: str | torch.device = "auto", layers=None,
+                     compression: str = "lzf", batchnorm: str = "eval", dataset=None) -> Path:
+    """Write the activations of ``checkpoint`` to ``out_h5`` (see the module docstring); returns the path.
+
+    ``data_root``/``prepared`` default to what the checkpoint recorded; ``dataset`` may be an
+    already loaded ``LoadedDataset``.
+    """
+    from latentgen.datasets import load_dataset
+    from latentgen.models import check_layers, extract_activations
+    from latentgen.training import load_checkpoint
+
+    if int(batch_size) < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
+    if batchnorm not in BATCHNORM_MODES:
+        raise ValueError(f"batchnorm must be one of {', '.join(BATCHNORM_MODES)}, got {batchnorm!r}")
+    checkpoint = Path(checkpoint)
+    model, meta = load_checkpoint(checkpoint, device=device)
+    layers = check_layers(model, layers)
+    if dataset is None:
+        recorded = meta.get("data") or {}
+        if data_root is None and prepared is None:
+            prepared = recorded.get("prepared") if recorded.get("prepared") and Path(recorded["prepared"]).is_file() else None
+            data_root = recorded.get("data_root") if prepared is None else None
+        dataset = load_dataset(meta["dataset"], data_root=data_root, prepared=prepared)
+    if dataset.name != meta["dataset"]:
+        raise ValueError(f"dataset {dataset.name!r} given for a checkpoint trained on {meta['dataset']!r}")
+    corrupted = _corrupted_labels_for(meta, dataset.train_y.numpy(), labels)
+    n_train = meta.get("train_subset") or len(dataset.train_y)
+
+    inputs = {"train": dataset.train_x[:n_train], "test": dataset.test_x}
+    handles = []
+    if batchnorm == "per_sample":
+        handles = [m.register_forward_hook(_per_sample_batchnorm) for m in model.modules()
+                   if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    param = next(model.parameters())
+    out_h5 = Path(out_h5)
+    try:
+        with atomic_path(out_h5) as tmp:
+            with h5py.File(tmp, "w") as h5:
+                for split in SPLITS:
+                    _write_split(h5, split, inputs[split], model, layers, int(batch_size), param.device, compression,
+                                 extract_activations)
+                h5.create_dataset("train/labels_true", data=dataset.train_y[:n_train].numpy().astype(np.int64))
+                h5.create_dataset("train/labels_corrupted", data=np.asarray(corrupted[:n_train], dtype=np.int64))
+                h5.create_dataset("test/labels", data=dataset.test_y.numpy().astype(np.int64))
+                attrs = {
+                    "model": meta["arch"], "dataset": meta["dataset"], "corruption": float(meta.get("corruption", 0.0)),
+                    "run": int(meta.get("run", 0)), "epoch": int(meta["epoch"]), "checkpoint": str(checkpoint.resolve()),
+                    "layers": json.dumps(layers), "last_hidden": model.last_hidden, "head": model.head,
+                    "num_classes": int(meta["num_classes"]), "config_hash": str(meta.get("config_hash", "")),
+                    "labels_sha256": str(meta.get("labels_sha256", "")), "batchnorm": batchnorm,
+                    "versions": json.dumps(package_versions()), "checkpoint_meta": json.dumps(meta, default=str),
+                }
+                for key, value in attrs.items():
+                    h5.attrs[key] = value
+                h5.attrs["complete"] = 1  # last: its presence means every dataset above is written
+    finally:
+        for handle in handles:
+            handle.remove()
+    return out_h5
+
+
+@torch.no_grad()
+def _write_split(h5, split, x, model, layers, batch_size, device, compression, extract):
+    n = len(x)
+    datasets = {}
+    for start in range(0, max(n, 1), batch_size):
+        xb = x[start:start + batch_size].to(device, non_blocking=True)
+        acts = extract(model, xb, layers)
+        for layer in layers:
+            block = acts[layer].cpu().numpy()
+            if layer not in datasets:
+                d = block.shape[1]
+                rows = max(1, min(n, CHUNK_BYTES // (4 * d)))
+                datasets[layer] = h5.create_dataset(f"{split}/{layer}", shape=(n, d), dtype="float32",
+                                                    chunks=(rows, d) if n else None,
+                                                    compression=compression if n else None)
+            datasets[layer][start:start + len(block)] = block
+        del acts
+
+
+class ActivationFile:
+    """Read access to a complete activations file; use as a context manager.
+
+    ``layers`` (probe order), ``meta`` (root attributes, JSON ones decoded), ``array(split, layer)``
+    (the whole N×d float32 matrix), ``dataset(split, layer)`` (the lazy ``h5py.Dataset``),
+    ``labels(split, kind)`` with kind ``"true"`` or ``"corrupted"`` (train only).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"activations file not found: {self.path}")
+        try:
+            self._h5 = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise ValueError(f"activations file {self.path} is truncated or not an HDF5 file: "
+                             f"{str(exc).splitlines()[0]}") from None
+        try:
+            self._check()
+        except Exception:
+            self._h5.close()
+            raise
+
+    def _check(self) -> None:
+        attrs = self._h5.attrs
+        if int(attrs.get("complete", 0)) != 1:
+            raise ValueError(f"activations file {self.path} is incomplete (no complete=1 attribute); delete it and rerun")
+        meta = {}
+        for key, value in attrs.items():
+            value = value.item() if isinstance(value, np.generic) else value
+            value = value.decode() if isinstance(value, bytes) else value
+            if key in ("layers", "versions", "checkpoint_meta") and isinstance(value, str):
+                value = json.loads(value)
+            meta[key] = value
+        self.meta = meta
+        self.layers = list(meta.get("layers") or [])
+        sizes = {"train": self._rows("train/labels_true"), "test": self._rows("test/labels")}
+        if self._rows("train/labels_corrupted") != sizes["train"]:
+            raise ValueError(f"activations file {self.path}: train label arrays differ in length")
+        for split in SPLITS:
+            for layer in self.layers:
+                rows = self._rows(f"{split}/{layer}")
+                if rows != sizes[split]:
+                    raise ValueError(f"activations file {self.path}: {split}/{layer} has {rows} rows, "
+                                     f"the labels {sizes[split]}")
+
+    def _rows(self, name: str) -> int:
+        if name not in self._h5:
+            raise ValueError(f"activations file {self.path} lacks dataset {name!r}")
+        return self._h5[name].shape[0]
+
+    def _name(self, split: str, layer: str) -> str:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
+        if layer not in self.layers:
+            raise ValueError(f"layer {layer!r} is not in {self.path}; layers: {', '.join(self.layers)}")
+        return f"{split}/{layer}"
+
+    def dataset(self, split: str, layer: str) -> h5py.Dataset:
+        return self._h5[self._name(split, layer)]
+
+    def array(self, split: str, layer: str) -> np.ndarray:
+        try:
+            return self.dataset(split, layer)[...]
+        except OSError as exc:  # a damaged chunk
+            raise ValueError(f"activations file {self.path}: cannot read {split}/{layer}: {exc}") from None
+
+    def labels(self, split: str, kind: str = "true") -> np.ndarray:
+        if split == "train" and kind in ("true", "corrupted"):
+            return self._h5[f"train/labels_{kind}"][...]
+        if split == "test" and kind == "true":
+            return self._h5["test/labels"][...]
+        raise ValueError(f"no {kind!r} labels for split {split!r} (train: true, corrupted; test: true)")
+
+    def sizes(self) -> dict[str, int]:
+        return {layer: int(self._h5[f"train/{layer}"].shape[1]) for layer in self.layers}
+
+    def close(self) -> None:
+        self._h5.close()
+
+    def __enter__(self) -> "ActivationFile":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_activations(path: str | os.PathLike) -> ActivationFile:
+    """Open a complete activations file (``with open_activations(p) as acts: ...``)."""
+    return ActivationFile(path)
