@@ -293,6 +293,19 @@ def test_cluster_check_without_accounting(slurm_cluster, tmp_path):
         assert fixed.returncode == 0, fixed.stdout
         assert "MinJobAge 300 s >= 180 s" in fixed.stdout
         assert "GPU job accepted by 'sbatch --test-only'" in fixed.stdout
+
+        # and the profile's no-accounting alternative really runs a job (with sacct it would hang)
+        work = tmp_path / "work"
+        work.mkdir()
+        (work / "Snakefile").write_text('rule job_id:\n    output: "job_id.txt"\n'
+                                        '    shell: "echo $SLURM_JOB_ID > {output}"\n')
+        log = tmp_path / "squeue.log"
+        with open(log, "w") as out:
+            run = subprocess.run(["timeout", "-k", "10", "120", sys.executable, "-m", "snakemake", "--profile",
+                                  str(squeue)], cwd=work, stdout=out, stderr=subprocess.STDOUT, env=_env())
+        assert run.returncode == 0, log.read_text()[-3000:]
+        job_id = (work / "job_id.txt").read_text().strip()
+        assert re.search(rf"submitted with SLURM jobid {job_id} ", log.read_text())
     finally:
         restored = _script()
         assert restored.returncode == 0, restored.stdout + restored.stderr
