@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -11,6 +12,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentgen import curvature as cv
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tests use small matrices: one thread avoids OpenMP fork/join costs (large on shared cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 class Net(nn.Module):
@@ -342,3 +352,75 @@ def test_bad_inputs_name_the_problem():
         cv.collect_factors(model, x, ["fc2"], fisher="empirical")
     with pytest.raises(ValueError, match="names a layer twice"):
         cv.edit_model(model, ["fc2", "fc2"], 0.9, factors)
+
+
+# --------------------------------------------------------------------------------------------
+# a memorized model: the zoo's digits MLP on 60 %-corrupted labels
+
+
+@functools.lru_cache(maxsize=1)
+def memorized_digits():
+    """The zoo's digits MLP (64-128-256-256-10) trained full-batch (Adam 1e-2, 150 steps, seeded)
+    on digits with 60 %-corrupted labels; returns (model in eval mode, RepairData, corrupted labels)."""
+    from latentgen.datasets import load_dataset
+    from latentgen.labels import corrupt_labels
+    from latentgen.models import build_model
+
+    ds = load_dataset("digits")
+    corrupted = corrupt_labels(ds.train_y.numpy(), 0.6, ds.num_classes, seed=42)
+    y = torch.from_numpy(corrupted)
+    model = build_model("mlp", "digits", seed=0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        optimizer.zero_grad()
+        F.cross_entropy(model(ds.train_x), y).backward()
+        optimizer.step()
+    model.eval()
+    data = cv.RepairData(ds.train_x, ds.train_y, y, ds.test_x, ds.test_y)
+    return model, data, corrupted
+
+
+def test_edits_of_a_memorized_digits_model():
+    model, data, _ = memorized_digits()
+    base, _ = cv.evaluate_repair(model, data)
+    assert base["changed_acc_corrupted"] > 0.95  # precondition: the labels are memorized
+    everything = list(cv.linear_layers(model))
+    factors = cv.collect_factors(model, data.train_x, everything)
+    # ρ = 1 changes nothing, for the edit and both controls
+    for method in ("kfac", "svd", "random"):
+        edited, _ = cv.edit_model(model, everything, 1.0, factors, method=method)
+        assert cv.evaluate_repair(edited, data)[0] == base
+    # as ρ falls, fewer pairs are kept and the weights move further away (the kept sets are nested)
+    previous = None
+    for rho in cv.DEFAULT_RHOS:
+        _, logs = cv.edit_model(model, everything, rho, factors, inputs=data.train_x)
+        current = {log["layer"]: log for log in logs}
+        for name, log in current.items():
+            assert log["rho_reached"] >= rho
+            if rho < 1:
+                assert log["rel_change"] > 0 and log["fraction_kept"] < 1
+            if previous is not None:
+                assert log["pairs_kept"] <= previous[name]["pairs_kept"]
+                assert log["delta_norm"] >= previous[name]["delta_norm"] - 1e-9
+            if name != "output":
+                assert log["dead_after"] - log["dead_before"] == log["killed"] - log["revived"]
+        previous = current
+    first = cv.edit_model(model, everything, 0.99, factors)[1]
+    assert all(p["pairs_kept"] < f["pairs_kept"] for p, f in zip(previous.values(), first))
+
+
+def test_velpic_transfer_is_a_registered_repair():
+    pytest.importorskip("latentgen.transfer")
+    from latentgen.probes import VeLPIC
+
+    model, data, corrupted = memorized_digits()
+    edited, logs = cv.edit_model(model, ["output"], None, None, method="velpic", inputs=data.train_x, labels=corrupted)
+    assert logs[0]["layer"] == "output" and float(edited.output.bias.abs().max()) == 0.0
+    # the transferred network predicts what VeLPIC predicts on the last hidden layer (SPEC §8.5)
+    probe = VeLPIC().fit(cv.head_inputs(model, data.train_x), corrupted, classes=np.arange(10))
+    expected = probe.predict(cv.head_inputs(model, data.test_x))
+    assert np.array_equal(cv.predict(edited, data.test_x)[0].numpy(), expected)
+    factors = cv.collect_factors(model, data.train_x, ["fc1", "fc4"])
+    combined, _ = cv.edit_model(model, ["fc1", "fc4"], 1.0, factors, method="kfac_velpic", inputs=data.train_x,
+                                labels=corrupted)
+    assert cv.evaluate_repair(combined, data)[0] == cv.evaluate_repair(edited, data)[0]
