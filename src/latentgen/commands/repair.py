@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random control, sampled Fisher and subset")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (factors and evaluation)")
     parser.add_argument("--batch-size", type=int, default=1024, help="evaluation batch size")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--config-json", default=None, help="workflow configuration slice, recorded in the provenance")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -105,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--factor-subset must be >= 1, got {args.factor_subset}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
 
     from latentgen.training import load_checkpoint

@@ -1,0 +1,133 @@
+"""`latentgen repair` end to end on a real checkpoint and label file, and its refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from latentgen import curvature as cv
+from latentgen.__main__ import main
+from latentgen.labels import write_label_file
+from latentgen.training import labels_digest, save_checkpoint
+from test_curvature import memorized_digits
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small matrices: one thread avoids OpenMP fork/join costs (large on shared cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _meta(corrupted, **changes):
+    meta = {"arch": "mlp", "dataset": "digits", "corruption": 0.6, "run": 1, "epoch": 150, "num_classes": 10,
+            "labels_sha256": labels_digest(corrupted), "model_options": {}, "train_subset": None}
+    meta.update(changes)
+    return meta
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A checkpoint of the memorized digits MLP and its label file, in the training stage's formats."""
+    folder = tmp_path_factory.mktemp("repair")
+    model, data, corrupted = memorized_digits()
+    labels = folder / "c0.6.npz"
+    write_label_file(labels, data.train_true.numpy(), corrupted, seed=42, degree=0.6, num_classes=10, dataset="digits")
+    checkpoint = folder / "epoch150.pt"
+    save_checkpoint(checkpoint, model, _meta(corrupted))
+    return {"folder": folder, "checkpoint": checkpoint, "labels": labels}
+
+
+def _repair(files, out, *extra):
+    return main(["repair", "--checkpoint", str(files["checkpoint"]), "--labels", str(files["labels"]),
+                 "--out", str(out), "--quiet", "--device", "cpu", *extra])
+
+
+def test_repair_table(files):
+    out = files["folder"] / "repair.csv"
+    rhos = ["1.0", "0.9", "0.75"]
+    assert _repair(files, out, "--layer-sets", "fc4", "fc1+fc4", "--rhos", *rhos,
+                   "--methods", "kfac", "svd", "random", "--references", "none") == 0
+    table = pd.read_csv(out, keep_default_na=True)
+    assert len(table) == 1 + 3 * 2 * len(rhos)
+    assert set(table["repair"]) == {"none", "kfac", "svd", "random"}
+    assert (table[["model", "dataset", "run", "epoch"]].drop_duplicates().values.tolist() == [["mlp", "digits", 1, 150]])
+    assert np.allclose(table["corruption"], 0.6)
+    unedited = table[table["repair"] == "none"].iloc[0]
+    for _, row in table[table["rho"] == 1.0].iterrows():  # ρ = 1 is the unedited model
+        for metric in cv.METRICS:
+            assert row[metric] == unedited[metric]
+    # a row recomputed through the library: the command edits the layers and ρ it names
+    model, data, corrupted = memorized_digits()
+    factors = cv.collect_factors(model, data.train_x, ["fc1", "fc4"])
+    edited, logs = cv.edit_model(model, ["fc1", "fc4"], 0.9, factors)
+    expected, _ = cv.evaluate_repair(edited, data)
+    row = table[(table["repair"] == "kfac") & (table["layer_set"] == "fc1+fc4") & (table["rho"] == 0.9)].iloc[0]
+    for metric in cv.METRICS:
+        assert row[metric] == pytest.approx(expected[metric], abs=1e-12)
+    assert row["pairs_kept"] == sum(log["pairs_kept"] for log in logs)
+    assert row["pairs_total"] == model.fc1.weight.numel() + model.fc4.weight.numel()
+    n_changed = int((data.train_true != data.train_corrupted).sum())
+    assert unedited["changed_acc_corrupted"] == pytest.approx(
+        float((cv.predict(model, data.train_x)[0][data.changed] == data.train_corrupted[data.changed]).sum()) / n_changed)
+    # per-layer rows and provenance
+    layers = pd.read_csv(out.with_name("repair.layers.csv"))
+    assert len(layers) == 3 * (1 + 2) * len(rhos)
+    assert set(layers["layer"]) == {"fc1", "fc4"}
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert str(files["checkpoint"]) in sidecar["inputs"] and str(out) in sidecar["outputs"]
+    assert sidecar["config"]["fisher"] == "true" and sidecar["config"]["rhos"] == [1.0, 0.9, 0.75]
+    assert sidecar["config"]["changed_examples"] == n_changed
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--layer-sets", "act4"], "'act4' of MLP is a ReLU, not an nn.Linear"),
+    (["--layer-sets", "fc9"], "'fc9' of MLP is not a module"),
+    (["--layer-sets", ""], "empty layer set"),
+    (["--layer-sets", "fc4+fc4"], "names a layer twice"),
+    (["--rhos", "0"], "rho must be in (0, 1]"),
+    (["--rhos", "1.5"], "rho must be in (0, 1]"),
+    (["--out", "table.txt"], "must name a .csv file"),
+])
+def test_bad_arguments_name_the_problem(files, capsys, args, message):
+    defaults = {"--out": str(files["folder"] / "bad.csv")}
+    extra = list(args)
+    if "--out" in extra:
+        defaults["--out"] = str(files["folder"] / extra.pop(extra.index("--out") + 1))
+        extra.remove("--out")
+    code = main(["repair", "--checkpoint", str(files["checkpoint"]), "--labels", str(files["labels"]),
+                 "--out", defaults["--out"], "--quiet", "--device", "cpu", "--methods", "kfac", *extra])
+    assert code == 1
+    assert message in capsys.readouterr().err
+    assert not (files["folder"] / "bad.csv").exists()
+
+
+def test_mismatched_inputs_are_refused(files, capsys, tmp_path):
+    model, data, corrupted = memorized_digits()
+    # a checkpoint whose weights do not fit its architecture
+    wrong_arch = tmp_path / "cnn.pt"
+    save_checkpoint(wrong_arch, model, _meta(corrupted, arch="cnn"))
+    # labels other than those the checkpoint was trained on
+    other = tmp_path / "c0.4.npz"
+    from latentgen.labels import corrupt_labels
+
+    write_label_file(other, data.train_true.numpy(), corrupt_labels(data.train_true.numpy(), 0.4, 10, seed=42),
+                     seed=42, degree=0.4, num_classes=10, dataset="digits")
+    cases = [
+        ([str(wrong_arch), str(files["labels"])], "does not fit cnn on digits"),
+        ([str(files["checkpoint"]), str(other)], "is not the one checkpoint"),
+        ([str(tmp_path / "missing.pt"), str(files["labels"])], "checkpoint not found"),
+    ]
+    for (checkpoint, labels), message in cases:
+        code = main(["repair", "--checkpoint", checkpoint, "--labels", labels, "--out", str(tmp_path / "r.csv"),
+                     "--quiet", "--device", "cpu", "--layer-sets", "fc4", "--rhos", "0.9"])
+        assert code == 1
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "r.csv").exists()
