@@ -15,12 +15,15 @@ Ours: ``fit_probes`` (one decomposition) and ``predict`` of both probes on the t
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
@@ -33,6 +36,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--variance", type=float, default=0.99)
     parser.add_argument("--seed", type=int, default=0, help="MLP initialisation seed")
     parser.add_argument("--device", default="auto", help="device for our probes: auto, cpu or cuda")
+    parser.add_argument("--reference-blas-threads", type=int, default=None,
+                        help="limit the reference's BLAS threads (default: the library's own choice); "
+                             "1 shields it from multi-threaded BLAS collapsing on shared cores")
 
 
 # ------------------------------------------------------------------------------------------
@@ -131,6 +137,7 @@ def run(args) -> dict:
     from latentgen.probes import fit_probes
 
     root = Path(args.data_root)
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     if (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
         x_train, y_train, x_test, y_test = _mnist_fc4(root, args.n_train, args.n_test, args.seed)
@@ -149,16 +156,19 @@ def run(args) -> dict:
     ours_velpic = velpic.predict(x_test)
     ours_predict_s = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    ref_sub = reference_subspaces(x_train, y_train, classes, args.variance)
-    ref_masc_fit_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ref_vectors = reference_velpic(x_train, reference_subspaces(x_train, y_train, classes, 1))
-    ref_velpic_fit_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ref_masc = classes[reference_masc_predict(x_test, ref_sub)]
-    ref_velpic = classes[reference_velpic_predict(x_test, ref_vectors)]
-    ref_predict_s = time.perf_counter() - t0
+    limit = (threadpool_limits(args.reference_blas_threads, user_api="blas")
+             if args.reference_blas_threads else contextlib.nullcontext())
+    with limit:
+        t0 = time.perf_counter()
+        ref_sub = reference_subspaces(x_train, y_train, classes, args.variance)
+        ref_masc_fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ref_vectors = reference_velpic(x_train, reference_subspaces(x_train, y_train, classes, 1))
+        ref_velpic_fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ref_masc = classes[reference_masc_predict(x_test, ref_sub)]
+        ref_velpic = classes[reference_velpic_predict(x_test, ref_vectors)]
+        ref_predict_s = time.perf_counter() - t0
 
     ours_s = ours_fit_s + ours_predict_s
     reference_s = ref_masc_fit_s + ref_velpic_fit_s + ref_predict_s
@@ -171,6 +181,9 @@ def run(args) -> dict:
         "n_test": int(len(x_test)),
         "n_features": int(x_train.shape[1]),
         "device": _resolved(args.device),
+        "cpus": len(os.sched_getaffinity(0)),
+        "load_average_1min_before": load_before,
+        "reference_blas_threads": args.reference_blas_threads or "default",
         "data_s": data_s,
         "ours_s": ours_s,
         "reference_s": reference_s,
