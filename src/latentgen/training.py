@@ -301,8 +301,14 @@ def resolve_labels(config: TrainConfig, true_labels: np.ndarray, labels_file: st
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> None:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _save_atomic({"model_state": state, "meta": meta}, path)
+
+
+def _save_atomic(obj, path) -> None:
+    # through a file object: torch.save names the archive after a path, and the temp name is random
     with atomic_path(path) as tmp:
-        torch.save({"model_state": state, "meta": meta}, tmp)
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
 
 
 def _torch_load(path: Path, what: str):
@@ -415,12 +421,14 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
 
 def train(config: TrainConfig, out_dir: str | os.PathLike, *, data_root=None, prepared=None, labels=None,
           device: str | torch.device = "auto", eval_batch_size: int = 1000, dataset=None,
-          verbose: bool = True, progress: bool | None = None) -> dict:
+          verbose: bool = True, epoch_lines: bool = True, progress: bool | None = None) -> dict:
     """Train ``config`` into ``out_dir`` (resuming from ``out_dir/resume.pt`` when present).
 
     ``labels``: a label file from ``latentgen corrupt``; without it the labels are corrupted on
     the fly with ``config.label_seed``. ``dataset``: an already loaded ``LoadedDataset`` (skips
-    loading). Returns the manifest (also written to ``out_dir/manifest.json``, last).
+    loading). ``verbose``: summary lines on stdout; ``epoch_lines``: also one line per epoch (when
+    no progress bar is shown; ``progress=None`` shows one only on a terminal). Returns the
+    manifest (also written to ``out_dir/manifest.json``, last).
     """
     from latentgen.datasets import get_spec, load_dataset
     from latentgen.devices import resolve_device
@@ -522,7 +530,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, data_root=None, pr
         if bar is not None:
             bar.update(1)
             bar.set_postfix(train=f"{row['train_acc_corrupted']:.4f}", test=f"{test_acc:.4f}")
-        elif verbose:
+        elif verbose and epoch_lines:
             print(f"epoch {epoch}: loss {row['loss']:.4f}  train acc {row['train_acc_corrupted']:.4f} (corrupted) "
                   f"{row['train_acc_true']:.4f} (true)  test acc {test_acc:.4f}  {row['seconds']:.2f}s", flush=True)
     if bar is not None:
@@ -543,6 +551,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, data_root=None, pr
         "device": str(dev), "versions": package_versions(),
     }
     write_json_atomic(folder.manifest, manifest)
+    manifest = _read_json(folder.manifest)  # as every later reader sees it (lists, string keys)
     folder.resume.unlink(missing_ok=True)  # the run is complete; the resume state is only dead weight
     if verbose:
         print(f"{folder.root}: {stop_reason} at epoch {final_epoch}, train acc {log[-1]['train_acc_corrupted']} "
@@ -561,8 +570,7 @@ def _save_epoch(folder: _RunFolder, model, optimizer, generator, meta_base, log,
     state = {"config_hash": chash, "epoch": epoch, "stop_reason": stop_reason, "log": log,
              "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
              "optimizer_state": optimizer.state_dict(), "rng": _rng_state(generator)}
-    with atomic_path(folder.resume) as tmp:
-        torch.save(state, tmp)
+    _save_atomic(state, folder.resume)
     _maybe_die(epoch, "resume")
 
 

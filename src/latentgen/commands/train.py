@@ -64,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; pass the job's "
                         "core count when several jobs share a machine)")
     parser.add_argument("--eval-batch-size", type=int, default=1000, help="batch size for test accuracy (no effect on results)")
-    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines (start, resume and end lines only)")
 
 
 OVERRIDES = {"seed": "seed", "init_seed": "init_seed", "optimizer": "optimizer", "lr": "lr", "momentum": "momentum",
@@ -107,5 +107,5 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     set_threads(args.threads)
     train(config, args.out, data_root=args.data_root, prepared=args.prepared, labels=args.labels,
-          device=args.device, eval_batch_size=args.eval_batch_size, verbose=not args.quiet)
+          device=args.device, eval_batch_size=args.eval_batch_size, epoch_lines=not args.quiet)
     return 0
