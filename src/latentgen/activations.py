@@ -21,6 +21,7 @@ batch size 1, so BatchNorm normalises each image by its own per-channel statisti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -28,7 +29,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from latentgen._io import atomic_path, package_versions
@@ -40,8 +40,29 @@ CHUNK_BYTES = 1 << 20  # about 1 MiB per chunk
 
 
 def _per_sample_batchnorm(module, args, output):
-    # BatchNorm in train mode on a batch of one image: statistics over that image's H×W per channel
-    return F.instance_norm(args[0], None, None, module.weight, module.bias, True, 0.0, module.eps)
+    # BatchNorm in train mode on a batch of one image: each image's own per-channel mean and biased
+    # variance over H×W. (With 1×1 feature maps the authors' code would fail; this gives the bias.)
+    x = args[0]
+    dims = tuple(range(2, x.dim()))
+    mean = x.mean(dim=dims, keepdim=True)
+    var = x.var(dim=dims, unbiased=False, keepdim=True)
+    out = (x - mean) / torch.sqrt(var + module.eps)
+    if module.affine:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        out = out * module.weight.view(shape) + module.bias.view(shape)
+    return out
+
+
+@contextlib.contextmanager
+def per_sample_batchnorm(model: nn.Module):
+    """Within the block every BatchNorm layer of ``model`` normalises each image by its own statistics."""
+    handles = [m.register_forward_hook(_per_sample_batchnorm) for m in model.modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    try:
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _corrupted_labels_for(meta: dict, true_labels: np.ndarray, labels) -> np.ndarray:
@@ -95,13 +116,9 @@ def dump_activations(checkpoint: str | os.PathLike, out_h5: str | os.PathLike, *
     n_train = meta.get("train_subset") or len(dataset.train_y)
 
     inputs = {"train": dataset.train_x[:n_train], "test": dataset.test_x}
-    handles = []
-    if batchnorm == "per_sample":
-        handles = [m.register_forward_hook(_per_sample_batchnorm) for m in model.modules()
-                   if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     param = next(model.parameters())
     out_h5 = Path(out_h5)
-    try:
+    with per_sample_batchnorm(model) if batchnorm == "per_sample" else contextlib.nullcontext():
         with atomic_path(out_h5) as tmp:
             with h5py.File(tmp, "w") as h5:
                 for split in SPLITS:
@@ -121,9 +138,6 @@ def dump_activations(checkpoint: str | os.PathLike, out_h5: str | os.PathLike, *
                 for key, value in attrs.items():
                     h5.attrs[key] = value
                 h5.attrs["complete"] = 1  # last: its presence means every dataset above is written
-    finally:
-        for handle in handles:
-            handle.remove()
     return out_h5
 
 
