@@ -14,7 +14,7 @@ from torch import nn
 from latentgen import curvature as cv
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """These tests use small matrices: one thread avoids OpenMP fork/join costs (large on shared cores)."""
     threads = torch.get_num_threads()
@@ -415,7 +415,7 @@ def test_velpic_transfer_is_a_registered_repair():
 
     model, data, corrupted = memorized_digits()
     edited, logs = cv.edit_model(model, ["output"], None, None, method="velpic", inputs=data.train_x, labels=corrupted)
-    assert logs[0]["layer"] == "output" and float(edited.output.bias.abs().max()) == 0.0
+    assert logs[0]["layer"] == "output" and float(edited.output.bias.detach().abs().max()) == 0.0
     # the transferred network predicts what VeLPIC predicts on the last hidden layer (SPEC §8.5)
     probe = VeLPIC().fit(cv.head_inputs(model, data.train_x), corrupted, classes=np.arange(10))
     expected = probe.predict(cv.head_inputs(model, data.test_x))
@@ -424,3 +424,18 @@ def test_velpic_transfer_is_a_registered_repair():
     combined, _ = cv.edit_model(model, ["fc1", "fc4"], 1.0, factors, method="kfac_velpic", inputs=data.train_x,
                                 labels=corrupted)
     assert cv.evaluate_repair(combined, data)[0] == cv.evaluate_repair(edited, data)[0]
+
+
+def test_fisher_factor_is_the_multinomial_covariance_even_when_nearly_one_hot():
+    logits = torch.tensor([[0.3, -1.0, 2.0, 0.5], [40.0, 0.0, -3.0, 1.0], [0.0, 0.0, 0.0, 0.0],
+                           [-800.0, 0.0, -900.0, -700.0]], dtype=torch.float64)
+    p = torch.softmax(logits, 1)
+    L = cv.fisher_factor(p)
+    assert L.shape == (4, 4, 3) and not L.isnan().any()
+    # reference without cancellation: diagonal p_i Σ_{k≠i} p_k, off-diagonal −p_i p_j
+    rest = torch.stack([torch.cat([p[:, :i], p[:, i + 1:]], 1).sum(1)
+                        for i in range(4)], 1)
+    ref = -p[:, :, None] * p[:, None, :]
+    ref[:, range(4), range(4)] = p * rest
+    got = L @ L.transpose(1, 2)
+    assert torch.allclose(got, ref, rtol=1e-12, atol=0)

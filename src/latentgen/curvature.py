@@ -164,25 +164,35 @@ def sorted_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class _Gram:
-    """Running float64 sum of xᵀx. On the CPU it uses BLAS syrk (one triangle, ~1.4× a GEMM)."""
+    """Running float64 sum of xᵀx over batches. On the CPU it uses BLAS syrk (one triangle).
 
-    def __init__(self, dim: int, device: torch.device):
+    ``dtype=float64`` (default) forms each batch's products in float64; ``float32`` forms them in
+    float32 (about twice as fast) and still adds the batches up in float64.
+    """
+
+    def __init__(self, dim: int, device: torch.device, dtype: torch.dtype = torch.float64):
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"Gram dtype must be float32 or float64, got {dtype}")
         self.cpu = device.type == "cpu"
+        self.dtype = dtype
         if self.cpu:
             from scipy.linalg import blas
 
-            self._syrk = blas.dsyrk
+            self._syrk = blas.dsyrk if dtype == torch.float64 else blas.ssyrk
             self._acc = np.zeros((dim, dim), dtype=np.float64, order="F")
         else:
             self._acc = torch.zeros(dim, dim, dtype=torch.float64, device=device)
 
     def add(self, x: torch.Tensor) -> None:
-        x = x.to(torch.float64).contiguous()
+        x = x.to(self.dtype).contiguous()
         if self.cpu:
             # x is rows×dim C-ordered, so x.T is dim×rows F-ordered: syrk computes (x.T)(x.T)ᵀ = xᵀx
-            self._acc = self._syrk(1.0, x.numpy().T, beta=1.0, c=self._acc, trans=0, lower=0, overwrite_c=1)
+            if self.dtype == torch.float64:
+                self._acc = self._syrk(1.0, x.numpy().T, beta=1.0, c=self._acc, trans=0, lower=0, overwrite_c=1)
+            else:
+                self._acc += self._syrk(1.0, x.numpy().T, trans=0, lower=0)  # upper triangle; lower is 0
         else:
-            self._acc.addmm_(x.T, x)
+            self._acc += (x.T @ x).to(torch.float64)
 
     def value(self) -> torch.Tensor:
         if self.cpu:
@@ -198,35 +208,79 @@ def _one_hot_minus_p(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return v.scatter(1, y[:, None], rest[:, None])
 
 
-def _logit_vectors(logits, fisher, labels, samples, generator):
-    """Per-example vectors to backpropagate from the logits, and their weight in the average.
+def fisher_factor(p: torch.Tensor) -> torch.Tensor:
+    """L (B×K×(K−1)) with L Lᵀ = diag(p) − ppᵀ per row of p (float64): the multinomial covariance's
+    Cholesky factor by stick breaking. With the classes in ascending order of p and tail sums
+    q_y = Σ_{k≥y} p_k, column y has L_yy = √(p_y q_{y+1} / q_y) and L_ky = −p_k √(p_y / (q_y q_{y+1}))
+    for k > y.
 
-    Each yielded (B×K) matrix holds one vector per example; G sums the outer products of the
-    backpropagated vectors, times the weight.
+    Σ_y p_y (e_y − p)(e_y − p)ᵀ is the same matrix, so backpropagating these K−1 columns gives the
+    exact true Fisher with one backward vector fewer than the K vectors √p_y (e_y − p). Putting the
+    most probable class last keeps every q_y ≈ 1 when p is nearly one-hot, so tiny entries come
+    out with full relative accuracy (no difference of nearly equal numbers is formed).
+    """
+    n, k = p.shape
+    order = p.argsort(1)                       # ascending: the most probable class last
+    ps = p.gather(1, order)
+    q = ps.flip(1).cumsum(1).flip(1)           # q[:, y] = Σ_{k≥y} ps_k
+    q_now, q_next = q[:, :-1], q[:, 1:]        # q_y, q_{y+1} for y = 0..K−2
+    p_col = ps[:, :-1]
+    ok = q_next > 0                            # q_{y+1} = 0: every later p is 0 and the column is 0
+    tiny = torch.finfo(p.dtype).tiny
+    # square roots taken separately: products like q_y q_{y+1} underflow for p ~ 1e-300
+    root_p, root_now = p_col.sqrt(), q_now.clamp_min(tiny).sqrt()
+    root_next = torch.where(ok, q_next, torch.ones_like(q_next)).sqrt()
+    diag = root_p * (q_next.sqrt() / root_now)
+    scale = torch.where(ok, root_p / root_now / root_next, torch.zeros_like(q_next))
+    L = -ps[:, :, None] * scale[:, None, :]    # L[n, k, y] = −p_k · scale_y below the diagonal
+    rows = torch.arange(k, device=p.device)[:, None]
+    cols = torch.arange(k - 1, device=p.device)[None, :]
+    L = torch.where(rows > cols, L, torch.zeros_like(L))
+    L[:, cols[0], cols[0]] = diag
+    # back to the original class order (rows); the columns are just a basis of the factor
+    return torch.zeros_like(L).scatter_(1, order[:, :, None].expand(-1, -1, k - 1), L)
+
+
+def _logit_vectors(logits, fisher, labels, samples, generator, chunk: int = 16):
+    """Stacks (V×B×K) of per-example vectors to backpropagate from the logits, in float64.
+
+    G sums the outer products of all backpropagated vectors; ``collect_factors`` divides by the
+    number of examples (and by ``samples`` for the sampled Fisher).
     """
     p = torch.softmax(logits.detach().to(torch.float64), dim=1)
-    n, k = p.shape
     if fisher == "true":
-        for y in range(k):
-            cls = torch.full((n,), y, dtype=torch.long, device=p.device)
-            yield p[:, y:y + 1].sqrt() * _one_hot_minus_p(p, cls), 1.0
+        yield fisher_factor(p).permute(2, 0, 1)
     elif fisher == "empirical":
-        yield _one_hot_minus_p(p, labels), 1.0
-    else:  # sampled
+        yield _one_hot_minus_p(p, labels)[None]
+    else:  # sampled, in chunks of draws
         p_cpu = p.cpu()
-        for _ in range(samples):
-            y = torch.multinomial(p_cpu, 1, replacement=True, generator=generator)[:, 0].to(p.device)
-            yield _one_hot_minus_p(p, y), 1.0 / samples
+        for first in range(0, samples, chunk):
+            draws = torch.multinomial(p_cpu, min(chunk, samples - first), replacement=True, generator=generator)
+            yield torch.stack([_one_hot_minus_p(p, y.to(p.device)) for y in draws.T])
+
+
+def _backprop(logits, outs, vectors):
+    """Gradients of ⟨vectors[v], logits⟩ w.r.t. each output, stacked over v: one batched backward."""
+    vectors = vectors.to(logits.dtype)
+    try:
+        return torch.autograd.grad(logits, outs, grad_outputs=vectors, retain_graph=True, is_grads_batched=True)
+    except RuntimeError:  # an operation without a batching rule: one backward pass per vector
+        per_vector = [torch.autograd.grad(logits, outs, grad_outputs=v, retain_graph=True) for v in vectors]
+        return [torch.stack(gs) for gs in zip(*per_vector)]
 
 
 def collect_factors(model: nn.Module, inputs: torch.Tensor, layers: Iterable[str], *, fisher: str = "true",
                     labels: torch.Tensor | None = None, samples: int = 1, seed: int = 0, batch_size: int = 512,
-                    device: torch.device | str | None = None) -> dict[str, LayerFactors]:
+                    device: torch.device | str | None = None,
+                    gram_dtype: torch.dtype = torch.float64) -> dict[str, LayerFactors]:
     """K-FAC factors A, G of each layer in ``layers`` from ``inputs`` (training inputs only).
 
-    ``fisher``: ``true`` (exact expectation over the model's predictive distribution, K backward
-    passes per batch), ``empirical`` (``labels``, e.g. the corrupted training labels) or
-    ``sampled`` (``samples`` labels per example drawn from the model's prediction with ``seed``).
+    ``fisher``: ``true`` (exact expectation over the model's predictive distribution: K−1
+    backward vectors per example, ``fisher_factor``), ``empirical`` (``labels``, e.g. the
+    corrupted training labels) or ``sampled`` (``samples`` labels per example drawn from the
+    model's prediction with ``seed``). Gradients are per example (sum reduction): each example's
+    vector is backpropagated on its own row, so no 1/B factor enters. Sums are kept in float64;
+    ``gram_dtype=torch.float32`` forms each batch's products in float32 (faster, ~1e-6 relative).
     The model is put in eval mode for the pass and restored afterwards; its weights are untouched.
     """
     if fisher not in FISHER_KINDS:
@@ -245,8 +299,8 @@ def collect_factors(model: nn.Module, inputs: torch.Tensor, layers: Iterable[str
     param = next(model.parameters())
     device = torch.device(device) if device is not None else param.device
     modules = dict(model.named_modules())
-    grams_a = {n: _Gram(modules[n].in_features, device) for n in names}
-    grams_g = {n: _Gram(modules[n].out_features, device) for n in names}
+    grams_a = {n: _Gram(modules[n].in_features, device, gram_dtype) for n in names}
+    grams_g = {n: _Gram(modules[n].out_features, device, gram_dtype) for n in names}
     a_sums = {n: torch.zeros(modules[n].in_features, dtype=torch.float64, device=device) for n in names}
     rows = 0
     captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -281,21 +335,17 @@ def collect_factors(model: nn.Module, inputs: torch.Tensor, layers: Iterable[str
                 outs.append(out)
             rows += a.shape[0]
             yb = labels[start:start + batch_size].to(device) if fisher == "empirical" else None
-            grads: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-            for vector, weight in _logit_vectors(logits, fisher, yb, samples, generator):
-                gs = torch.autograd.grad(logits, outs, grad_outputs=vector.to(logits.dtype), retain_graph=True)
-                for n, g in zip(names, gs):
-                    g = g.reshape(-1, g.shape[-1]).to(torch.float64)
-                    grads[n].append(g * math.sqrt(weight) if weight != 1.0 else g)
-            for n in names:  # one Gram per batch and layer: bigger BLAS calls are faster
-                grams_g[n].add(torch.cat(grads[n]))
-            del logits, outs, grads
+            for vectors in _logit_vectors(logits, fisher, yb, samples, generator):
+                for n, g in zip(names, _backprop(logits, outs, vectors)):
+                    grams_g[n].add(g.reshape(-1, g.shape[-1]))  # all vectors of the batch: one BLAS call
+            del logits, outs
     finally:
         for h in handles:
             h.remove()
         captured.clear()
         model.train(was_training).to(original_device)
-    return {n: LayerFactors(n, grams_a[n].value() / rows, grams_g[n].value() / rows,
+    g_rows = rows * (samples if fisher == "sampled" else 1)
+    return {n: LayerFactors(n, grams_a[n].value() / rows, grams_g[n].value() / g_rows,
                             (a_sums[n] / rows).cpu(), rows, fisher) for n in names}
 
 
@@ -523,7 +573,8 @@ def _velpic_transfer(model: nn.Module, keep_bias: bool, inputs: RepairInputs) ->
     labels = torch.as_tensor(inputs.train_labels).numpy()
     velpic = VeLPIC().fit(feats, labels, classes=np.arange(layer.out_features))
     W = layer.weight.detach().to("cpu", torch.float64, copy=True)
-    transfer_velpic(model, head, velpic, keep_bias=keep_bias)
+    transferred = transfer_velpic(model, head, velpic, keep_bias=keep_bias)  # a copy of the model
+    layer.load_state_dict(transferred.get_submodule(head).state_dict())  # this repair edits in place
     W_new = layer.weight.detach().to("cpu", torch.float64, copy=True)
     return _edit_log(head, "velpic_bias" if keep_bias else "velpic", W, W_new, keep_bias=keep_bias)
 
