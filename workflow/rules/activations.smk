@@ -29,5 +29,5 @@ rule activations:
     conda:
         "../../envs/train.yaml"
     shell:
-        "{params.gpu} python -m latentgen activations --checkpoint {params.checkpoint} --prepared {input.data}"
-        " --labels {input.labels} --device {params.device} --out {output} > {log} 2>&1"
+        "{params.gpu} python -m latentgen.prefork activations --checkpoint {params.checkpoint} --prepared {input.data}"
+        " --labels {input.labels} --device {params.device} --threads {threads} --out {output} > {log} 2>&1"

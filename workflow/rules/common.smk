@@ -113,7 +113,7 @@ METRICS_PROVENANCE = out("metrics/{arch}/{dataset}/c{corruption}.json")
 TAG = "{arch}/{dataset}/c{corruption}"  # log and benchmark names below log_file()/bench_file()
 
 
-# How jobs call latentgen: plain `python -m latentgen ...`. This checkout's src/ goes first on
+# How jobs call latentgen: `python -m latentgen.prefork ...` (below). This checkout's src/ goes first on
 # PYTHONPATH, so a conda environment (which holds the dependencies, not latentgen) runs this
 # checkout's code; without conda, `python` is the interpreter running Snakemake (which has
 # latentgen and its dependencies), put first on PATH. Jobs inherit both variables.
@@ -123,9 +123,14 @@ os.environ.update(
     ),
     PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
 )
+# Jobs run `python -m latentgen.prefork COMMAND`, which is `python -m latentgen.prefork COMMAND` unless
+# `prefork: true` asks for a warm, forking server (no 2–4 s of imports per job).
+os.environ.update(LATENTGEN_PREFORK="1" if config["prefork"] else "0")
 # GPU jobs take a GPU of their own (Snakemake's gpu resource only counts them)
 GPU_PREFIX = "python -m latentgen.gpu_slots --" if CUDA else ""
 GPU = 1 if CUDA else 0
+# the probe rule removes its (temp) activation file after success, unless --notemp keeps temp files
+KEEP_ACTIVATIONS = "yes" if workflow.storage_settings.notemp else "no"
 
 
 def cli_args(options):

@@ -19,5 +19,5 @@ rule download:
     conda:
         "../../envs/data.yaml"
     shell:
-        "python -m latentgen download --dataset {wildcards.dataset} {params.source} {params.network}"
+        "python -m latentgen.prefork download --dataset {wildcards.dataset} {params.source} {params.network}"
         " --out {output} > {log} 2>&1"

@@ -28,6 +28,6 @@ for fig in BUILDABLE:
         conda:
             "../../envs/plot.yaml"
         shell:
-            "python -m latentgen figure --name {params.name} --metrics {input} --out {output.pdf} --csv {output.csv}"
+            "python -m latentgen.prefork figure --name {params.name} --metrics {input} --out {output.pdf} --csv {output.csv}"
             " --corruptions {params.rows} --model-epoch0 {params.model_epoch0}"
             " --config-json {params.config_json:q} --seeds {params.seeds:q} > {log} 2>&1"

@@ -17,5 +17,5 @@ rule corrupt:
     conda:
         "../../envs/data.yaml"
     shell:
-        "python -m latentgen corrupt --dataset {wildcards.dataset} --corruption {wildcards.corruption}"
+        "python -m latentgen.prefork corrupt --dataset {wildcards.dataset} --corruption {wildcards.corruption}"
         " --seed {params.seed} --prepared {input} --out {output} > {log} 2>&1"

@@ -21,5 +21,5 @@ rule metrics:
     conda:
         "../../envs/plot.yaml"
     shell:
-        "python -m latentgen metrics --probes {input.probes} --train-logs {params.logs} --out {output.csv}"
+        "python -m latentgen.prefork metrics --probes {input.probes} --train-logs {params.logs} --out {output.csv}"
         " --config-json {params.config_json:q} --seeds {params.seeds:q} > {log} 2>&1"

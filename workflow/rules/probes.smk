@@ -1,5 +1,9 @@
 # Stage 5: MASC, VeLPIC and the VeLPIC weight transfer on one checkpoint's activations -> a small
 # tidy CSV; then one CSV per run (all its probed checkpoints, known from the run's manifest).
+#
+# The probe job deletes its activation file itself once it succeeded: Snakemake defers deleting
+# temp() files until every checkpoint job (here: every training run) has finished, which would
+# let activations pile up for the whole length of the experiment.
 
 
 rule probe:
@@ -15,6 +19,7 @@ rule probe:
         options=cli_args(config["probe_args"]),
         device=DEVICE,
         gpu=GPU_PREFIX,
+        keep_activations=KEEP_ACTIVATIONS,
     group:
         "probe_checkpoint"
     priority: 2
@@ -24,8 +29,8 @@ rule probe:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "{params.gpu} python -m latentgen probe --activations {input} --device {params.device} {params.options}"
-        " --out {output} > {log} 2>&1"
+        "{params.gpu} python -m latentgen.prefork probe --activations {input} --device {params.device} {params.options}"
+        " --out {output} > {log} 2>&1 && {{ [ {params.keep_activations} = yes ] || rm -f {input}; }}"
 
 
 rule run_probes:

@@ -27,7 +27,7 @@ checkpoint train:
     conda:
         "../../envs/train.yaml"
     shell:
-        "{params.gpu} python -m latentgen train --arch {wildcards.arch} --dataset {wildcards.dataset}"
+        "{params.gpu} python -m latentgen.prefork train --arch {wildcards.arch} --dataset {wildcards.dataset}"
         " --corruption {wildcards.corruption} --run {wildcards.run} --out $(dirname {output.manifest})"
         " --prepared {input.data} --labels {input.labels} {params.options}"
-        " --device {params.device} --quiet > {log} 2>&1"
+        " --device {params.device} --threads {threads} --quiet > {log} 2>&1"
