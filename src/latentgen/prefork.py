@@ -51,11 +51,13 @@ def run_dir() -> Path:
     return path
 
 
-def server_key() -> str:
+def server_key(package: str | os.PathLike | None = None) -> str:
     """Identifies the interpreter, the code and the thread settings a server was started with."""
-    import latentgen
+    if package is None:
+        import latentgen
 
-    package = Path(latentgen.__file__).resolve().parent
+        package = Path(latentgen.__file__).parent
+    package = Path(package).resolve()
     digest = hashlib.sha256()
     digest.update(sys.executable.encode())
     digest.update(str(package).encode())
