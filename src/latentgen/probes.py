@@ -44,7 +44,10 @@ MASC and VeLPIC are exactly the authors' algorithms (SPEC §6–7), computed dif
 
 ``fit_probes(X, y)`` builds MASC and VeLPIC from one ``ClassSubspaces`` (one decomposition).
 Everything runs on the configured torch device (``device="auto"``: CUDA when available): on a
-GPU the Gram matrices and ``torch.linalg.eigh`` run there in float64.
+GPU the Gram matrices and ``torch.linalg.eigh`` run there in float64, one class after another;
+on the CPU classes are decomposed in parallel, one per BLAS thread, each single-threaded.
+``class_scores(X)`` is always n×K; ``decision_function`` follows scikit-learn (n×K, or
+``score₁ − score₀`` for two classes), and ``predict`` is derived from it.
 
 Baselines (SPEC §10): logistic regression (``nn.Linear``, Adam 1e-3, 20 epochs, batch 128,
 shuffled with an explicit seed), nearest class mean (cosine), k-NN (k=5, cosine), LDA, QDA.
@@ -65,7 +68,7 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis, QuadraticD
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 SIGN_MODES = ("all", "class")
 _ROW_BLOCK = 4096  # rows (or columns) per float64 block when accumulating a Gram matrix
@@ -77,6 +80,11 @@ def _device(device) -> torch.device:
     from latentgen.devices import resolve_device
 
     return resolve_device(device)
+
+
+def _blas_threads() -> int:
+    counts = [lib["num_threads"] for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    return max(counts) if counts else (os.cpu_count() or 1)
 
 
 def _as_tensor(a: np.ndarray, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -298,10 +306,12 @@ class ClassSubspaces(BaseEstimator):
             return (mean, *_decompose_class(Xk, variance, n_components, device))
 
         if device.type == "cpu":
-            # one class per worker, each with single-threaded BLAS: the tridiagonalisation is
-            # bandwidth-bound and synchronises threads 2d times, so multi-threaded BLAS gains
-            # little when idle and collapses (4-10x slower, measured) when cores are shared
-            workers = max(1, min(len(classes), len(os.sched_getaffinity(0))))
+            # one class per worker, each with single-threaded BLAS, as many workers as BLAS has
+            # threads (OMP_NUM_THREADS, which Snakemake sets to a job's threads): the
+            # tridiagonalisation is bandwidth-bound and synchronises its threads 2d times, so
+            # multi-threaded BLAS gains little on idle cores and collapses (4-10x slower,
+            # measured) on shared ones
+            workers = max(1, min(len(classes), _blas_threads()))
             with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
                 results = list(pool.map(decompose, range(len(classes))))
         else:
