@@ -158,7 +158,7 @@ def test_factor_collection_restores_mode_and_leaves_weights():
 def _brute_prefix(lam, mu, rho):
     pairs = sorted(((float(lam[i]) * float(mu[j]), i, j) for i in range(len(lam)) for j in range(len(mu))),
                    key=lambda t: -t[0])
-    total = sum(t[0] for t in pairs)
+    total = float(sum(lam)) * float(sum(mu))  # M_tot = (Σλ)(Σμ)
     kept, mass = set(), 0.0
     for value, i, j in pairs:
         if mass >= rho * total:
@@ -180,6 +180,31 @@ def test_selection_keeps_the_smallest_prefix_reaching_rho(rho):
     assert float(masses[mask].sum()) >= rho * total * (1 - 1e-12)
     # minimal: dropping the smallest kept pair falls short of ρ
     assert float(masses[mask].sum() - masses[mask].min()) < rho * total
+
+
+@pytest.mark.parametrize("rho", [0.99, 0.8, 0.5, 0.31])
+def test_selection_with_ties_and_zeros_keeps_the_stable_sorted_prefix(rho):
+    lam = torch.tensor([4.0, 2.0, 2.0, 1.0, 0.0], dtype=torch.float64)
+    mu = torch.tensor([3.0, 2.0, 1.0, 1.0, 1.0, 0.0], dtype=torch.float64)
+    kept, _ = _brute_prefix(lam, mu, rho)  # Python's sort is stable: ties in flat-index order
+    mask = cv.kfac_keep_mask(lam, mu, rho)
+    assert {tuple(ij) for ij in torch.nonzero(mask).tolist()} == kept
+
+
+def test_selection_at_scale_matches_a_full_sort():
+    gen = torch.Generator().manual_seed(3)
+    lam = torch.rand(300, generator=gen, dtype=torch.float64).pow(6).sort(descending=True).values
+    mu = torch.cat([torch.rand(190, generator=gen, dtype=torch.float64).pow(3), torch.zeros(10, dtype=torch.float64)])
+    mu = mu.sort(descending=True).values
+    values = torch.outer(lam, mu).reshape(-1)
+    order = torch.sort(values, descending=True, stable=True).indices
+    cumulative = torch.cumsum(values[order], 0)
+    total = float(lam.sum()) * float(mu.sum())
+    for rho in (0.999, 0.9, 0.6, 0.2):
+        k = int((cumulative < rho * total).sum()) + 1
+        kept, reached = cv.kfac_select(lam, mu, rho)
+        assert torch.equal(kept, order[:k])  # the same pairs, best first
+        assert reached == pytest.approx(float(cumulative[k - 1]) / total, rel=1e-12)
 
 
 def test_rho_one_keeps_every_pair_even_with_zero_curvature():

@@ -105,17 +105,6 @@ class Eigenbasis:
     U_G: torch.Tensor
     mu: torch.Tensor
     U_A: torch.Tensor
-    _order: torch.Tensor | None = field(default=None, repr=False)
-    _cummass: torch.Tensor | None = field(default=None, repr=False)
-
-    def ranking(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flat pair indices sorted by λ_i μ_j descending, and the cumulative mass along that order."""
-        if self._order is None:
-            mass = torch.outer(self.lam, self.mu).reshape(-1)
-            # stable sort: ties keep index order, so the selection is reproducible
-            self._order = torch.sort(mass, descending=True, stable=True).indices
-            self._cummass = torch.cumsum(mass[self._order], 0)
-        return self._order, self._cummass
 
 
 @dataclass
@@ -353,27 +342,72 @@ def collect_factors(model: nn.Module, inputs: torch.Tensor, layers: Iterable[str
 # selection and per-layer edits
 
 
-def kfac_prefix_size(cummass: torch.Tensor, rho: float) -> int:
-    """Smallest k with cummass[k−1] ≥ ρ·total (the crossing pair included); ρ = 1 keeps all."""
+def kfac_select(lam: torch.Tensor, mu: torch.Tensor, rho: float) -> tuple[torch.Tensor, float]:
+    """The pairs kept at mass ρ: flat indices i·len(μ) + j, best first, and the mass fraction reached.
+
+    Order: λ_i μ_j descending, ties by flat index. Kept: the smallest prefix whose mass reaches
+    ρ · (Σλ)(Σμ), the crossing pair included; ρ = 1 keeps every pair (also those of zero mass).
+    Vectorised without sorting all pairs: λ and μ are sorted, so for a threshold t row i holds
+    #{j : μ_j ≥ t/λ_i} pairs above t (a binary search) and their mass is λ_i times a prefix sum
+    of μ. Bisection on t finds the crossing value; only the pairs above it are then sorted.
+    (numpy, single-threaded: these are many small operations.)
+    """
     rho = check_rho(rho)
-    n = cummass.numel()
+    lam = lam.detach().to("cpu", torch.float64).numpy()
+    mu = mu.detach().to("cpu", torch.float64).numpy()
+    p, q = len(lam), len(mu)
     if rho == 1.0:
-        return n
-    target = rho * float(cummass[-1])
-    k = int(torch.searchsorted(cummass, torch.tensor([target], dtype=cummass.dtype), right=False)) + 1
-    return min(k, n)
+        return torch.arange(p * q), 1.0
+    total = float(lam.sum()) * float(mu.sum())
+    if total <= 0:  # no curvature at all: the empty prefix already reaches ρ · 0
+        return torch.zeros(0, dtype=torch.long), 1.0
+    target = rho * total
+    mu_ascending = np.ascontiguousarray(mu[::-1])
+    mu_prefix = np.concatenate([[0.0], np.cumsum(mu)])
+    live = lam > 0
+
+    def counts(t: float) -> np.ndarray:  # per row: #j with λ_i μ_j ≥ t (up to rounding of t/λ_i)
+        c = np.zeros(p, dtype=np.int64)
+        c[live] = q - np.searchsorted(mu_ascending, t / lam[live], side="left")
+        return c
+
+    def mass(t: float) -> float:
+        return float(lam @ mu_prefix[counts(t)])
+
+    # bisection (geometric) for the largest t whose pairs above it reach the target
+    lo = float(lam[live].min()) * float(mu[mu > 0].min())  # mass(lo) = total ≥ target
+    hi = float(lam[0]) * float(mu[0]) * (1 + 1e-9)          # mass(hi) = 0 < target
+    for _ in range(200):
+        if hi <= lo * (1 + 1e-12):
+            break
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if mass(mid) >= target else (lo, mid)
+    threshold = lo * (1 - 1e-9)  # a little lower: rounding in t/λ_i can only add candidates
+    for widen in range(4):
+        if widen == 3:
+            threshold = 0.0  # every pair of positive mass
+        c = counts(threshold)
+        rows = np.repeat(np.arange(p), c)
+        cols = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)
+        values = lam[rows] * mu[cols]                      # the same products as np.outer(λ, μ)
+        order = np.argsort(-values, kind="stable")         # candidates are in flat order: ties stay so
+        cumulative = np.cumsum(values[order])
+        if len(cumulative) and cumulative[-1] >= target:
+            break
+        threshold /= 2  # rounding left the crossing outside the candidates: widen
+    k = min(int(np.searchsorted(cumulative, target, side="left")) + 1, len(cumulative))
+    kept = (rows * q + cols)[order[:k]]
+    return torch.from_numpy(kept), float(cumulative[k - 1]) / total
 
 
 def kfac_keep_mask(lam: torch.Tensor, mu: torch.Tensor, rho: float) -> torch.Tensor:
-    """Boolean (len λ × len μ) mask of the pairs kept at mass ρ (vectorised: sort + cumsum)."""
-    basis = Eigenbasis(lam, torch.empty(0), mu, torch.empty(0))
-    order, cummass = basis.ranking()
-    return _mask_from(order, kfac_prefix_size(cummass, rho), (len(lam), len(mu)))
+    """Boolean (len λ × len μ) mask of the pairs ``kfac_select`` keeps at mass ρ."""
+    return _mask_from(kfac_select(lam, mu, rho)[0], (len(lam), len(mu)))
 
 
-def _mask_from(order: torch.Tensor, k: int, shape) -> torch.Tensor:
+def _mask_from(indices: torch.Tensor, shape) -> torch.Tensor:
     mask = torch.zeros(shape[0] * shape[1], dtype=torch.bool)
-    mask[order[:k]] = True
+    mask[indices] = True
     return mask.reshape(shape)
 
 
@@ -412,12 +446,8 @@ def _kfac_plan(layer: nn.Linear, factors: LayerFactors, rho: float, homogeneous:
     if basis.U_G.shape[0] != W.shape[0] or basis.U_A.shape[0] != W.shape[1]:
         raise ValueError(f"factors of {factors.name!r} ({basis.U_G.shape[0]}×{basis.U_A.shape[0]}) do not "
                          f"match the layer's weight {W.shape[0]}×{W.shape[1]}")
-    order, cummass = basis.ranking()
-    k = kfac_prefix_size(cummass, rho)
-    mask = _mask_from(order, k, W.shape)
-    total = float(cummass[-1])
-    reached = float(cummass[k - 1]) / total if total > 0 else 1.0
-    return basis, W, mask, reached, order
+    kept, reached = kfac_select(basis.lam, basis.mu, rho)
+    return basis, W, _mask_from(kept, W.shape), reached
 
 
 def _rebuild(basis: Eigenbasis, W: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -427,7 +457,7 @@ def _rebuild(basis: Eigenbasis, W: torch.Tensor, mask: torch.Tensor) -> torch.Te
 
 def kfac_edit_layer(name: str, layer: nn.Linear, factors: LayerFactors, rho: float, homogeneous: bool = False) -> dict:
     """W ← U_G (C ⊙ M) U_Aᵀ in place, keeping the top pairs by λ_i μ_j up to mass ρ."""
-    basis, W, mask, reached, _ = _kfac_plan(layer, factors, rho, homogeneous)
+    basis, W, mask, reached = _kfac_plan(layer, factors, rho, homogeneous)
     W_new = _rebuild(basis, W, mask)
     _write_back(layer, W_new, homogeneous)
     return _edit_log(name, "kfac", W, W_new, mask, rho=rho, rho_reached=reached)
@@ -439,11 +469,10 @@ def random_edit_layer(name: str, layer: nn.Linear, factors: LayerFactors, rho: f
 
     The random order depends only on (seed, layer name), so the kept sets are nested across ρ.
     """
-    basis, W, kfac_mask, _, _ = _kfac_plan(layer, factors, rho, homogeneous)
+    basis, W, kfac_mask, _ = _kfac_plan(layer, factors, rho, homogeneous)
     k = int(kfac_mask.sum())
     generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + zlib.crc32(name.encode()))
-    order = torch.randperm(W.numel(), generator=generator)
-    mask = _mask_from(order, k, W.shape)
+    mask = _mask_from(torch.randperm(W.numel(), generator=generator)[:k], W.shape)
     W_new = _rebuild(basis, W, mask)
     _write_back(layer, W_new, homogeneous)
     mass = torch.outer(basis.lam, basis.mu)
@@ -462,7 +491,7 @@ def svd_edit_layer(name: str, layer: nn.Linear, factors: LayerFactors, rho: floa
     ``match="norm"``: remove the fewest smallest singular components whose removed norm reaches
     the K-FAC edit's ‖ΔW‖_F. The bias is never changed (``homogeneous`` only sizes the K-FAC match).
     """
-    basis, Wa, kfac_mask, _, _ = _kfac_plan(layer, factors, rho, homogeneous)
+    basis, Wa, kfac_mask, _ = _kfac_plan(layer, factors, rho, homogeneous)
     W = layer.weight.detach().to("cpu", torch.float64, copy=True)
     U, S, Vh = torch.linalg.svd(W, full_matrices=False)
     r_max = S.numel()
