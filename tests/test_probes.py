@@ -160,6 +160,9 @@ def test_proposition_1_quadratic_form():
     X, y = relu_subspace_data(rng, 150, 40)
     X_test = rng.normal(size=(200, 40))
     masc = MASC(device="cpu").fit(X, y)
+    inside = rng.normal(size=(20, 3)) @ masc.components_[0][:3]  # rows in class 0's subspace
+    scores = masc.class_scores(np.vstack([X_test, inside]))
+    assert np.all((scores >= 0) & (scores <= 1)) and np.allclose(scores[-20:, 0], 1.0)
     quadratic = np.stack([np.einsum("nd,de,ne->n", X_test, projector(P), X_test) for P in masc.components_], axis=1)
     np.testing.assert_allclose(masc.class_scores(X_test),
                                quadratic / np.sum(X_test ** 2, axis=1, keepdims=True), rtol=1e-10)
@@ -221,6 +224,33 @@ def test_variance_rule_includes_the_crossing_component(variance, expected):
     assert masc.n_components_[0] == expected
     assert masc.n_components_[0] == min(len(brute_subspaces(X, y, [0], variance)[0]), 5)
     np.testing.assert_allclose(masc.explained_variance_ratio_[0], np.array([50, 30, 15, 4, 1])[:expected] / 100)
+
+
+@pytest.mark.parametrize("variance, expected", [(0.5, 2), (0.75, 3), (0.875, 4), (0.7, 2)])
+def test_ratio_equal_to_variance_counts_as_below(variance, expected):
+    """Exact arithmetic: X_kᵀX_k = diag(4, 2, 1, 1), cumulative ratios exactly 0.5, 0.75, 0.875, 1;
+    the authors count ratio ≤ v, so a ratio equal to v still adds the next component."""
+    e = np.eye(6)
+    X = np.vstack([2 * e[0], e[1], e[1], e[2], e[3], 3 * e[4] + e[5], e[5] - e[4]])
+    y = np.array([0, 0, 0, 0, 0, 1, 1])
+    assert MASC(variance=variance, device="cpu").fit(X, y).n_components_[0] == expected
+
+
+def test_ties_go_to_the_lowest_class_index():
+    rng = np.random.default_rng(17)
+    X, _ = gaussian_data(rng, 40, 8, classes=1)
+    other = rng.normal(size=(40, 8)) + 5
+    # classes 1 and 2 have identical training rows, so identical subspaces and vectors
+    X_all = np.vstack([other, X, X])
+    y = np.repeat([0, 1, 2], 40)
+    masc, velpic = fit_probes(X_all, y, device="cpu")
+    X_test = X + 0.01
+    for probe in (masc, velpic):
+        scores = probe.class_scores(X_test)
+        assert np.array_equal(scores[:, 1], scores[:, 2])
+        predicted = probe.predict(X_test)
+        assert not np.any(predicted == 2)
+        np.testing.assert_array_equal(predicted == 1, scores[:, 1] > scores[:, 0])
 
 
 def test_n_components_paths():

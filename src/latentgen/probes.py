@@ -410,13 +410,13 @@ class MASC(_ClassScoreClassifier):
         """n×K cos²θ_k = ‖P_k x‖²/‖x‖² in [0, 1] (float64); 0 for a zero row."""
         X = self._validate_predict_input(X)
         device = _device(self.device)
-        P = torch.from_numpy(np.concatenate(self.components_)).to(device)
-        owner = torch.from_numpy(np.repeat(np.arange(len(self.classes_)), self.n_components_)).to(device)
+        # one product per class (as the authors' loop): classes with identical subspaces then
+        # get bit-identical scores, so ties really go to the lowest index
+        P = [torch.from_numpy(c).to(device) for c in self.components_]
         out = np.empty((len(X), len(self.classes_)))
-        for rows in _batches(len(X), max(P.shape[0], X.shape[1])):
+        for rows in _batches(len(X), max(max(len(c) for c in P), X.shape[1])):
             x = _as_tensor(X[rows], device, torch.float64)
-            projected = torch.zeros((len(x), len(self.classes_)), dtype=torch.float64, device=device)
-            projected.index_add_(1, owner, (x @ P.T).square_())
+            projected = torch.stack([(x @ c.T).square_().sum(1) for c in P], dim=1)
             norm2 = x.square().sum(1, keepdim=True)
             cos2 = torch.where(norm2 > 0, projected / norm2.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
             out[rows] = cos2.clamp_(0.0, 1.0).cpu().numpy()
