@@ -129,7 +129,8 @@ def test_checkpoint_override_and_no_transfer(mlp_files, tmp_path, capsys):
     assert main(["probe", "--activations", str(h5), "--out", str(out), "--device", "cpu", "--checkpoint",
                  str(moved), "--variance", "0.9"]) == 0
     assert "transfer" in set(pd.read_csv(out).probe)
-    assert main(["probe", "--activations", str(h5), "--out", str(out), "--device", "cpu", "--no-transfer"]) == 0
+    assert main(["probe", "--activations", str(h5), "--out", str(out), "--device", "cpu", "--no-transfer",
+                 "--threads", "1", "--checkpoint", str(tmp_path / "not-needed.pt")]) == 0
     assert set(pd.read_csv(out).probe) == {"masc", "velpic"}
 
 

@@ -76,13 +76,23 @@ def _load_images(meta: dict, n_train: int, labels_true: np.ndarray, data_root, p
 
 
 def run(args: argparse.Namespace) -> int:
+    from threadpoolctl import threadpool_limits
+
+    from latentgen.commands.train import set_threads
+
+    set_threads(args.threads)
+    if args.threads is None:
+        return _run(args)
+    with threadpool_limits(args.threads, user_api="blas"):  # the probes' CPU workers follow BLAS threads
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from latentgen._io import atomic_path
     from latentgen.activations import open_activations
-    from latentgen.commands.train import set_threads
     from latentgen.devices import resolve_device
     from latentgen.probes import _check_variance, fit_probes
 
-    set_threads(args.threads)
     _check_variance(args.variance)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -91,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     with open_activations(args.activations) as acts:
         meta = acts.meta
+        checkpoint = None if args.no_transfer else Path(args.checkpoint or meta.get("checkpoint") or "")
+        if checkpoint is not None and not checkpoint.is_file():  # fail before hours of probing
+            raise FileNotFoundError(f"checkpoint for the transfer not found: {checkpoint} (pass --checkpoint, "
+                                    "or --no-transfer)")
         key = [meta["model"], meta["dataset"], meta["corruption"], meta["run"], meta["epoch"]]
         labels = {"test": acts.labels("test"), "train_corrupted": acts.labels("train", "corrupted"),
                   "train_true": acts.labels("train", "true")}
@@ -114,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
             del train, test
 
     if not args.no_transfer:
-        rows += _transfer_rows(args, meta, key, labels, transfer_velpic_probe, test_last_hidden, device)
+        rows += _transfer_rows(args, checkpoint, meta, key, labels, transfer_velpic_probe, test_last_hidden, device)
 
     with atomic_path(args.out) as tmp:
         with open(tmp, "w", newline="") as fh:
@@ -126,14 +140,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _transfer_rows(args, meta, key, labels, velpic, test_hidden, device) -> list:
+def _transfer_rows(args, checkpoint, meta, key, labels, velpic, test_hidden, device) -> list:
     from latentgen.training import load_checkpoint
     from latentgen.transfer import transfer_velpic
 
-    checkpoint = Path(args.checkpoint or meta.get("checkpoint") or "")
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint for the transfer not found: {checkpoint} (pass --checkpoint, "
-                                "or --no-transfer)")
     model, ckpt_meta = load_checkpoint(checkpoint, device=device)
     for field in ("arch", "dataset", "epoch"):
         expected = meta["model" if field == "arch" else field]
