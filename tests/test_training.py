@@ -21,7 +21,8 @@ from latentgen.datasets import load_dataset
 from latentgen.labels import corrupt_labels, write_label_file
 from latentgen.models import build_model
 from latentgen.training import (KILL_ENV, checkpoint_grid, config_grid, default_train_config, labels_digest,
-                                load_checkpoint, on_grid, read_checkpoint, read_train_log, target_reached, train)
+                                load_checkpoint, on_grid, read_checkpoint, read_train_log, save_checkpoint,
+                                target_reached, train)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -317,6 +318,20 @@ def test_load_checkpoint_round_trip(small_run, digits):
     fresh.load_state_dict(raw["model_state"])
     with torch.no_grad():
         assert torch.equal(model(digits.test_x), fresh.eval()(digits.test_x))
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn", "alexnet", "resnet18"])
+def test_every_architecture_round_trips_through_a_checkpoint(tmp_path, digits, arch):
+    model = build_model(arch, "digits", seed=9)
+    with torch.no_grad():  # non-default BatchNorm statistics must survive too
+        for name, buf in model.named_buffers():
+            if name.endswith("running_mean"):
+                buf.uniform_(-1, 1)
+    save_checkpoint(tmp_path / "c.pt", model, {"arch": arch, "dataset": "digits", "epoch": 0, "num_classes": 10})
+    loaded, meta = load_checkpoint(tmp_path / "c.pt")
+    assert meta["arch"] == arch and not loaded.training
+    with torch.no_grad():
+        assert torch.equal(loaded(digits.test_x[:50]), model.eval()(digits.test_x[:50]))
 
 
 class _Evil:
