@@ -83,6 +83,7 @@ def _bad_configs(demo):
     return cases
 
 
+@pytest.mark.slow  # thirteen Snakemake start-ups
 def test_bad_configs_are_refused_before_any_job_runs(tmp_path, demo, repo_root):
     procs = []
     for name, cfg, expect in _bad_configs(demo):

@@ -8,7 +8,9 @@
 
 rule probe:
     input:
-        ACTIVATIONS,
+        activations=ACTIVATIONS,
+        manifest=MANIFEST,
+        data=DATA,
     output:
         PROBES,
     log:
@@ -16,6 +18,7 @@ rule probe:
     benchmark:
         bench_file(f"probe/{TAG}/run{{run}}/epoch{{epoch}}.tsv")
     params:
+        checkpoint=checkpoint_file,
         options=cli_args(config["probe_args"]),
         device=DEVICE,
         gpu=GPU_PREFIX,
@@ -29,8 +32,10 @@ rule probe:
     conda:
         "../../envs/probe.yaml"
     shell:
-        "{params.gpu} python -m latentgen.prefork probe --activations {input} --device {params.device} {params.options}"
-        " --out {output} > {log} 2>&1 && {{ [ {params.keep_activations} = yes ] || rm -f {input}; }}"
+        "{params.gpu} python -m latentgen.prefork probe --activations {input.activations}"
+        " --checkpoint {params.checkpoint} --prepared {input.data} --device {params.device} --threads {threads}"
+        " {params.options} --out {output} > {log} 2>&1"
+        " && {{ [ {params.keep_activations} = yes ] || rm -f {input.activations}; }}"
 
 
 rule run_probes:

@@ -1,0 +1,253 @@
+"""The Snakemake workflow for real: a small configuration derived from the demo builds
+Figures 1–3 end to end (one shared run), plus dry runs of the full configuration, the
+linter, and a job killed mid-way."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from latentgen import provenance
+
+pytestmark = pytest.mark.workflow
+
+CORES = 2
+LAST_HIDDEN = {"mlp": "fc4", "cnn": "fc3"}
+
+
+def snakemake(repo_root, workdir, *args, configfile=None, timeout=600, **kw):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(repo_root / "Snakefile"), "-d", str(workdir), *args]
+    if configfile is not None:  # last: --configfile takes every word that follows
+        cmd += ["--configfile", str(configfile)]
+    env = {**os.environ, "LATENTGEN_PREFORK_DIR": str(Path(workdir) / ".prefork"), "LATENTGEN_PREFORK_IDLE": "15"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, **kw)
+
+
+def small_config(repo_root, workdir, **changes):
+    demo = yaml.safe_load((repo_root / "profiles" / "demo" / "demo.yaml").read_text())
+    cfg = copy.deepcopy(demo)
+    cfg.update(outdir=str(Path(workdir) / "results"), corruptions=[0.2, 0.6], runs=[1, 2],
+               grid={"dense_until": 2, "dense_step": 2, "step": 2})
+    for model in cfg["models"].values():
+        model["max_epochs"] = 4
+    cfg["figures"] = {"build": ["fig1", "fig2", "fig3"], "groups": {"main": ["mlp_digits", "cnn_digits"]},
+                      "model_epoch0": "repeat"}
+    cfg.update(changes)
+    path = Path(workdir) / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return cfg, path
+
+
+def on_grid(epoch, grid):
+    if epoch in (0, 1):
+        return True
+    if epoch <= grid["dense_until"]:
+        return epoch % grid["dense_step"] == 0
+    return (epoch - grid["dense_until"]) % grid["step"] == 0
+
+
+@pytest.fixture(scope="module")
+def demo_run(repo_root, tmp_path_factory):
+    """One real run of the small configuration; records the activation files alive over time."""
+    work = tmp_path_factory.mktemp("workflow")
+    cfg, configfile = small_config(repo_root, work)
+    activations = Path(cfg["outdir"]) / "activations"
+    peak = {"h5": 0, "samples": 0}
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            alive = len(list(activations.rglob("*.h5"))) if activations.exists() else 0
+            peak["h5"] = max(peak["h5"], alive)
+            peak["samples"] += 1
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    start = time.monotonic()
+    result = snakemake(repo_root, work, "--cores", str(CORES), configfile=configfile)
+    seconds = time.monotonic() - start
+    done.set()
+    watcher.join()
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    print(f"\nsmall workflow run: {seconds:.1f} s, peak activation files alive: {peak['h5']}")
+    return {"work": work, "cfg": cfg, "out": Path(cfg["outdir"]), "peak": peak, "configfile": configfile}
+
+
+@pytest.mark.slow  # shares the module's one real workflow run (about a minute)
+def test_figures_1_to_3_and_their_provenance(demo_run):
+    out = demo_run["out"]
+    for fig in ("fig1", "fig2", "fig3"):
+        assert (out / f"{fig}.pdf").read_bytes()[:5] == b"%PDF-"
+        frame = pd.read_csv(out / f"{fig}.csv")
+        assert list(frame.columns) == ["model", "dataset", "corruption", "run", "epoch", "layer", "probe",
+                                       "split", "accuracy"]
+        assert frame["accuracy"].between(0, 1).all() and frame["accuracy"].notna().all(), fig
+        record = provenance.read_sidecar(out / f"{fig}.json")
+        assert record["config_hash"] and record["versions"]
+        assert set(record["outputs"]) == {str(out / f"{fig}.pdf"), str(out / f"{fig}.csv")}
+        assert provenance.verify_sidecar(out / f"{fig}.json") == []
+    for arch in ("mlp", "cnn"):
+        for c in demo_run["cfg"]["corruptions"]:
+            sidecar = out / "metrics" / arch / "digits" / f"c{c}.json"
+            record = provenance.read_sidecar(sidecar)
+            assert record["seeds"] == demo_run["cfg"]["seeds"]
+            assert provenance.verify_sidecar(sidecar) == []
+
+
+def test_transfer_equals_last_layer_velpic_at_every_checkpoint(demo_run):
+    out = demo_run["out"]
+    fig2, fig3 = pd.read_csv(out / "fig2.csv"), pd.read_csv(out / "fig3.csv")
+    key = ["model", "dataset", "corruption", "run", "epoch"]
+    velpic = fig2[(fig2.probe == "velpic") & (fig2.layer == fig2.model.map(LAST_HIDDEN))]
+    transfer = fig3[fig3.probe == "transfer"]
+    assert (transfer.layer == transfer.model.map(LAST_HIDDEN)).all()
+    merged = transfer.merge(velpic, on=key, suffixes=("_transfer", "_velpic"), validate="one_to_one")
+    assert len(merged) == len(transfer) == len(velpic) > 0
+    assert (merged.accuracy_transfer == merged.accuracy_velpic).all()
+
+
+def test_every_corruption_and_run_has_the_expected_epochs(demo_run):
+    out, cfg = demo_run["out"], demo_run["cfg"]
+    grid = cfg["grid"]
+    fig1 = pd.read_csv(out / "fig1.csv")
+    for arch in ("mlp", "cnn"):
+        for c in cfg["corruptions"]:
+            for run in cfg["runs"]:
+                manifest = json.loads((out / "runs" / arch / "digits" / f"c{c}" / f"run{run}" / "manifest.json")
+                                      .read_text())
+                expected = sorted(e for e in manifest["epochs"] if on_grid(e, grid))
+                assert expected[:4] == [0, 1, 2, 4][:len(expected)]
+                probe = pd.read_csv(out / "probes" / arch / "digits" / f"c{c}" / f"run{run}.csv")
+                assert sorted(probe.epoch.unique()) == expected
+                rows = fig1[(fig1.model == arch) & (fig1.corruption == c) & (fig1.run == run)]
+                layers = rows[rows.probe == "masc"]
+                shortest = min(
+                    len([e for e in json.loads((out / "runs" / arch / "digits" / f"c{c}" / f"run{r}" /
+                                                "manifest.json").read_text())["epochs"] if on_grid(e, grid)])
+                    for r in cfg["runs"])
+                assert sorted(layers.epoch.unique()) == expected[:shortest]
+                model = rows[rows.probe == "model"].set_index("epoch")["accuracy"]
+                assert model.loc[0] == model.loc[1]  # the authors' plot: epoch 0 repeats epoch 1
+
+
+def test_activations_are_deleted_and_bounded_by_running_jobs(demo_run):
+    out = demo_run["out"]
+    assert not list(out.rglob("*.h5")), "activation files left behind"
+    assert demo_run["peak"]["samples"] > 10
+    assert 1 <= demo_run["peak"]["h5"] <= CORES, f"{demo_run['peak']['h5']} activation files alive at once"
+
+
+def test_nothing_left_to_do_after_the_run(demo_run, repo_root):
+    dry = snakemake(repo_root, demo_run["work"], "-n", configfile=demo_run["configfile"])
+    assert dry.returncode == 0, dry.stderr
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+def _job_counts(output: str) -> dict[str, int]:
+    counts = {}
+    for line in output.splitlines():
+        m = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if m:
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def test_dry_run_of_the_full_config_lists_108_trainings(repo_root, tmp_path):
+    start = time.monotonic()
+    dry = snakemake(repo_root, tmp_path, "-n", "--quiet", "rules", configfile=repo_root / "config.yaml")
+    seconds = time.monotonic() - start
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    counts = _job_counts(dry.stdout + dry.stderr)
+    cfg = yaml.safe_load((repo_root / "config.yaml").read_text())
+    n_models, n_corruptions, n_runs = len(cfg["models"]), len(cfg["corruptions"]), len(cfg["runs"])
+    assert n_models * n_corruptions * n_runs == 108
+    assert counts["train"] == 108
+    assert counts["run_probes"] == 108
+    assert counts["metrics"] == n_models * n_corruptions
+    assert counts["download"] == len({m["dataset"] for m in cfg["models"].values()})
+    assert all(counts[f"fig{i}"] == 1 for i in range(1, 15))
+    print(f"\nsnakemake -n of config.yaml: {seconds:.1f} s, {counts.get('total')} jobs before the checkpoints")
+
+
+def test_one_figure_target_runs_only_what_it_needs(repo_root, tmp_path):
+    dry = snakemake(repo_root, tmp_path, "results/fig3.pdf", "-n", "--quiet", "rules",
+                    configfile=repo_root / "config.yaml")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    counts = _job_counts(dry.stdout + dry.stderr)
+    cfg = yaml.safe_load((repo_root / "config.yaml").read_text())
+    main = cfg["figures"]["groups"]["main"]
+    rows = [c for c in cfg["corruptions"] if c in (0.2, 0.4, 0.6, 0.8)]
+    assert counts["train"] == len(main) * len(rows) * len(cfg["runs"])
+    assert counts["metrics"] == len(main) * len(rows)
+    assert counts["fig3"] == 1
+    assert not any(f"fig{i}" in counts for i in range(1, 15) if i != 3)
+
+
+def test_lint_is_clean(repo_root, tmp_path):
+    lint = snakemake(repo_root, repo_root, "--lint", configfile=repo_root / "config.yaml")
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert "Lints for" not in lint.stdout + lint.stderr
+
+
+@pytest.mark.slow
+def test_a_job_killed_mid_way_is_not_taken_as_complete_and_resumes(repo_root, tmp_path):
+    cfg, configfile = small_config(repo_root, tmp_path, corruptions=[1.0], runs=[1])
+    cfg["models"] = {"mlp_digits": {"arch": "mlp", "dataset": "digits", "max_epochs": 400}}
+    cfg["figures"] = {"build": ["fig13"], "groups": {"main": ["mlp_digits"]}}
+    configfile.write_text(yaml.safe_dump(cfg))
+    run_dir = Path(cfg["outdir"]) / "runs" / "mlp" / "digits" / "c1.0" / "run1"
+    log = run_dir / "train_log.csv"
+
+    def start(*extra):
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(repo_root / "Snakefile"), "-d", str(tmp_path),
+               "--configfile", str(configfile), "--cores", "1", *extra]
+        env = {**os.environ, "LATENTGEN_PREFORK_DIR": str(tmp_path / ".prefork"), "LATENTGEN_PREFORK_IDLE": "15"}
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+
+    def wait_rows(n, timeout=120):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if log.exists() and len(log.read_text().splitlines()) > n:
+                return len(log.read_text().splitlines()) - 1
+            time.sleep(0.05)
+        raise AssertionError(f"training never logged {n} epochs")
+
+    proc = start()
+    wait_rows(3)
+    os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and its job die at once, no cleanup
+    proc.wait(30)
+    time.sleep(0.5)
+    assert not (run_dir / "manifest.json").exists()
+    assert (run_dir / "resume.pt").exists() and (run_dir / "checkpoints" / "epoch0.pt").exists()
+
+    unlocked = snakemake(repo_root, tmp_path, "--unlock", configfile=configfile)  # the kill left the lock
+    assert unlocked.returncode == 0, unlocked.stderr
+    refused = snakemake(repo_root, tmp_path, "-n", configfile=configfile)
+    assert refused.returncode != 0 and "incomplete" in (refused.stdout + refused.stderr).lower()
+    planned = snakemake(repo_root, tmp_path, "-n", "--rerun-incomplete", "--quiet", "rules", configfile=configfile)
+    assert _job_counts(planned.stdout + planned.stderr).get("train") == 1
+
+    # the rerun resumes: the epoch-0 checkpoint survives (it is not a declared output) untouched
+    first = (run_dir / "checkpoints" / "epoch0.pt").stat().st_mtime_ns
+    epochs_before = len(log.read_text().splitlines()) - 1
+    proc = start("--rerun-incomplete")
+    try:
+        wait_rows(epochs_before + 2)
+        assert (run_dir / "checkpoints" / "epoch0.pt").stat().st_mtime_ns == first
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
