@@ -86,7 +86,7 @@ def demo_run(repo_root, tmp_path_factory):
     return {"work": work, "cfg": cfg, "out": Path(cfg["outdir"]), "peak": peak, "configfile": configfile}
 
 
-@pytest.mark.slow  # shares the module's one real workflow run (about a minute)
+@pytest.mark.slow  # uses the module's one real workflow run (about a minute)
 def test_figures_1_to_3_and_their_provenance(demo_run):
     out = demo_run["out"]
     for fig in ("fig1", "fig2", "fig3"):
@@ -107,6 +107,7 @@ def test_figures_1_to_3_and_their_provenance(demo_run):
             assert provenance.verify_sidecar(sidecar) == []
 
 
+@pytest.mark.slow  # uses the module's one real workflow run (about a minute)
 def test_transfer_equals_last_layer_velpic_at_every_checkpoint(demo_run):
     out = demo_run["out"]
     fig2, fig3 = pd.read_csv(out / "fig2.csv"), pd.read_csv(out / "fig3.csv")
@@ -119,6 +120,7 @@ def test_transfer_equals_last_layer_velpic_at_every_checkpoint(demo_run):
     assert (merged.accuracy_transfer == merged.accuracy_velpic).all()
 
 
+@pytest.mark.slow  # uses the module's one real workflow run (about a minute)
 def test_every_corruption_and_run_has_the_expected_epochs(demo_run):
     out, cfg = demo_run["out"], demo_run["cfg"]
     grid = cfg["grid"]
@@ -143,6 +145,7 @@ def test_every_corruption_and_run_has_the_expected_epochs(demo_run):
                 assert model.loc[0] == model.loc[1]  # the authors' plot: epoch 0 repeats epoch 1
 
 
+@pytest.mark.slow  # uses the module's one real workflow run (about a minute)
 def test_activations_are_deleted_and_bounded_by_running_jobs(demo_run):
     out = demo_run["out"]
     assert not list(out.rglob("*.h5")), "activation files left behind"
@@ -150,6 +153,7 @@ def test_activations_are_deleted_and_bounded_by_running_jobs(demo_run):
     assert 1 <= demo_run["peak"]["h5"] <= CORES, f"{demo_run['peak']['h5']} activation files alive at once"
 
 
+@pytest.mark.slow  # uses the module's one real workflow run (about a minute)
 def test_nothing_left_to_do_after_the_run(demo_run, repo_root):
     dry = snakemake(repo_root, demo_run["work"], "-n", configfile=demo_run["configfile"])
     assert dry.returncode == 0, dry.stderr
