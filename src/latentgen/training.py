@@ -454,6 +454,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, data_root=None, pr
         if manifest.get("config_hash") != chash:
             raise ValueError(f"{folder.root} already holds a finished run of another configuration "
                              f"(config hash {manifest.get('config_hash')}, this run {chash}); use another --out")
+        folder.resume.unlink(missing_ok=True)  # left if a kill came between the manifest and its removal
         if verbose:
             print(f"{folder.root}: already complete (final epoch {manifest.get('final_epoch')})")
         return manifest
