@@ -18,6 +18,7 @@ rule activations:
         bench_file(f"activations/{TAG}/run{{run}}/epoch{{epoch}}.tsv")
     params:
         checkpoint=checkpoint_file,
+        options=cli_args(config["activation_args"]),
         device=DEVICE,
         gpu=GPU_PREFIX,
     group:
@@ -30,4 +31,5 @@ rule activations:
         "../../envs/train.yaml"
     shell:
         "{params.gpu} python -m latentgen.prefork activations --checkpoint {params.checkpoint} --prepared {input.data}"
-        " --labels {input.labels} --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
+        " --labels {input.labels} --device {params.device} --threads {threads}"
+        " {params.options} --out {output} > {log} 2>&1"

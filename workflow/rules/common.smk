@@ -169,7 +169,8 @@ def provenance_config(wildcards):
     """The slice of the configuration a metrics file depends on (its provenance hash)."""
     name = NAME_BY_PAIR[(wildcards.arch, wildcards.dataset)]
     return json.dumps({"model": name, **MODELS[name], "corruption": float(wildcards.corruption),
-                       "runs": RUNS, "seeds": SEEDS, "device": DEVICE, "probe_args": config["probe_args"]},
+                       "runs": RUNS, "seeds": SEEDS, "device": DEVICE, "label_args": config["label_args"],
+                       "activation_args": config["activation_args"], "probe_args": config["probe_args"]},
                       sort_keys=True)
 
 

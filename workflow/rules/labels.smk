@@ -13,9 +13,10 @@ rule corrupt:
         bench_file("corrupt/{dataset}/c{corruption}.tsv")
     params:
         seed=SEEDS["labels"],
+        options=cli_args(config["label_args"]),
     threads: THREADS["corrupt"]
     conda:
         "../../envs/data.yaml"
     shell:
         "python -m latentgen.prefork corrupt --dataset {wildcards.dataset} --corruption {wildcards.corruption}"
-        " --seed {params.seed} --prepared {input} --out {output} > {log} 2>&1"
+        " --seed {params.seed} --prepared {input} {params.options} --out {output} > {log} 2>&1"
