@@ -207,7 +207,20 @@ def serve(key: str, idle_s: float | None = None) -> int:
     inode = os.stat(sock_path).st_ino
     server.listen(64)
     server.settimeout(idle_s)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    served = {"commands": 0, "finished": 0, "cpu_s": 0.0}
+
+    def reap(signum, frame):  # collect finished children and the CPU time they used
+        while True:
+            try:
+                pid, _, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            served["finished"] += 1
+            served["cpu_s"] += usage.ru_utime + usage.ru_stime
+
+    signal.signal(signal.SIGCHLD, reap)
     print(f"prefork: serving {sock_path} (pid {os.getpid()})", file=sys.stderr, flush=True)
     try:
         while True:
@@ -223,6 +236,7 @@ def serve(key: str, idle_s: float | None = None) -> int:
                 continue
             sys.stdout.flush()
             sys.stderr.flush()
+            served["commands"] += 1
             pid = os.fork()
             if pid == 0:
                 server.close()
@@ -231,6 +245,8 @@ def serve(key: str, idle_s: float | None = None) -> int:
             conn.close()
     finally:
         server.close()
+        print(f"prefork: served {served['commands']} commands; {served['finished']} finished children used "
+              f"{served['cpu_s']:.1f} s of CPU", file=sys.stderr, flush=True)
         try:  # leave a newer server's socket alone
             if os.stat(sock_path).st_ino == inode:
                 sock_path.unlink()
