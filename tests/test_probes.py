@@ -415,3 +415,21 @@ def test_real_mnist_probes_beat_chance(mnist_root):
     assert masc.score(test, y_test) > 0.5
     assert velpic.score(test, y_test) > 0.4
     assert math.isclose(masc.score(test, y_test), np.mean(masc.predict(test) == y_test))
+
+
+def test_benchmark_reference_procedure_agrees():
+    """The benchmark's reference (the authors' procedure) and our probes, on small data."""
+    from latentgen.bench import probes as bench
+
+    rng = np.random.default_rng(18)
+    X, y = relu_subspace_data(rng, 150, 60, classes=4)
+    X_test, _ = relu_subspace_data(rng, 50, 60, classes=4)
+    X, X_test = X.astype(np.float32), X_test.astype(np.float32)
+    classes = np.unique(y)
+    masc, velpic = fit_probes(X, y, device="cpu")
+    subspaces = bench.reference_subspaces(X, y, classes, 0.99)
+    assert [len(P) for P in subspaces] == masc.n_components_.tolist()
+    np.testing.assert_array_equal(bench.reference_masc_predict(X_test, subspaces), masc.predict(X_test))
+    vectors = bench.reference_velpic(X, bench.reference_subspaces(X, y, classes, 1))
+    np.testing.assert_allclose(vectors.numpy(), velpic.class_vectors_, atol=1e-6)
+    np.testing.assert_array_equal(bench.reference_velpic_predict(X_test, vectors), velpic.predict(X_test))
