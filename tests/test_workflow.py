@@ -160,6 +160,21 @@ def test_nothing_left_to_do_after_the_run(demo_run, repo_root):
     assert "Nothing to be done" in dry.stdout + dry.stderr
 
 
+@pytest.mark.slow  # uses the module's one real workflow run (about a minute)
+def test_report_collects_the_figures_with_captions(demo_run, repo_root):
+    report = demo_run["work"] / "report.zip"
+    made = snakemake(repo_root, demo_run["work"], "--report", str(report), configfile=demo_run["configfile"])
+    assert made.returncode == 0, made.stderr[-3000:]
+    import zipfile
+
+    with zipfile.ZipFile(report) as archive:
+        names = archive.namelist()
+        for fig in ("fig1", "fig2", "fig3"):
+            assert any(name.endswith(f"{fig}.pdf") for name in names), names
+        text = "".join(archive.read(n).decode(errors="ignore") for n in names if n.endswith((".html", ".js")))
+    assert "VeLPIC weight transfer" in text  # fig3's caption
+
+
 def _job_counts(output: str) -> dict[str, int]:
     counts = {}
     for line in output.splitlines():
