@@ -4,15 +4,18 @@ Method (``../shared/CURVATURE.md`` §1, §5). For each edited ``nn.Linear`` with
 
 - factors from **training inputs only**: A = E[a aᵀ] of the layer input a, G = E[g gᵀ] of the
   gradient g of the per-example loss w.r.t. the layer output (before any ReLU);
-- the labels in g: ``true`` (default) is the exact true Fisher over the K classes, i.e. for every
-  class y the vector √p_y (e_y − p) is backpropagated from the logits (Σ_y of their outer products
-  is diag(p) − ppᵀ); ``empirical`` uses the given (corrupted) labels; ``sampled`` draws y ~ p
-  (seeded), as the paper's text;
+- the labels in g: ``true`` (default) is the exact true Fisher over the K classes, the expectation
+  over y ~ p of the per-example gradient outer product. Its logit-side matrix is
+  Σ_y p_y (e_y − p)(e_y − p)ᵀ = diag(p) − ppᵀ; we backpropagate the K−1 columns of its
+  stick-breaking Cholesky factor (``fisher_factor``), which gives the same G as the K vectors
+  √p_y (e_y − p), in one batched backward pass. ``empirical`` uses the given (corrupted) labels;
+  ``sampled`` draws y ~ p (seeded), as the paper's text;
 - eigenbases G = U_G diag(λ) U_Gᵀ, A = U_A diag(μ) U_Aᵀ (descending, tiny negatives clamped to 0);
   coefficients C = U_Gᵀ W U_A; pair (i, j) has curvature λ_i μ_j;
 - keep the highest-curvature pairs, the smallest prefix (by λ_i μ_j, descending) whose mass is
-  ≥ ρ · total, and rebuild W ← U_G (C ⊙ M) U_Aᵀ. ρ = 1 keeps every pair (no edit), as the
-  authors' code treats ρ ≈ 1; the prefix rule alone would drop zero-curvature pairs.
+  ≥ ρ · (Σλ)(Σμ), found without sorting all pairs (``kfac_select``), and rebuild
+  W ← U_G (C ⊙ M) U_Aᵀ. ρ = 1 keeps every pair (no edit), as the authors' code treats ρ ≈ 1;
+  the prefix rule alone would drop zero-curvature pairs.
 
 Everything is accumulated in float64 from per-example (sum-reduced) gradients: the gradient
 w.r.t. each layer output is taken with ``torch.autograd.grad`` from explicit per-example logit
@@ -27,6 +30,7 @@ combination ``kfac_velpic``. ``edit_model`` applies any of them to a copy of a m
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -118,6 +122,16 @@ class LayerFactors:
     num_rows: int          # input rows averaged over (examples × positions)
     fisher: str
     _eigen: dict = field(default_factory=dict, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def cached(self, kind: str, W: torch.Tensor, compute: Callable[[], object]):
+        """``compute()`` once per (kind, content of W): a sweep edits the same weights many times.
+        Only the latest weights are kept per kind."""
+        key = hashlib.sha1(W.numpy().tobytes()).hexdigest()
+        hit = self._cache.get(kind)
+        if hit is None or hit[0] != key:
+            hit = self._cache[kind] = (key, compute())
+        return hit[1]
 
     def A_homogeneous(self) -> torch.Tensor:
         """E[ā āᵀ] for ā = [a; 1]."""
@@ -440,25 +454,26 @@ def _edit_log(name, method, W, W_new, mask=None, **extra) -> dict:
 
 
 def _kfac_plan(layer: nn.Linear, factors: LayerFactors, rho: float, homogeneous: bool):
-    """Coefficients, the kept mask and the reached mass of a K-FAC edit (nothing written yet)."""
+    """Basis, weights, coefficients C = U_Gᵀ W U_A, the kept mask and the reached mass (nothing written)."""
     basis = factors.eigenbasis(homogeneous)
     W = _augmented(layer, homogeneous)
     if basis.U_G.shape[0] != W.shape[0] or basis.U_A.shape[0] != W.shape[1]:
         raise ValueError(f"factors of {factors.name!r} ({basis.U_G.shape[0]}×{basis.U_A.shape[0]}) do not "
                          f"match the layer's weight {W.shape[0]}×{W.shape[1]}")
+    C = factors.cached(f"C{int(homogeneous)}", W, lambda: basis.U_G.T @ W @ basis.U_A)
     kept, reached = kfac_select(basis.lam, basis.mu, rho)
-    return basis, W, _mask_from(kept, W.shape), reached
+    return basis, W, C, _mask_from(kept, W.shape), reached
 
 
-def _rebuild(basis: Eigenbasis, W: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    C = basis.U_G.T @ W @ basis.U_A
+def _rebuild(basis: Eigenbasis, C: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """U_G (C ⊙ M) U_Aᵀ: the kept components of W."""
     return basis.U_G @ (C * mask) @ basis.U_A.T
 
 
 def kfac_edit_layer(name: str, layer: nn.Linear, factors: LayerFactors, rho: float, homogeneous: bool = False) -> dict:
     """W ← U_G (C ⊙ M) U_Aᵀ in place, keeping the top pairs by λ_i μ_j up to mass ρ."""
-    basis, W, mask, reached = _kfac_plan(layer, factors, rho, homogeneous)
-    W_new = _rebuild(basis, W, mask)
+    basis, W, C, mask, reached = _kfac_plan(layer, factors, rho, homogeneous)
+    W_new = _rebuild(basis, C, mask)
     _write_back(layer, W_new, homogeneous)
     return _edit_log(name, "kfac", W, W_new, mask, rho=rho, rho_reached=reached)
 
@@ -469,11 +484,11 @@ def random_edit_layer(name: str, layer: nn.Linear, factors: LayerFactors, rho: f
 
     The random order depends only on (seed, layer name), so the kept sets are nested across ρ.
     """
-    basis, W, kfac_mask, _ = _kfac_plan(layer, factors, rho, homogeneous)
+    basis, W, C, kfac_mask, _ = _kfac_plan(layer, factors, rho, homogeneous)
     k = int(kfac_mask.sum())
     generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + zlib.crc32(name.encode()))
     mask = _mask_from(torch.randperm(W.numel(), generator=generator)[:k], W.shape)
-    W_new = _rebuild(basis, W, mask)
+    W_new = _rebuild(basis, C, mask)
     _write_back(layer, W_new, homogeneous)
     mass = torch.outer(basis.lam, basis.mu)
     total = float(mass.sum())
@@ -491,15 +506,15 @@ def svd_edit_layer(name: str, layer: nn.Linear, factors: LayerFactors, rho: floa
     ``match="norm"``: remove the fewest smallest singular components whose removed norm reaches
     the K-FAC edit's ‖ΔW‖_F. The bias is never changed (``homogeneous`` only sizes the K-FAC match).
     """
-    basis, Wa, kfac_mask, _ = _kfac_plan(layer, factors, rho, homogeneous)
+    basis, Wa, C, kfac_mask, _ = _kfac_plan(layer, factors, rho, homogeneous)
     W = layer.weight.detach().to("cpu", torch.float64, copy=True)
-    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    U, S, Vh = factors.cached("svd", W, lambda: torch.linalg.svd(W, full_matrices=False))
     r_max = S.numel()
     if match == "count":
         removed_fraction = 1.0 - float(kfac_mask.sum()) / kfac_mask.numel()
         removed = int(round(removed_fraction * r_max))
     elif match == "norm":
-        target = float(torch.linalg.norm(_rebuild(basis, Wa, kfac_mask) - Wa))
+        target = float(torch.linalg.norm(_rebuild(basis, C, kfac_mask) - Wa))
         tail = torch.sqrt(torch.cumsum(S.flip(0) ** 2, 0))  # norm removed by dropping the last m
         removed = 0 if target <= 0 else min(r_max, int(torch.searchsorted(tail, torch.tensor([target], dtype=tail.dtype))) + 1)
     else:
