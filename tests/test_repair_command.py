@@ -131,3 +131,51 @@ def test_mismatched_inputs_are_refused(files, capsys, tmp_path):
         assert code == 1
         assert message in capsys.readouterr().err
         assert not (tmp_path / "r.csv").exists()
+
+
+def _table(run, rng):
+    """A repair table in the command's format with random accuracies (two layer sets × three ρ)."""
+    rows = [{"repair": "none", "layer_set": "", "rho": float("nan")},
+            {"repair": "velpic", "layer_set": "output", "rho": float("nan")}]
+    rows += [{"repair": method, "layer_set": layer_set, "rho": rho}
+             for method in ("kfac", "random") for layer_set in ("fc4", "fc1+fc4") for rho in (1.0, 0.75, 0.5)]
+    table = pd.DataFrame(rows)
+    for metric in cv.METRICS + ("fraction_kept", "rel_change"):
+        table[metric] = rng.random(len(table))
+    for key, value in {"model": "mlp", "dataset": "digits", "corruption": 0.6, "run": run, "epoch": 10}.items():
+        table[key] = value
+    return table
+
+
+def test_summary_selections_and_figure(tmp_path):
+    from latentgen import repair_figures
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for run in (1, 2):
+        path = tmp_path / f"run{run}.csv"
+        _table(run, rng).to_csv(path, index=False)
+        paths.append(path)
+    outputs = repair_figures.build(paths, tmp_path / "fig_repair.pdf", tmp_path / "fig_repair.csv",
+                                   tmp_path / "repair_summary.csv", tmp_path / "fig_repair.json")
+    assert (tmp_path / "fig_repair.pdf").read_bytes()[:5] == b"%PDF-" and len(outputs) == 3
+    summary = pd.read_csv(tmp_path / "repair_summary.csv")
+    for run, path in zip((1, 2), paths):
+        table = pd.read_csv(path)
+        kfac = table[table["repair"] == "kfac"]
+        got = summary[(summary["run"] == str(run)) & (summary["repair"] == "kfac")].set_index("selection")
+        fixed = kfac[(kfac["layer_set"] == "fc1+fc4") & (kfac["rho"] == 0.75)].iloc[0]
+        assert got.loc["a_priori", "score"] == pytest.approx(fixed["test_acc_heldout"])
+        chosen = kfac.loc[kfac["test_acc_select"].idxmax()]  # chosen on the 20 % split ...
+        assert got.loc["selected_on_split", "score"] == pytest.approx(chosen["test_acc_heldout"])  # ... scored on 80 %
+        assert got.loc["selected_on_split", "layer_set"] == chosen["layer_set"]
+        assert got.loc["best_on_test", "score"] == pytest.approx(kfac["test_acc"].max())
+        ref = summary[(summary["run"] == str(run)) & (summary["selection"] == "reference")]
+        assert set(ref["repair"]) == {"unedited", "velpic"}
+    mean = summary[(summary["run"] == "mean") & (summary["repair"] == "kfac") & (summary["selection"] == "best_on_test")]
+    per_run = summary[(summary["run"] != "mean") & (summary["repair"] == "kfac") & (summary["selection"] == "best_on_test")]
+    assert float(mean["score"].iloc[0]) == pytest.approx(per_run["score"].mean())
+    with pytest.raises(ValueError, match="not a `latentgen repair` table"):
+        bad = tmp_path / "bad.csv"
+        pd.DataFrame({"a": [1]}).to_csv(bad, index=False)
+        repair_figures.build([bad], tmp_path / "x.pdf", tmp_path / "x.csv")

@@ -10,6 +10,11 @@ layer) and a provenance sidecar OUT.json.
 
 Layer sets are module names joined by '+' (MLP: fc1 fc2 fc3 fc4 output; CNN: fcs.0 fcs.1 fcs.2
 fc3), or 'hidden' (every nn.Linear but the head) or 'all'.
+
+Controls, each matched per layer to the K-FAC edit at the same rho: svd removes the same fraction
+of singular components as K-FAC removes of its out*in pairs (round(f * min(out, in)) smallest);
+svd_norm removes the fewest smallest singular components reaching the same ||dW||_F; random keeps
+as many K-FAC pairs as K-FAC keeps, drawn uniformly with --seed. rho = 1 is no edit.
 """
 
 from __future__ import annotations
