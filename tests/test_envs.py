@@ -107,3 +107,12 @@ def test_python_pin_is_the_tested_minor(repo_root):
         env = yaml.safe_load(path.read_text())
         python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
         assert python.partition("==")[2].startswith("3.11."), path.name
+
+
+def test_every_rule_has_log_benchmark_conda_and_threads(repo_root):
+    for path in sorted((repo_root / "workflow" / "rules").glob("*.smk")):
+        text = path.read_text()
+        n_rules = len(re.findall(r"^[ \t]*(?:rule|checkpoint)(?:[ \t]+\w+)?[ \t]*:", text, flags=re.M))
+        for directive in ("log", "benchmark", "conda", "threads"):
+            found = len(re.findall(rf"^[ \t]+{directive}:", text, flags=re.M))
+            assert found == n_rules, f"{path.name}: {n_rules} rules but {found} {directive}: directives"

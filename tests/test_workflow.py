@@ -215,6 +215,41 @@ def test_one_figure_target_runs_only_what_it_needs(repo_root, tmp_path):
     assert not any(f"fig{i}" in counts for i in range(1, 15) if i != 3)
 
 
+def test_gpu_jobs_take_a_gpu_and_a_slot_only_on_cuda(repo_root, tmp_path):
+    target = "results/probes/mlp/mnist/c0.2/run1/epoch4.csv"
+    for device, gpu in (("cuda", "1"), ("cpu", "0")):
+        dry = snakemake(repo_root, tmp_path, target, "-n", "-p", "--config", f"device={device}",
+                        configfile=repo_root / "config.yaml")
+        assert dry.returncode == 0, dry.stderr[-3000:]
+        seen = set()
+        for block in re.split(r"\n(?=[ \t]*\[)", dry.stdout + dry.stderr):  # one block per job, from its [date]
+            m = re.search(r"^[ \t]*(?:rule|checkpoint) (\w+):", block, flags=re.M)
+            if not m or m.group(1) not in ("train", "activations", "probe", "download", "corrupt"):
+                continue
+            rule = m.group(1)
+            seen.add(rule)
+            resources = re.search(r"resources: (.*)", block).group(1)
+            if rule in ("train", "activations", "probe"):
+                assert f"gpu={gpu}" in resources, (device, rule, resources)
+                assert ("latentgen.gpu_slots --" in block) == (device == "cuda"), (device, rule)
+            else:
+                assert "gpu=1" not in resources and "latentgen.gpu_slots" not in block
+        assert {"train", "activations", "probe"} <= seen, seen
+
+
+def test_the_demo_config_runs_on_its_own(repo_root, tmp_path):
+    with_profile = snakemake(repo_root, tmp_path, "--profile", str(repo_root / "profiles" / "demo"), "-n",
+                             "--quiet", "rules")
+    alone = snakemake(repo_root, tmp_path, "-n", "--quiet", "rules", "--cores", "2",
+                      configfile=repo_root / "profiles" / "demo" / "demo.yaml")
+    assert with_profile.returncode == 0 and alone.returncode == 0, with_profile.stderr + alone.stderr
+    counts = _job_counts(alone.stdout + alone.stderr)
+    assert counts == _job_counts(with_profile.stdout + with_profile.stderr)
+    demo = yaml.safe_load((repo_root / "profiles" / "demo" / "demo.yaml").read_text())
+    assert counts["train"] == len(demo["models"]) * len(demo["corruptions"]) * len(demo["runs"])
+    assert all(counts[f"fig{i}"] == 1 for i in range(1, 15))
+
+
 def test_lint_is_clean(repo_root, tmp_path):
     lint = snakemake(repo_root, repo_root, "--lint", configfile=repo_root / "config.yaml")
     assert lint.returncode == 0, lint.stdout + lint.stderr
