@@ -237,3 +237,23 @@ def test_figure_cli_writes_pdf_csv_and_provenance(experiment, tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 1 and "missing.csv" in done.stderr
     assert not (tmp_path / "x.pdf").exists()
+
+
+def test_runs_ending_at_their_own_final_epoch_keep_it():
+    rows = []
+    for run, epochs in [(1, [0, 1, 2, 4, 10, 17]), (2, [0, 1, 2, 4, 10, 20, 23])]:
+        for e in epochs:
+            rows.append(("alexnet", "tiny_imagenet", 0.2, run, e, "fc2", "velpic", "test", 0.5))
+            rows.append(("alexnet", "tiny_imagenet", 0.2, run, e, "fc2", "transfer", "test", 0.5))
+        for e in range(epochs[-1] + 1):
+            rows.append(("alexnet", "tiny_imagenet", 0.2, run, e, "model", "model", "test", e / 100))
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    plain = figures.figure_source(FIGURES["fig3"], frame)
+    assert sorted(plain[plain.run == 2].epoch.unique()) == [0, 1, 2, 4, 10, 20]  # zip: position-wise
+    anchored = figures.figure_source(FIGURES["fig3"], frame, own_final=[("alexnet", "tiny_imagenet")])
+    assert sorted(anchored[anchored.run == 1].epoch.unique()) == [0, 1, 2, 4, 10, 17]
+    assert sorted(anchored[anchored.run == 2].epoch.unique()) == [0, 1, 2, 4, 10, 23]
+    model = anchored[(anchored.probe == "model") & (anchored.run == 2)].set_index("epoch")["accuracy"]
+    assert model.loc[23] == 0.23 and model.loc[0] == 0.01
+    positions, labels = figures._positions(anchored[anchored.probe != "model"])
+    assert labels[-1] == "17–23" and positions[2][23] == positions[1][17] == 5

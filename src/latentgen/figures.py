@@ -13,7 +13,8 @@ One registry, :data:`FIGURES`, says what each figure plots (SPEC §9):
 Every panel follows the authors' plotting code: x = the probed checkpoints at index
 positions, ticks labelled with their epochs; each line is the mean over runs with a
 min–max band; runs are truncated to the shortest run's list of checkpoints (position by
-position, as Python's ``zip``); the model's own accuracy is drawn dotted, and at epoch 0
+position, as Python's ``zip``; where the runs end at their own final epochs, as the authors'
+Tiny ImageNet runs, each keeps its own last point); the model's own accuracy is drawn dotted, and at epoch 0
 it repeats the epoch-1 value (``model_epoch0="repeat"``, the authors' plot) unless
 ``model_epoch0="measured"`` asks for the initial model's measured accuracy.
 
@@ -137,12 +138,19 @@ def read_metrics(paths: Sequence[str | os.PathLike]) -> "pd.DataFrame":
     return pd.concat(frames, ignore_index=True)
 
 
-def _aligned_epochs(frame: "pd.DataFrame", key: tuple) -> dict[int, list[int]]:
-    """Per run, its probed epochs truncated to the shortest run's count (position-wise, as ``zip``)."""
+def _aligned_epochs(frame: "pd.DataFrame", key: tuple, own_final: bool = False) -> dict[int, list[int]]:
+    """Per run, its probed epochs truncated to the shortest run's count (position-wise, as ``zip``).
+
+    ``own_final``: each run's list ends with that run's own final epoch, and the grid epochs
+    before it are truncated to the shortest (the authors' Tiny ImageNet plots).
+    """
     probed = frame[frame["probe"] != "model"]
     per_run = {int(run): sorted(int(e) for e in g["epoch"].unique()) for run, g in probed.groupby("run")}
     if not per_run:
         raise ValueError(f"no probe rows for model={key[0]} dataset={key[1]} corruption={key[2]}")
+    if own_final:
+        shortest = min(len(v) for v in per_run.values()) - 1
+        return {run: epochs[:shortest] + epochs[-1:] for run, epochs in sorted(per_run.items())}
     shortest = min(len(v) for v in per_run.values())
     return {run: epochs[:shortest] for run, epochs in sorted(per_run.items())}
 
@@ -158,12 +166,13 @@ def _model_value(model_rows: "pd.DataFrame", run: int, epoch: int, split: str, e
 
 
 def figure_source(spec: FigureSpec, metrics: "pd.DataFrame", corruptions: Sequence[float] | None = None,
-                  model_epoch0: str = "repeat") -> "pd.DataFrame":
+                  model_epoch0: str = "repeat", own_final: Sequence[tuple[str, str]] = ()) -> "pd.DataFrame":
     """The tidy rows a figure plots (its source-data CSV), truncated and aligned as plotted.
 
     For ``diff`` figures ``probe`` is ``velpic-masc`` and ``accuracy`` holds the difference.
     Model rows (``probe == "model"``) carry the plotted values, i.e. with ``repeat`` the
-    epoch-0 row holds the epoch-1 accuracy.
+    epoch-0 row holds the epoch-1 accuracy. ``own_final`` lists the (model, dataset) pairs whose
+    runs end at their own final epoch (see :func:`_aligned_epochs`).
     """
     import pandas as pd
 
@@ -183,7 +192,7 @@ def figure_source(spec: FigureSpec, metrics: "pd.DataFrame", corruptions: Sequen
             key = (model, dataset, c)
             if frame.empty:
                 raise ValueError(f"{spec.name}: no metrics for model={model} dataset={dataset} corruption={c}")
-            aligned = _aligned_epochs(frame, key)
+            aligned = _aligned_epochs(frame, key, own_final=(model, dataset) in set(map(tuple, own_final)))
             keep = pd.concat([frame[(frame["run"] == run) & (frame["epoch"].isin(epochs))]
                               for run, epochs in aligned.items()])
             if spec.kind == "diff":
@@ -309,12 +318,13 @@ def plot_figure(spec: FigureSpec, source: "pd.DataFrame", out: str | os.PathLike
 
 
 def make_figure(name: str, metrics: "pd.DataFrame", out: str | os.PathLike, csv: str | os.PathLike | None = None,
-                corruptions: Sequence[float] | None = None, model_epoch0: str = "repeat") -> "pd.DataFrame":
+                corruptions: Sequence[float] | None = None, model_epoch0: str = "repeat",
+                own_final: Sequence[tuple[str, str]] = ()) -> "pd.DataFrame":
     """Compute a figure's source rows, write its CSV (if asked) and plot it; return the rows."""
     from latentgen._io import atomic_path
 
     spec = get_figure(name)
-    source = figure_source(spec, metrics, corruptions=corruptions, model_epoch0=model_epoch0)
+    source = figure_source(spec, metrics, corruptions=corruptions, model_epoch0=model_epoch0, own_final=own_final)
     if csv is not None:
         with atomic_path(csv) as tmp:
             source.to_csv(tmp, index=False)

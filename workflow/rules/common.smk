@@ -223,5 +223,9 @@ def figure_config(fig):
                        "corruptions": CORRUPTIONS, "runs": RUNS}, sort_keys=True)
 
 
+# models whose probed runs end at their own final epoch (probe_final), for the figures' alignment
+OWN_FINAL = " ".join(f"{m['arch']}:{m['dataset']}" for m in MODELS.values() if m["probe_final"])
+
+
 # figures whose model group the configuration fills (the others cannot be built)
 BUILDABLE = [fig for fig in FIGURES if config["figures"]["groups"].get(FIGURES[fig].group) and figure_rows(fig)]

@@ -22,6 +22,7 @@ for fig in BUILDABLE:
             name=fig,
             rows=" ".join(figure_rows(fig)),
             model_epoch0=config["figures"]["model_epoch0"],
+            own_final=OWN_FINAL,
             config_json=figure_config(fig),
             seeds=json.dumps(SEEDS, sort_keys=True),
         threads: THREADS["figure"]
@@ -29,5 +30,5 @@ for fig in BUILDABLE:
             "../../envs/plot.yaml"
         shell:
             "python -m latentgen.prefork figure --name {params.name} --metrics {input} --out {output.pdf} --csv {output.csv}"
-            " --corruptions {params.rows} --model-epoch0 {params.model_epoch0}"
+            " --corruptions {params.rows} --model-epoch0 {params.model_epoch0} --own-final {params.own_final}"
             " --config-json {params.config_json:q} --seeds {params.seeds:q} > {log} 2>&1"

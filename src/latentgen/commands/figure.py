@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rows to plot (default: the figure's degrees present in the metrics)")
     parser.add_argument("--model-epoch0", choices=list(MODEL_EPOCH0), default="repeat",
                         help="model curve at epoch 0: repeat the epoch-1 value (authors' plot) or the measured value")
+    parser.add_argument("--own-final", nargs="*", default=[], metavar="MODEL:DATASET",
+                        help="models whose runs end at their own (probed) final epoch: keep each run's last "
+                             "point when truncating runs to the shortest (the authors' Tiny ImageNet plots)")
     parser.add_argument("--config-json", default=None, help="the configuration (JSON), for provenance")
     parser.add_argument("--seeds", default=None, help="seeds used (JSON object), for provenance")
     parser.add_argument("--no-provenance", action="store_true", help="do not write the .json sidecar")
@@ -34,8 +37,14 @@ def run(args: argparse.Namespace) -> int:
 
     config = _parse_json(args.config_json, "--config-json")
     seeds = _parse_json(args.seeds, "--seeds")
+    own_final = []
+    for item in args.own_final:
+        model, sep, dataset = item.partition(":")
+        if not sep or not model or not dataset:
+            raise ValueError(f"--own-final entry {item!r} is not MODEL:DATASET")
+        own_final.append((model, dataset))
     source = make_figure(args.name, read_metrics(args.metrics), args.out, csv=args.csv,
-                         corruptions=args.corruptions, model_epoch0=args.model_epoch0)
+                         corruptions=args.corruptions, model_epoch0=args.model_epoch0, own_final=own_final)
     outputs = [args.out] + ([args.csv] if args.csv else [])
     if not args.no_provenance:
         record = build_record(inputs=args.metrics, outputs=outputs, config=config, seeds=seeds,
