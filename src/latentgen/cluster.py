@@ -429,154 +429,176 @@ class Finding:
         return f"[{self.level:>4}] {self.topic}: {self.message}"
 
 
+class Findings(list):
+    def add(self, level: str, topic: str, message: str) -> None:
+        self.append(Finding(level, topic, message))
+
+    @property
+    def blocking(self) -> bool:
+        return any(f.level == FAIL for f in self)
+
+
 def check_cluster(profile: Profile, slurm: Slurm, submit_test: bool = True) -> list[Finding]:
     """All findings for running ``profile`` on the cluster ``slurm`` talks to."""
-    found: list[Finding] = []
-    add = lambda level, topic, message: found.append(Finding(level, topic, message))  # noqa: E731
-
+    found = Findings()
     missing = [cmd for cmd in ("scontrol", "sinfo", "sbatch") if not slurm.which(cmd)]
     if missing:
-        add(FAIL, "slurm", f"{', '.join(missing)} not found on PATH: run this (and Snakemake) on a "
-                           "login node of the cluster, with the SLURM client commands available")
+        found.add(FAIL, "slurm", f"{', '.join(missing)} not found on PATH: run this (and Snakemake) on a "
+                                 "login node of the cluster, with the SLURM client commands available")
         return found
     rc, out, err = slurm.run(["scontrol", "show", "config"])
     if rc != 0:
-        add(FAIL, "slurm", f"'scontrol show config' failed ({err.strip() or rc}): is the controller reachable?")
+        found.add(FAIL, "slurm", f"'scontrol show config' failed ({err.strip() or rc}): is the controller "
+                                 "reachable?")
         return found
     config = parse_scontrol_config(out)
-    add(INFO, "slurm", f"SLURM {config.get('SLURM_VERSION', '?')}, cluster "
-                       f"{config.get('ClusterName', '?')}, profile {profile.path}")
-
-    # -- job status: sacct needs accounting; squeue needs finished jobs to linger
-    accounting = accounting_enabled(config)
-    status = profile.status_command
-    min_age = parse_seconds(config.get("MinJobAge", "")) or 0
-    needed_age = max(MIN_JOB_AGE_FOR_SQUEUE_S, 3 * profile.init_seconds)
-    if accounting:
-        add(OK, "accounting", f"on ({config.get('AccountingStorageType')}): the plugin's default "
-                              "status command 'sacct' works")
-        if status == "squeue" and min_age < needed_age:
-            add(WARN, "accounting", f"profile sets slurm-status-command: squeue but MinJobAge is {min_age} s "
-                                    f"(< {needed_age} s): the plugin falls back to sacct; remove the setting")
-    else:
-        if status != "squeue" and slurm.which("sacct"):
-            add(FAIL, "accounting", "off (AccountingStorageType=accounting_storage/none), but the plugin "
-                                    "will ask 'sacct' for job states and wait forever: add "
-                                    f"'slurm-status-command: squeue' to {profile.path}")
-        else:
-            add(OK, "accounting", "off; job states come from squeue (slurm-status-command: squeue)")
-        if min_age < needed_age:
-            add(FAIL, "accounting", f"MinJobAge is {min_age} s: with squeue status a finished job must stay "
-                                    f"listed >= {needed_age} s or Snakemake never sees it finish; ask the "
-                                    f"admins for MinJobAge >= {needed_age} (slurm.conf)")
-        else:
-            add(OK, "accounting", f"MinJobAge {min_age} s >= {needed_age} s: squeue sees finished jobs")
-
-    # -- placeholders, named by where they are in the profile
+    found.add(INFO, "slurm", f"SLURM {config.get('SLURM_VERSION', '?')}, cluster "
+                             f"{config.get('ClusterName', '?')}, profile {profile.path}")
+    _check_status_command(config, profile, slurm, found)
     for where, value in profile.placeholders():
-        add(FAIL, "profile", f"{where} is still the placeholder {value!r}: edit {profile.path}")
-
-    # -- partitions: each one named in the profile, then each request against its partition
+        found.add(FAIL, "profile", f"{where} is still the placeholder {value!r}: edit {profile.path}")
     rc, out, err = slurm.run(["sinfo", "-h", "-o", SINFO_FORMAT])
     if rc != 0:
-        add(FAIL, "partitions", f"'sinfo' failed: {err.strip() or rc}")
+        found.add(FAIL, "partitions", f"'sinfo' failed: {err.strip() or rc}")
         return found
     partitions = parse_sinfo(out)
-    default_partition = next((p.name for p in partitions.values() if p.default), None)
+    _check_partitions(partitions, profile, found)
+    _check_accounts(profile, slurm, accounting_enabled(config), found)
+    if submit_test and found.blocking:
+        found.add(INFO, "sbatch", "'sbatch --test-only' skipped: fix the problems above first")
+    elif submit_test:
+        _check_submission(profile, slurm, found)
+    return found
+
+
+def _check_status_command(config: dict, profile: Profile, slurm: Slurm, found: Findings) -> None:
+    """sacct needs accounting; squeue needs finished jobs to stay listed (MinJobAge)."""
+    status = profile.status_command
+    min_age = parse_seconds(config.get("MinJobAge", "")) or 0
+    # the plugin itself falls back to sacct below 3 x the first check interval
+    needed_age = max(MIN_JOB_AGE_FOR_SQUEUE_S, 3 * profile.init_seconds)
+    if accounting_enabled(config):
+        found.add(OK, "accounting", f"on ({config.get('AccountingStorageType')}): the plugin's default "
+                                    "status command 'sacct' works")
+        if status == "squeue" and min_age < needed_age:
+            found.add(WARN, "accounting", f"profile sets slurm-status-command: squeue but MinJobAge is "
+                                          f"{min_age} s (< {needed_age} s): the plugin falls back to sacct; "
+                                          "remove the setting")
+        return
+    if status != "squeue" and slurm.which("sacct"):
+        found.add(FAIL, "accounting", "off (AccountingStorageType=accounting_storage/none), but the plugin "
+                                      "will ask 'sacct' for job states and wait forever: add "
+                                      f"'slurm-status-command: squeue' to {profile.path}")
+    else:
+        found.add(OK, "accounting", "off; job states come from squeue (slurm-status-command: squeue)")
+    if min_age < needed_age:
+        found.add(FAIL, "accounting", f"MinJobAge is {min_age} s: with squeue status a finished job must stay "
+                                      f"listed >= {needed_age} s or Snakemake never sees it finish; ask the "
+                                      f"admins for MinJobAge >= {needed_age} (slurm.conf)")
+    else:
+        found.add(OK, "accounting", f"MinJobAge {min_age} s >= {needed_age} s: squeue sees finished jobs")
+
+
+def _check_partitions(partitions: dict[str, Partition], profile: Profile, found: Findings) -> None:
+    """Each partition the profile names, then each request against the nodes of its partition."""
+    default = next((p.name for p in partitions.values() if p.default), None)
     names = ", ".join(sorted(partitions)) or "none"
     users: dict[str | None, list[str]] = {}
     for request in profile.requests:
         if not (request.partition and PLACEHOLDER in request.partition):
-            users.setdefault(request.partition or default_partition, []).append(request.label)
+            users.setdefault(request.partition or default, []).append(request.label)
     for name, labels in users.items():
         part = partitions.get(name) if name else None
         if part is None:
-            what = f"partition {name!r} does not exist (or you may not use it)" if name else \
-                "no slurm_partition given and the cluster has no default partition"
-            add(FAIL, "partitions", f"{what}; used by {'; '.join(labels)}; partitions here: {names}")
-            continue
-        gpu_text = (f"{part.max_gpus_per_node} GPU(s) per node"
+            what = (f"partition {name!r} does not exist (or you may not use it)" if name
+                    else "no slurm_partition given and the cluster has no default partition")
+            found.add(FAIL, "partitions", f"{what}; used by {'; '.join(labels)}; partitions here: {names}")
+        elif part.available != "up":
+            found.add(FAIL, "partitions", f"partition {name!r} is {part.available}, not up")
+        else:
+            gpus = (f"{part.max_gpus_per_node} GPU(s) per node"
                     + (f" ({', '.join(part.gpu_types)})" if part.gpu_types else "")
                     if part.max_gpus_per_node else "no GPUs")
-        limit = "no time limit" if part.time_limit_min is None else f"time limit {part.time_limit_min} min"
-        if part.available != "up":
-            add(FAIL, "partitions", f"partition {name!r} is {part.available}, not up")
-        else:
-            add(OK, "partitions", f"partition {name!r}: up, {part.nodes} node(s), {gpu_text}, {limit}, "
-                                  f"largest node {part.max_cpus} CPUs / {part.max_mem_mb} MB")
+            limit = "no time limit" if part.time_limit_min is None else f"time limit {part.time_limit_min} min"
+            found.add(OK, "partitions", f"partition {name!r}: up, {part.nodes} node(s), {gpus}, {limit}, "
+                                        f"largest node {part.max_cpus} CPUs / {part.max_mem_mb} MB")
             if part.usable_nodes == 0:
-                add(WARN, "partitions", f"partition {name!r} has no node up right now: jobs will wait")
+                found.add(WARN, "partitions", f"partition {name!r} has no node up right now: jobs will wait")
 
     for request in profile.requests:
-        name = request.partition or default_partition
+        name = request.partition or default
         part = partitions.get(name) if name else None
         if part is None:
             continue
         wanted = request.gpus_wanted
         if wanted and part.max_gpus_per_node == 0:
-            add(FAIL, "gpus", f"{request.label}: ask for {wanted} GPU(s) but partition {name!r} has no GPUs; "
-                              "put these rules on a GPU partition (set-resources: RULE: slurm_partition) "
-                              "or set gpu: 0 to run them on CPUs")
+            found.add(FAIL, "gpus", f"{request.label}: ask for {wanted} GPU(s) but partition {name!r} has no "
+                                    "GPUs; put these rules on a GPU partition (set-resources: RULE: "
+                                    "slurm_partition) or set gpu: 0 to run them on CPUs")
         elif wanted > part.max_gpus_per_node:
-            add(FAIL, "gpus", f"{request.label}: ask for {wanted} GPUs; nodes of {name!r} have at most "
-                              f"{part.max_gpus_per_node}")
+            found.add(FAIL, "gpus", f"{request.label}: ask for {wanted} GPUs; nodes of {name!r} have at most "
+                                    f"{part.max_gpus_per_node}")
         elif wanted:
-            add(OK, "gpus", f"{request.label}: {wanted} GPU(s) on {name!r}")
+            found.add(OK, "gpus", f"{request.label}: {wanted} GPU(s) on {name!r}")
         if (request.runtime_min and part.time_limit_min is not None
                 and request.runtime_min > part.time_limit_min):
-            add(FAIL, "time", f"{request.label}: runtime {request.runtime_min} min exceeds the time limit of "
-                              f"{name!r} ({part.time_limit_min} min); lower runtime (training resumes "
-                              "where a time limit cut it, with retries)")
+            found.add(FAIL, "time", f"{request.label}: runtime {request.runtime_min} min exceeds the time limit "
+                                    f"of {name!r} ({part.time_limit_min} min); lower runtime (training "
+                                    "resumes where a time limit cut it, with retries)")
         if request.mem_mb and part.max_mem_mb and request.mem_mb > part.max_mem_mb:
-            add(FAIL, "memory", f"{request.label}: mem_mb {request.mem_mb} exceeds the largest node of "
-                                f"{name!r} ({part.max_mem_mb} MB)")
+            found.add(FAIL, "memory", f"{request.label}: mem_mb {request.mem_mb} exceeds the largest node of "
+                                      f"{name!r} ({part.max_mem_mb} MB)")
         if request.cpus > part.max_cpus > 0:
-            add(FAIL, "cpus", f"{request.label}: {request.cpus} threads but nodes of {name!r} have "
-                              f"{part.max_cpus} CPUs")
+            found.add(FAIL, "cpus", f"{request.label}: {request.cpus} threads but nodes of {name!r} have "
+                                    f"{part.max_cpus} CPUs")
 
-    # -- accounts (the plugin validates slurm_account with sacctmgr, then sshare)
-    accounts_named = sorted({r.account for r in profile.requests if r.account and PLACEHOLDER not in r.account})
-    if accounts_named:
-        user = slurm.user()
-        rc, out, err = slurm.run(["sacctmgr", "-n", "-s", "list", "user", user, "format=account%256"])
-        known = parse_accounts(out) if rc == 0 else set()
-        if not known:
-            rc2, out2, err2 = slurm.run(["sshare", "-U", "--format", "Account%256", "--noheader"])
-            known = parse_accounts(out2) if rc2 == 0 else set()
-            if rc2 != 0:
-                add(FAIL, "accounts", f"slurm_account is set ({', '.join(accounts_named)}) but neither sacctmgr nor "
-                                      "sshare can list your accounts, so the plugin stops with an error: remove "
-                                      f"slurm_account from {profile.path} (this cluster has no accounting)")
-        if not known and not accounting:
-            add(INFO, "accounts", f"slurm_account {', '.join(accounts_named)}: not checkable without accounting "
-                                  "(SLURM does not use accounts then); the plugin passes it on unchecked")
-        if known:
-            for account in accounts_named:
-                if account.lower() in known:
-                    add(OK, "accounts", f"account {account!r}: {user} may submit with it")
-                else:
-                    add(FAIL, "accounts", f"account {account!r} is not one of {user}'s accounts "
-                                          f"({', '.join(sorted(known))}); edit slurm_account in {profile.path}")
-    elif not any(r.account for r in profile.requests):
-        add(INFO, "accounts", "no slurm_account in the profile: the plugin guesses one from your last jobs")
 
-    # -- ask the scheduler itself, once per distinct request
-    if submit_test and any(f.level == FAIL for f in found):
-        add(INFO, "sbatch", "'sbatch --test-only' skipped: fix the problems above first")
-    elif submit_test:
-        seen = set()
-        requests = sorted(profile.requests, key=lambda r: -r.gpus_wanted)
-        for request in requests:
-            if request.key() in seen:
-                continue
-            seen.add(request.key())
-            args = sbatch_test_args(request)
-            rc, out, err = slurm.run(args)
-            accepted, why = parse_test_only(rc, out + "\n" + err)
-            kind = "GPU job" if request.gpus_wanted else "job"
-            if accepted:
-                add(OK, "sbatch", f"{request.label}: {kind} accepted by 'sbatch --test-only' ({why})")
-            else:
-                add(FAIL, "sbatch", f"{request.label}: 'sbatch --test-only' refused the {kind}: {why} "
-                                    f"[{' '.join(args)}]")
-    return found
+def _check_accounts(profile: Profile, slurm: Slurm, accounting: bool, found: Findings) -> None:
+    """The plugin validates slurm_account with sacctmgr, then sshare, and stops if neither answers."""
+    named = sorted({r.account for r in profile.requests if r.account and PLACEHOLDER not in r.account})
+    if not named:
+        if not any(r.account for r in profile.requests):
+            found.add(INFO, "accounts", "no slurm_account in the profile: the plugin guesses one from your "
+                                        "last jobs")
+        return
+    user = slurm.user()
+    rc, out, _ = slurm.run(["sacctmgr", "-n", "-s", "list", "user", user, "format=account%256"])
+    known = parse_accounts(out) if rc == 0 else set()
+    if not known:
+        rc, out, _ = slurm.run(["sshare", "-U", "--format", "Account%256", "--noheader"])
+        if rc != 0:
+            found.add(FAIL, "accounts", f"slurm_account is set ({', '.join(named)}) but neither sacctmgr nor "
+                                        "sshare can list your accounts, so the plugin stops with an error: "
+                                        f"remove slurm_account from {profile.path} (this cluster has no "
+                                        "accounting)")
+            return
+        known = parse_accounts(out)
+    if not known:
+        if not accounting:
+            found.add(INFO, "accounts", f"slurm_account {', '.join(named)}: not checkable without accounting "
+                                        "(SLURM does not use accounts then); the plugin passes it on unchecked")
+        return
+    for account in named:
+        if account.lower() in known:
+            found.add(OK, "accounts", f"account {account!r}: {user} may submit with it")
+        else:
+            found.add(FAIL, "accounts", f"account {account!r} is not one of {user}'s accounts "
+                                        f"({', '.join(sorted(known))}); edit slurm_account in {profile.path}")
+
+
+def _check_submission(profile: Profile, slurm: Slurm, found: Findings) -> None:
+    """Ask the scheduler itself, once per distinct request, GPU requests first."""
+    seen = set()
+    for request in sorted(profile.requests, key=lambda r: -r.gpus_wanted):
+        if request.key() in seen:
+            continue
+        seen.add(request.key())
+        args = sbatch_test_args(request)
+        rc, out, err = slurm.run(args)
+        accepted, why = parse_test_only(rc, out + "\n" + err)
+        kind = "GPU job" if request.gpus_wanted else "job"
+        if accepted:
+            found.add(OK, "sbatch", f"{request.label}: {kind} accepted by 'sbatch --test-only' ({why})")
+        else:
+            found.add(FAIL, "sbatch", f"{request.label}: 'sbatch --test-only' refused the {kind}: {why} "
+                                      f"[{' '.join(args)}]")
