@@ -5,7 +5,6 @@ the two SLURM profiles. No cluster needed; tests/test_slurm.py runs the same aga
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
