@@ -464,3 +464,25 @@ def test_fisher_factor_is_the_multinomial_covariance_even_when_nearly_one_hot():
     ref[:, range(4), range(4)] = p * rest
     got = L @ L.transpose(1, 2)
     assert torch.allclose(got, ref, rtol=1e-12, atol=0)
+
+
+def test_cnn_fully_connected_stack():
+    from latentgen.datasets import load_dataset
+    from latentgen.models import build_model
+
+    model = build_model("cnn", "digits", seed=0).eval()
+    x = load_dataset("digits").train_x[:200]
+    sets = cv.DEFAULT_LAYER_SETS["cnn"]
+    assert cv.expand_layer_set(model, "all") == ["fcs.0", "fcs.1", "fcs.2", "fc3"]
+    assert cv.expand_layer_set(model, "fcs.0+fcs.2") == ["fcs.0", "fcs.2"]
+    assert all(cv.expand_layer_set(model, s) for s in sets)
+    factors = cv.collect_factors(model, x, ["fcs.0", "fcs.1", "fcs.2", "fc3"])
+    assert factors["fcs.0"].A.shape == (model.flat_features, model.flat_features)  # input: the flattened conv features
+    assert factors["fc3"].G.shape == (10, 10)
+    same, _ = cv.edit_model(model, "all", 1.0, factors)
+    assert torch.equal(cv.predict(same, x)[0], cv.predict(model, x)[0])
+    edited, logs = cv.edit_model(model, "all", 0.8, factors, bias="homogeneous")  # fc3 has no bias: W only
+    width = model.fcs[0].out_features
+    assert [log["pairs_total"] for log in logs] == [width * (model.flat_features + 1), width * (width + 1),
+                                                    width * (width + 1), 10 * width]
+    assert edited.fc3.bias is None

@@ -687,13 +687,14 @@ def edit_model(model: nn.Module, layers: Iterable[str] | str, rho: float | None,
                batch_size: int = 1024, count_dead_units: bool = True) -> tuple[nn.Module, list[dict]]:
     """Return an edited copy of ``model`` and one log dict per edited layer.
 
+    ``layers``: module names, or one layer-set string (``"fc1+fc4"``, ``"hidden"``, ``"all"``).
     ``method`` names a ``REPAIRS`` entry. With ``inputs`` (training inputs), each edited hidden
     layer's log also counts dead units before/after and units revived or killed by the edit
     (``count_dead_units=False`` skips the two extra passes). ``labels`` (the corrupted training
     labels) are needed by the VeLPIC transfer only.
     """
     repair = get_repair(method)
-    names = resolve_layers(model, layers)
+    names = expand_layer_set(model, layers) if isinstance(layers, str) else resolve_layers(model, layers)
     if repair.uses_rho:
         rho = check_rho(rho)
     if bias not in BIAS_MODES:
