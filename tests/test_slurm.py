@@ -7,11 +7,14 @@ work: not root, no Debian package tools, no script, or Debian's package archive 
 * cluster-check on the live cluster: the local profile passes; a missing partition, an unknown
   account and more GPUs than a node has are blocking; then the same without job accounting.
 * End to end: `snakemake --profile tests/slurm-profile` builds Figure 3 of a reduced demo
-  configuration through SLURM while the same configuration runs locally; the training job is
-  killed by SLURM (scancel: SIGTERM, then SIGKILL) half-way. The run must still finish, every
-  job but the local rules must have gone through SLURM (sacct and the jobs' SLURM logs), the GPU
-  rules must have been given a GPU, the small per-checkpoint jobs must have been grouped, the
-  retried training must have resumed, and Figure 3's CSV must equal the local run's.
+  configuration through SLURM while the same configuration runs locally. SLURM kills the
+  training job half-way (scancel: SIGTERM, then SIGKILL, as at a time limit); the waiting
+  Snakemake is lost too (plugin 2.8.0 never notices a "CANCELLED by <uid>" job), unlocked and
+  rerun. Checked: nothing complete was left by the kill; every job but the local rules went
+  through SLURM (sacct lists each submission, each job's SLURM log is named by its job id and
+  names the rules it ran); GPU rules were given a GPU (gres/gpu=1), the others none; the small
+  jobs were grouped; the rerun training resumed; the training log and Figure 3's CSV equal the
+  local run's.
 
 Snakemake runs under `timeout -k` throughout: the SLURM plugin can wait forever and ignores a
 first SIGTERM.
@@ -39,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO.parent / "shared" / "slurm" / "start-local-slurm.sh"
 LOCAL_PROFILE = REPO / "tests" / "slurm-profile"
 DEMO_CONFIG = REPO / "profiles" / "demo" / "demo.yaml"
-CLUSTER_DIR = Path(os.environ.get("LATENTGEN_SLURM_DIR", "/tmp/slurm-local"))
+CLUSTER_DIR = Path("/tmp/slurm-local")  # the script's default --dir
 SLURM_CONF = CLUSTER_DIR / "etc" / "slurm.conf"
 # rules the workflow runs on the submit host (localrules), never through SLURM
 LOCAL_RULES = {"download", "all"}
@@ -138,11 +141,11 @@ def test_cluster_check_on_the_live_cluster(slurm_cluster, tmp_path):
 def _reduced_demo_config(path: Path) -> dict:
     """The demo experiment cut to what Figure 3 needs from one model, degree and run.
 
-    Two probed checkpoints (epochs 0 and 1) keep the SLURM jobs few; 12 epochs in batches of 16
+    Two probed checkpoints (epochs 0 and 1) keep the SLURM jobs few; 12 epochs in batches of 8
     keep the training running long enough (seconds) to be killed half-way."""
     cfg = yaml.safe_load(DEMO_CONFIG.read_text())
     mlp = dict(cfg["models"]["mlp_digits"])
-    mlp.update(max_epochs=12, train_args={**mlp.get("train_args", {}), "batch_size": 16})
+    mlp.update(max_epochs=12, train_args={**mlp.get("train_args", {}), "batch_size": 8})
     cfg.update(outdir="results", corruptions=[0.4], runs=[1], models={"mlp_digits": mlp},
                grid={"dense_until": 1, "dense_step": 1, "step": 1000})
     cfg["figures"] = {**cfg["figures"], "groups": {"main": ["mlp_digits"]}, "build": ["fig3"]}
@@ -221,7 +224,7 @@ def test_figure3_through_slurm_equals_a_local_run(slurm_cluster, tmp_path):
                 kept = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (run / "checkpoints").glob("*.pt")}
                 killed = submitted[0]
                 subprocess.run(["scancel", killed], check=True, env=_env(), timeout=30)
-        time.sleep(0.1)
+        time.sleep(0.05)
     assert killed is not None, f"the training finished before it could be killed:\n{first_log.read_text()[-3000:]}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # until SLURM has ended it (SIGKILL after KillWait)
@@ -229,7 +232,8 @@ def test_figure3_through_slurm_equals_a_local_run(slurm_cluster, tmp_path):
         if state and not state.startswith(("RUNNING", "COMPLETING", "PENDING")):
             break
         time.sleep(0.5)
-    assert _job_state(killed).startswith("CANCELLED")
+    assert _job_state(killed).startswith("CANCELLED"), \
+        f"training job {killed} ended {_job_state(killed)!r} before SLURM's kill took effect (train longer)"
     assert not (run / "manifest.json").exists(), "a killed training must not leave a complete output"
     # plugin 2.8.0 never sees a job that sacct reports as "CANCELLED by <uid>" and would wait for it
     # forever; lose that Snakemake as with a dropped login session (Ctrl-C works too, but its
