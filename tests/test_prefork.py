@@ -110,3 +110,19 @@ def test_server_key_follows_code_interpreter_and_threads(tmp_path, monkeypatch):
     assert changed != key
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
     assert prefork.server_key(package) != changed
+
+
+def test_the_server_outlives_a_long_child_and_counts_its_cpu(env, tmp_path):
+    env = {**env, "LATENTGEN_PREFORK_IDLE": "1"}
+    done = _run(["train", "--arch", "mlp", "--dataset", "digits", "--corruption", "0.0", "--run", "1", "--out",
+                 str(tmp_path / "run"), "--max-epochs", "25", "--device", "cpu", "--threads", "1", "--quiet"],
+                env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "run" / "manifest.json").exists()
+    log = next(Path(env["LATENTGEN_PREFORK_DIR"]).glob("*.log"))
+    end = time.monotonic() + 30
+    while "served" not in log.read_text() and time.monotonic() < end:
+        time.sleep(0.1)
+    summary = [line for line in log.read_text().splitlines() if "served" in line]
+    assert summary and "served 1 commands; 1 finished children" in summary[0], log.read_text()
+    assert float(summary[0].split("used ")[1].split(" s")[0]) > 0.1

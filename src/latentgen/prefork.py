@@ -7,7 +7,8 @@ instead asks a server process, which has imported those libraries once, to ``for
 that runs the command: the child starts with everything imported, in the caller's working
 folder, with the caller's environment, arguments and stdin/stdout/stderr (passed over a
 Unix socket), and its exit code comes back to the caller. The server starts on first use
-and exits after ``LATENTGEN_PREFORK_IDLE`` seconds (default 120) without requests.
+and exits after ``LATENTGEN_PREFORK_IDLE`` seconds (default 120) without requests or running
+children.
 
 Without ``LATENTGEN_PREFORK=1`` (the default), under SLURM, or when the server cannot be
 reached, the command simply runs in this process, as ``python -m latentgen COMMAND`` would.
@@ -227,6 +228,8 @@ def serve(key: str, idle_s: float | None = None) -> int:
             try:
                 conn, _ = server.accept()
             except socket.timeout:
+                if served["commands"] > served["finished"]:
+                    continue  # idle only once no child is running either (a long training, say)
                 break
             conn.setblocking(True)
             _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
