@@ -278,6 +278,18 @@ def test_figure3_through_slurm_equals_a_local_run(slurm_cluster, tmp_path):
         wants_gpu = bool(rules & GPU_RULES)
         assert _tres_gpus(jobs[jobid]["req"]) == (1 if wants_gpu else 0), (rules, jobs[jobid])
         assert _tres_gpus(jobs[jobid]["alloc"]) == (1 if wants_gpu else 0), (rules, jobs[jobid])
+    # ... asked for as `--gpus=1` (per job), not `--gres=gpu:1` (per node): slurmctld still knows
+    # the jobs that ended less than MinJobAge (300 s) ago
+    visible = 0
+    for jobid, log in submissions.items():
+        if set(_inner_rules(Path(log))) & GPU_RULES:
+            shown = subprocess.run(["scontrol", "-o", "show", "job", jobid], capture_output=True, text=True,
+                                   env=_env(), timeout=60)
+            if shown.returncode == 0:
+                visible += 1
+                assert "TresPerJob=gres:gpu:1" in shown.stdout.split(), shown.stdout
+                assert "TresPerNode=" not in shown.stdout
+    assert visible >= 1
 
     # -- grouping: all checkpoints' activations + probe in one submission, run_probes + metrics in one
     groups = collections.Counter(Path(log).parent.name for log in submissions.values()
