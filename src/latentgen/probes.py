@@ -226,7 +226,7 @@ def _gram(Xa, rows: bool, device: torch.device, use_torch: bool):
             block = (Xa[:, i:i + _ROW_BLOCK] if rows else Xa[i:i + _ROW_BLOCK]).astype(np.float64)
             G += block @ block.T if rows else block.T @ block
         return G
-    Xt = torch.as_tensor(Xa).to(device)
+    Xt = _as_tensor(Xa, device)
     G = torch.zeros((n, n) if rows else (d, d), dtype=torch.float64, device=device)
     for i in range(0, d if rows else n, _ROW_BLOCK):
         block = (Xt[:, i:i + _ROW_BLOCK] if rows else Xt[i:i + _ROW_BLOCK]).double()
