@@ -77,7 +77,8 @@ def demo_run(repo_root, tmp_path_factory):
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     start = time.monotonic()
-    result = snakemake(repo_root, work, "--cores", str(CORES), configfile=configfile)
+    result = snakemake(repo_root, work, "--cores", str(CORES), "--max-jobs-per-timespan", "500/5s",
+                       configfile=configfile)
     seconds = time.monotonic() - start
     done.set()
     watcher.join()
