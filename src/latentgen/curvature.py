@@ -882,7 +882,7 @@ def repair_sweep(model: nn.Module, data: RepairData, *, layer_sets: Iterable[str
                  references: Iterable[str] = REFERENCES, factors: dict[str, LayerFactors] | None = None,
                  fisher: str = "true", samples: int = 1, bias: str = "keep", seed: int = 0,
                  factor_inputs: torch.Tensor | None = None, batch_size: int = 1024,
-                 device: torch.device | str | None = None,
+                 device: torch.device | str | None = None, gram_dtype: torch.dtype = torch.float64,
                  progress: Callable[[str], None] | None = None) -> tuple[list[dict], list[dict]]:
     """Evaluate every repair of ``model``: the references (unedited, VeLPIC transfer) and each
     method × layer set × ρ. Returns (rows, layer_rows): one row per repaired model and one per
@@ -914,7 +914,7 @@ def repair_sweep(model: nn.Module, data: RepairData, *, layer_sets: Iterable[str
             f"{len(data.train_x if factor_inputs is None else factor_inputs)} training inputs")
         factors = collect_factors(model, data.train_x if factor_inputs is None else factor_inputs, needed,
                                   fisher=fisher, labels=data.train_corrupted, samples=samples, seed=seed,
-                                  batch_size=512, device=device)
+                                  batch_size=512, device=device, gram_dtype=gram_dtype)
 
     rows, layer_rows = [], []
     base_metrics, base_activity = evaluate_repair(model, data, batch_size, watch=hidden)

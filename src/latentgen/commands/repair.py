@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=1, help="labels drawn per example with --fisher sampled")
     parser.add_argument("--bias", choices=["keep", "homogeneous"], default="keep",
                         help="keep biases (default, as the paper) or edit [W b] in homogeneous coordinates")
+    parser.add_argument("--gram-dtype", choices=["float64", "float32"], default="float64",
+                        help="precision of each batch's factor products; sums over batches are float64 either way "
+                             "(float32: about twice as fast)")
     parser.add_argument("--factor-subset", type=int, default=None, metavar="N",
                         help="compute the factors from N training inputs drawn with --seed (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random control, sampled Fisher and subset")
@@ -133,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     rows, layer_rows = repair_sweep(model, data, layer_sets=layer_sets, rhos=rhos, methods=args.methods,
                                     references=args.references, fisher=args.fisher, samples=args.samples,
                                     bias=args.bias, seed=args.seed, factor_inputs=factor_inputs,
+                                    gram_dtype=getattr(torch, args.gram_dtype),
                                     batch_size=args.batch_size, device=device, progress=say)
     ident = {"model": meta["arch"], "dataset": meta["dataset"], "corruption": float(meta.get("corruption", float("nan"))),
              "run": int(meta.get("run", 0)), "epoch": int(meta["epoch"])}
@@ -152,8 +156,8 @@ def run(args: argparse.Namespace) -> int:
                                                            "config_hash", "labels_sha256")},
               "layer_sets": list(layer_sets), "rhos": rhos, "methods": list(args.methods),
               "references": list(args.references), "fisher": args.fisher, "samples": args.samples,
-              "bias": args.bias, "factor_subset": args.factor_subset, "train_examples": len(data.train_x),
-              "changed_examples": int(data.changed.sum()), "device": str(device),
+              "bias": args.bias, "factor_subset": args.factor_subset, "gram_dtype": args.gram_dtype,
+              "train_examples": len(data.train_x), "changed_examples": int(data.changed.sum()), "device": str(device),
               "workflow": json.loads(args.config_json) if args.config_json else None}
     inputs = [p for p in (args.checkpoint, args.labels, args.prepared) if p is not None]
     write_sidecar(out, build_record(inputs=inputs, outputs=[out, layers_out], config=config,
