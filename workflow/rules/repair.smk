@@ -16,6 +16,7 @@ REPAIR_DEFAULTS = {
     "seed": 0,
 }
 REPAIR = {**REPAIR_DEFAULTS, **config.get("repair", {})}
+REPAIR["fisher"] = "true" if REPAIR["fisher"] is True else str(REPAIR["fisher"])  # YAML reads `true` as a boolean
 for _i, _name in enumerate(REPAIR["models"]):
     if _name not in MODELS:
         raise config_error(f"repair.models[{_i}]", f"model {_name!r} is not in 'models' "
