@@ -69,7 +69,8 @@ def demo_run(repo_root, tmp_path_factory):
 
     def watch():
         while not done.is_set():
-            alive = len(list(activations.rglob("*.h5"))) if activations.exists() else 0
+            # os.walk skips folders Snakemake removes mid-scan (rglob would raise and end the watch)
+            alive = sum(name.endswith(".h5") for _, _, names in os.walk(activations) for name in names)
             peak["h5"] = max(peak["h5"], alive)
             peak["samples"] += 1
             time.sleep(0.02)
