@@ -38,9 +38,11 @@ include: "workflow/rules/activations.smk"
 include: "workflow/rules/probes.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/repair.smk"
 
 
 rule all:
     default_target: True
     input:
         [out(f"{fig}.pdf") for fig in config["figures"]["build"]],
+        repair_targets,

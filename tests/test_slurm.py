@@ -149,6 +149,7 @@ def _reduced_demo_config(path: Path) -> dict:
     cfg.update(outdir="results", corruptions=[0.4], runs=[1], models={"mlp_digits": mlp},
                grid={"dense_until": 1, "dense_step": 1, "step": 1000})
     cfg["figures"] = {**cfg["figures"], "groups": {"main": ["mlp_digits"]}, "build": ["fig3"]}
+    cfg["repair"] = {"models": []}  # the repair stage is tested locally (tests/test_workflow.py)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return cfg
 

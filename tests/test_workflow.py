@@ -156,6 +156,24 @@ def test_activations_are_deleted_and_bounded_by_running_jobs(demo_run):
 
 
 @pytest.mark.slow  # uses the module's one real workflow run (about a minute)
+def test_repair_stage_builds_its_figure_and_summary(demo_run):
+    out, cfg = demo_run["out"], demo_run["cfg"]
+    assert (out / "fig_repair.pdf").read_bytes()[:5] == b"%PDF-"
+    summary = pd.read_csv(out / "repair_summary.csv")
+    table = pd.concat(pd.read_csv(f) for f in sorted((out / "repair").rglob("epoch*.csv"))
+                      if not f.name.endswith(".layers.csv"))
+    runs = {(m["arch"], c, r) for m in cfg["models"].values() for c in cfg["corruptions"] for r in cfg["runs"]}
+    assert {(a, float(c), int(r)) for a, c, r in table[["model", "corruption", "run"]].itertuples(index=False)} == \
+        {(a, float(c), int(r)) for a, c, r in runs}
+    assert set(cfg["repair"]["rhos"]) <= set(table.loc[table.repair == "kfac", "rho"].round(6))
+    assert {"reference", "a_priori", "selected_on_split", "best_on_test"} <= set(summary.selection)
+    kfac = summary[(summary.repair == "kfac") & summary.run.notna()]
+    best = kfac[kfac.selection == "best_on_test"].set_index(["model", "corruption", "run"])["test_acc"]
+    split = kfac[kfac.selection == "selected_on_split"].set_index(["model", "corruption", "run"])["test_acc"]
+    assert (best >= split.reindex(best.index)).all()  # the oracle is an upper bound of the honest choice
+
+
+@pytest.mark.slow  # uses the module's one real workflow run (about a minute)
 def test_nothing_left_to_do_after_the_run(demo_run, repo_root):
     dry = snakemake(repo_root, demo_run["work"], "-n", configfile=demo_run["configfile"])
     assert dry.returncode == 0, dry.stderr
@@ -263,6 +281,7 @@ def test_a_job_killed_mid_way_is_not_taken_as_complete_and_resumes(repo_root, tm
     cfg, configfile = small_config(repo_root, tmp_path, corruptions=[1.0], runs=[1])
     cfg["models"] = {"mlp_digits": {"arch": "mlp", "dataset": "digits", "max_epochs": 400}}
     cfg["figures"] = {"build": ["fig13"], "groups": {"main": ["mlp_digits"]}}
+    cfg["repair"] = {"models": []}
     configfile.write_text(yaml.safe_dump(cfg))
     run_dir = Path(cfg["outdir"]) / "runs" / "mlp" / "digits" / "c1.0" / "run1"
     log = run_dir / "train_log.csv"
