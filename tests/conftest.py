@@ -27,3 +27,22 @@ def mnist_root() -> Path:
     if not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
         pytest.skip(f"real MNIST not found under {root} (set LATENTGEN_TEST_DATA to a folder with MNIST/raw)")
     return root
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models train fastest on one thread (and test machines are often shared)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's embedded 8×8 digits, loaded once (no download)."""
+    from latentgen.datasets import load_dataset
+
+    return load_dataset("digits")

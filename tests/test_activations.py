@@ -12,23 +12,12 @@ import torch
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from latentgen.activations import dump_activations, open_activations, per_sample_batchnorm
-from latentgen.datasets import load_dataset
 from latentgen.labels import corrupt_labels, write_label_file
 from latentgen.models import build_model, extract_activations
 from latentgen.training import default_train_config, load_checkpoint, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

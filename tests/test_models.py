@@ -36,13 +36,7 @@ PAIRS = [(arch, ds) for arch, spec in ARCHITECTURES.items() for ds in spec.datas
 FULL_VARIANT = {"mlp": "mnist", "cnn": "mnist", "alexnet": "cifar100", "resnet18": "cifar10"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Batches of two train fastest on one thread (and the test machine is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _batch(dataset: str, n: int = 2, seed: int = 0) -> torch.Tensor:

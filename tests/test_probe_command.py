@@ -12,7 +12,6 @@ import torch
 
 from latentgen.__main__ import main
 from latentgen.activations import dump_activations, open_activations
-from latentgen.datasets import load_dataset
 from latentgen.probes import fit_probes
 from latentgen.training import default_train_config, load_checkpoint, train
 from latentgen.transfer import transfer_velpic
@@ -21,17 +20,7 @@ COLUMNS = ["model", "dataset", "corruption", "run", "epoch", "layer", "probe", "
 SPLITS = ["test", "train_corrupted", "train_true"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _run(tmp_path_factory, digits, arch):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from latentgen import probes
-from latentgen.probes import MASC, VeLPIC, ClassSubspaces, fit_probes
+from latentgen.probes import MASC, VeLPIC, fit_probes
 
 
 # ------------------------------------------------------------------------------------------

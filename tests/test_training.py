@@ -17,7 +17,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from latentgen.datasets import load_dataset
 from latentgen.labels import corrupt_labels, write_label_file
 from latentgen.models import build_model
 from latentgen.training import (KILL_ENV, checkpoint_grid, config_grid, default_train_config, labels_digest,
@@ -25,18 +24,7 @@ from latentgen.training import (KILL_ENV, checkpoint_grid, config_grid, default_
                                 target_reached, train)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models train fastest on one thread (and the test machine is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

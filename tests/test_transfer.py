@@ -6,25 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from latentgen.datasets import load_dataset
 from latentgen.labels import corrupt_labels
 from latentgen.models import build_model, extract_activations
 from latentgen.probes import VeLPIC, fit_probes
 from latentgen.transfer import transfer_velpic
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    # small models on shared cores: one intra-op thread is faster and avoids spin-wait collapse
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _train(model, x, y, steps=60, seed=0):

@@ -27,7 +27,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[3].parent / "shared" / "data"

@@ -65,7 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_repair_inputs(checkpoint, labels, prepared=None, data_root=None, device="cpu"):
     """Model, meta and ``RepairData`` of a checkpoint, after checking that the pieces belong together."""
     import numpy as np
-    import torch
 
     from latentgen.curvature import RepairData
     from latentgen.datasets import load_dataset
