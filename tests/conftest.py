@@ -46,3 +46,16 @@ def digits():
     from latentgen.datasets import load_dataset
 
     return load_dataset("digits")
+
+
+@pytest.fixture
+def read_only_dir(tmp_path, monkeypatch):
+    """A folder a normal user cannot write to (as root, ``os.access`` is made to answer as for one)."""
+    root = tmp_path / "locked"
+    root.mkdir()
+    root.chmod(0o555)
+    if os.geteuid() == 0:  # root ignores mode bits
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode: real_access(p, mode) and bool(os.stat(p).st_mode & 0o200))
+    yield root
+    root.chmod(0o755)

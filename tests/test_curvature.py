@@ -14,13 +14,7 @@ from torch import nn
 from latentgen import curvature as cv
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests use small matrices: one thread avoids OpenMP fork/join costs (large on shared cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Net(nn.Module):

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from latentgen import curvature as cv
 from latentgen.__main__ import main
@@ -16,13 +15,7 @@ from latentgen.training import labels_digest, save_checkpoint
 from test_curvature import memorized_digits
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small matrices: one thread avoids OpenMP fork/join costs (large on shared cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _meta(corrupted, **changes):
