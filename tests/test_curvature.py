@@ -99,6 +99,28 @@ def test_true_fisher_factors_match_per_example_loop():
     assert float(ones @ got["out"].G @ ones) < 1e-15
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-13), (torch.float32, 1e-6)])
+def test_gram_blocks_across_batches_sum_to_the_full_product(dtype, tol):
+    x = torch.randn(53, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    gram = cv._Gram(6, torch.device("cpu"), dtype, block_rows=5)    # blocks straddle the batches
+    for part in torch.split(x, [3, 11, 0, 20, 19]):
+        gram.add(part)
+    full = x.T @ x
+    torch.testing.assert_close(gram.value(), full, rtol=tol, atol=tol * float(full.abs().max()))
+    assert gram.value().dtype == torch.float64
+    torch.testing.assert_close(gram.value(), gram.value().T, rtol=0, atol=0)  # symmetric, flushing twice is harmless
+
+
+def test_factor_blocks_do_not_change_the_factors(monkeypatch):
+    model, x = _net_and_inputs(n=40)
+    whole = cv.collect_factors(model, x, LAYERS, batch_size=9)
+    monkeypatch.setattr(cv, "GRAM_MAX_BLOCK_ROWS", 4)  # G blocks of 4 rows: many flushes inside each batch
+    blocked = cv.collect_factors(model, x, LAYERS, batch_size=9)
+    for n in LAYERS:
+        torch.testing.assert_close(blocked[n].A, whole[n].A, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(blocked[n].G, whole[n].G, rtol=1e-12, atol=1e-15)
+
+
 def test_empirical_fisher_uses_the_labels_given():
     model, x = _net_and_inputs()
     labels = torch.randint(0, 3, (len(x),), generator=torch.Generator().manual_seed(5))
