@@ -1,0 +1,50 @@
+"""The benchmark commands run end to end at small sizes and report consistent figures.
+
+Speeds are not asserted here (they belong to the benchmarks themselves); what is asserted is that
+each benchmark runs its reference in the same run, that the figures it prints fit together, and
+that the reference agrees with our implementation.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from latentgen.bench.__main__ import main
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _bench(capsys, *argv) -> dict:
+    assert main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_train_benchmark_times_three_loops_on_the_same_samples(capsys, mnist_root):
+    result = _bench(capsys, "train", "--data-root", str(mnist_root), "--samples", "128", "--chunk", "2")
+    assert result["samples"] == 128 and result["batch_size"] == 32
+    for side in ("ours", "reference", "bare"):
+        assert result[f"{side}_samples_per_s"] > 0
+    assert result["ratio"] == pytest.approx(result["ours_samples_per_s"] / result["reference_samples_per_s"])
+    assert result["ours_vs_bare"] == pytest.approx(result["ours_samples_per_s"] / result["bare_samples_per_s"])
+    assert result["meets_target"] == (result["ratio"] >= result["target_ratio"] == 1.5)
+    assert result["ours_samples_per_s"] == pytest.approx(128 / result["ours_seconds"])
+
+
+def test_train_benchmark_names_missing_data(tmp_path):
+    with pytest.raises(FileNotFoundError, match="MNIST not found"):
+        main(["train", "--data-root", str(tmp_path)])
+
+
+def test_curvature_benchmark_reference_agrees_with_ours(capsys, mnist_root):
+    result = _bench(capsys, "curvature", "--data-root", str(mnist_root), "--n-train", "600",
+                    "--reference-examples", "3", "--heap-seconds", "5")
+    assert result["data"] == "MNIST training images (600)" and result["pairs"] == 2048 * 2048
+    assert result["ours_s"] == pytest.approx(result["ours_factors_s"] + result["ours_eigh_s"] + result["ours_edit_s"])
+    # the per-example loop's factors are ours on the same images (float32 activations, float64 sums)
+    assert result["factor_A_rel_diff"] < 1e-5 and result["factor_G_rel_diff"] < 1e-5
+    # every reference heap popped exactly our selection, in our order
+    assert result["heap_matches_our_order"] and result["reference_sweep_heap_finished"]
+    kept = result["sweep_pairs_kept"]
+    assert kept == sorted(kept, reverse=True) and kept[0] > kept[-1] >= 1  # fewer pairs as rho falls
