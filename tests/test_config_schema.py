@@ -40,6 +40,10 @@ def test_schema_names_match_the_registries(schema):
     model = schema["$defs"]["model"]["properties"]
     assert set(model["arch"]["enum"]) == set(ARCHITECTURES)
     assert set(model["dataset"]["enum"]) == set(DATASETS)
+    from latentgen.curvature import REPAIRS
+
+    methods = schema["properties"]["repair"]["properties"]["methods"]["items"]["enum"]
+    assert set(methods) == {name for name, repair in REPAIRS.items() if repair.uses_rho}
 
 
 def test_supported_pairs_in_the_workflow_match_the_model_registry(repo_root):

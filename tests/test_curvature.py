@@ -266,6 +266,32 @@ def test_edit_equals_brute_force_projection_and_detects_an_orientation_swap(laye
         assert not torch.allclose(dict(edited.named_modules())[layer].weight.detach(), swapped, atol=1e-3)
 
 
+@pytest.mark.parametrize("side", ["A", "G"])
+def test_one_factor_controls_project_onto_the_top_eigenvectors(side):
+    model, x = _net_and_inputs()
+    with torch.no_grad():
+        p = torch.softmax(model(x), 1)
+    A, G = _brute_factors(model, x, ["fc2"], p)["fc2"]   # fc2 is square: a side swap would not be caught by shapes
+    factors = cv.collect_factors(model, x, ["fc2"])
+    W = model.fc2.weight.detach().clone()
+    values, vectors = np.linalg.eigh((A if side == "A" else G).numpy())
+    values, vectors = np.clip(values[::-1], 0, None), vectors[:, ::-1]
+    method = f"{side.lower()}_only"
+    for rho in (0.9, 0.5):
+        k = next(i + 1 for i in range(len(values)) if values[:i + 1].sum() >= rho * values.sum())
+        P = torch.from_numpy(vectors[:, :k] @ vectors[:, :k].T)
+        expected = W @ P if side == "A" else P @ W
+        edited, logs = cv.edit_model(model, ["fc2"], rho, factors, method=method)
+        torch.testing.assert_close(edited.fc2.weight.detach(), expected, rtol=1e-9, atol=1e-11)
+        assert logs[0]["vectors_kept"] == k < 7 and logs[0]["pairs_kept"] == 7 * k
+        assert torch.equal(edited.fc2.bias, model.fc2.bias)
+    other = W @ P if side == "G" else P @ W
+    assert not torch.allclose(expected, other, atol=1e-3)
+    edited, logs = cv.edit_model(model, ["fc2"], 1.0, factors, method=method)
+    torch.testing.assert_close(edited.fc2.weight, W, rtol=0, atol=1e-12)
+    assert logs[0]["fraction_kept"] == 1.0
+
+
 def test_rho_one_rebuilds_square_and_non_square_layers():
     model, x = _net_and_inputs()
     model = model.float()

@@ -79,6 +79,24 @@ def test_repair_table(files):
     assert sidecar["config"]["changed_examples"] == n_changed
 
 
+def test_one_factor_controls_through_the_command(files):
+    out = files["folder"] / "factor_controls.csv"
+    assert _repair(files, out, "--layer-sets", "fc4", "--rhos", "1.0", "0.8",
+                   "--methods", "a_only", "g_only", "--references", "none") == 0
+    table = pd.read_csv(out)
+    assert sorted(table["repair"]) == ["a_only", "a_only", "g_only", "g_only", "none"]
+    unedited = table[table["repair"] == "none"].iloc[0]
+    model, data, _ = memorized_digits()
+    factors = cv.collect_factors(model, data.train_x, ["fc4"])
+    for method in ("a_only", "g_only"):
+        rows = table[table["repair"] == method].set_index("rho")
+        assert all(rows.loc[1.0, metric] == unedited[metric] for metric in cv.METRICS)
+        edited, logs = cv.edit_model(model, ["fc4"], 0.8, factors, method=method)
+        expected, _ = cv.evaluate_repair(edited, data)
+        assert rows.loc[0.8, "test_acc"] == pytest.approx(expected["test_acc"], abs=1e-12)
+        assert rows.loc[0.8, "pairs_kept"] == logs[0]["pairs_kept"] < logs[0]["pairs_total"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--layer-sets", "act4"], "'act4' of MLP is a ReLU, not an nn.Linear"),
     (["--layer-sets", "fc9"], "'fc9' of MLP is not a module"),

@@ -23,7 +23,7 @@ vectors, so no batch-mean 1/B factor enters. The model runs in eval mode; no dam
 
 Repairs sit in one registry, ``REPAIRS`` (name → ``Repair``): ``kfac``, the controls ``svd``
 (same fraction of components removed), ``svd_norm`` (same ‖ΔW‖_F), ``random`` (same number of
-K-FAC pairs, chosen at random), the VeLPIC transfer ``velpic`` / ``velpic_bias`` and the
+K-FAC pairs, chosen at random), ``a_only`` / ``g_only`` (one factor truncated at mass ρ), the VeLPIC transfer ``velpic`` / ``velpic_bias`` and the
 combination ``kfac_velpic``. ``edit_model`` applies any of them to a copy of a model.
 """
 
@@ -533,6 +533,37 @@ def random_edit_layer(name: str, layer: nn.Linear, factors: LayerFactors, rho: f
                      rho_reached=float(mass[mask].sum()) / total if total > 0 else 1.0)
 
 
+def factor_prefix(values: torch.Tensor, rho: float) -> int:
+    """Eigenvalues sorted descending: the smallest prefix whose sum is ≥ ρ · total (all at ρ = 1)."""
+    if rho >= 1.0 or values.numel() == 0:
+        return values.numel()
+    cumulative = torch.cumsum(values, 0)
+    threshold = torch.tensor([rho * float(cumulative[-1])], dtype=cumulative.dtype)
+    return min(values.numel(), int(torch.searchsorted(cumulative, threshold)) + 1)
+
+
+def factor_edit_layer(name: str, layer: nn.Linear, factors: LayerFactors, rho: float, homogeneous: bool = False,
+                      side: str = "A") -> dict:
+    """Control: truncate one factor only. ``side="A"`` (input PCA) keeps the top input
+    eigenvectors of A holding mass ρ of Σμ, W ← W U_A,k U_A,kᵀ; ``side="G"`` keeps the top output
+    eigenvectors of G holding mass ρ of Σλ, W ← U_G,k U_G,kᵀ W ([C]'s per-factor variant)."""
+    basis = factors.eigenbasis(homogeneous)
+    W = _augmented(layer, homogeneous)
+    if side == "A":
+        k = factor_prefix(basis.mu, rho)
+        W_new = (W @ basis.U_A[:, :k]) @ basis.U_A[:, :k].T
+        kept = k * W.shape[0]
+    elif side == "G":
+        k = factor_prefix(basis.lam, rho)
+        W_new = basis.U_G[:, :k] @ (basis.U_G[:, :k].T @ W)
+        kept = k * W.shape[1]
+    else:
+        raise ValueError(f"unknown factor side {side!r}; use 'A' or 'G'")
+    _write_back(layer, W_new, homogeneous)
+    return _edit_log(name, f"{side.lower()}_only", W, W_new, rho=rho, vectors_kept=k,
+                     pairs_total=W.numel(), pairs_kept=kept, fraction_kept=kept / W.numel())
+
+
 def svd_edit_layer(name: str, layer: nn.Linear, factors: LayerFactors, rho: float, homogeneous: bool = False,
                    match: str = "count") -> dict:
     """SVD truncation of W matched to the K-FAC edit at ρ on the same layer.
@@ -641,6 +672,14 @@ def _random(name, layer, factors, rho, homogeneous, ctx):
     return random_edit_layer(name, layer, factors, rho, homogeneous, seed=ctx.seed)
 
 
+def _a_only(name, layer, factors, rho, homogeneous, ctx):
+    return factor_edit_layer(name, layer, factors, rho, homogeneous, side="A")
+
+
+def _g_only(name, layer, factors, rho, homogeneous, ctx):
+    return factor_edit_layer(name, layer, factors, rho, homogeneous, side="G")
+
+
 def _velpic_transfer(model: nn.Module, keep_bias: bool, inputs: RepairInputs) -> dict:
     """Replace the head by the VeLPIC class vectors of its input (the last hidden layer)."""
     from latentgen.probes import VeLPIC
@@ -702,6 +741,9 @@ REPAIRS: dict[str, Repair] = {r.name: r for r in [
     Repair("svd_norm", "control: SVD truncation with the same ‖ΔW‖_F as K-FAC at ρ", _per_layer(_svd_norm)),
     Repair("random", "control: random removal of as many K-FAC pairs as K-FAC removes at ρ (seeded)",
            _per_layer(_random)),
+    Repair("a_only", "control: input-PCA truncation, keep A's top eigenvectors up to mass ρ of Σμ", _per_layer(_a_only)),
+    Repair("g_only", "control: output-side truncation, keep G's top eigenvectors up to mass ρ of Σλ",
+           _per_layer(_g_only)),
     Repair("velpic", "VeLPIC transfer on the head, bias zeroed (the paper's method)", _apply_velpic(False),
            uses_rho=False, needs_factors=False),
     Repair("velpic_bias", "VeLPIC transfer on the head, trained bias kept", _apply_velpic(True),
