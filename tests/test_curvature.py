@@ -292,6 +292,29 @@ def test_one_factor_controls_project_onto_the_top_eigenvectors(side):
     assert logs[0]["fraction_kept"] == 1.0
 
 
+def test_reestimated_edit_recomputes_later_factors_on_the_edited_model():
+    model, x = _net_and_inputs(n=30)
+    factors = cv.collect_factors(model, x, LAYERS)
+    rho = 0.8
+    edited, logs = cv.edit_model(model, ["fc2", "fc1"], rho, factors, method="kfac_reestimate", inputs=x,
+                                 count_dead_units=False)
+    # by hand: fc1 (first in forward order) with the given factors, then fc2 with factors of the edited model
+    by_hand, _ = cv.edit_model(model, ["fc1"], rho, factors)
+    fresh = cv.collect_factors(by_hand, x, ["fc2"])
+    by_hand, _ = cv.edit_model(by_hand, ["fc2"], rho, fresh)
+    for name in ("fc1", "fc2"):
+        torch.testing.assert_close(edited.get_submodule(name).weight, by_hand.get_submodule(name).weight,
+                                   rtol=0, atol=1e-13)
+    assert [(log["layer"], log["reestimated"]) for log in logs] == [("fc1", False), ("fc2", True)]
+    one_shot, _ = cv.edit_model(model, ["fc1", "fc2"], rho, factors)
+    torch.testing.assert_close(edited.fc1.weight, one_shot.fc1.weight, rtol=0, atol=0)
+    assert not torch.allclose(edited.fc2.weight, one_shot.fc2.weight, atol=1e-6)  # fc2's factors did change
+    same, _ = cv.edit_model(model, ["fc1", "fc2"], 1.0, factors, method="kfac_reestimate", inputs=x)
+    torch.testing.assert_close(same.fc2.weight, model.fc2.weight, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="needs the training inputs"):
+        cv.edit_model(model, ["fc1", "fc2"], rho, factors, method="kfac_reestimate")
+
+
 def test_rho_one_rebuilds_square_and_non_square_layers():
     model, x = _net_and_inputs()
     model = model.float()

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from latentgen import curvature as cv
 from latentgen.__main__ import main
@@ -95,6 +96,21 @@ def test_one_factor_controls_through_the_command(files):
         expected, _ = cv.evaluate_repair(edited, data)
         assert rows.loc[0.8, "test_acc"] == pytest.approx(expected["test_acc"], abs=1e-12)
         assert rows.loc[0.8, "pairs_kept"] == logs[0]["pairs_kept"] < logs[0]["pairs_total"]
+
+
+def test_empirical_fisher_on_a_factor_subset_uses_those_rows_labels(files):
+    out = files["folder"] / "subset.csv"
+    assert _repair(files, out, "--layer-sets", "fc4", "--rhos", "0.9", "--methods", "kfac",
+                   "--references", "none", "--fisher", "empirical", "--factor-subset", "300", "--seed", "4") == 0
+    row = pd.read_csv(out).set_index("repair").loc["kfac"]
+    model, data, _ = memorized_digits()
+    rows = np.sort(np.random.RandomState(4).choice(len(data.train_x), 300, replace=False))
+    picked = torch.from_numpy(rows)
+    factors = cv.collect_factors(model, data.train_x[picked], ["fc4"], fisher="empirical",
+                                 labels=data.train_corrupted[picked])
+    edited, _ = cv.edit_model(model, ["fc4"], 0.9, factors)
+    assert row["test_acc"] == pytest.approx(cv.evaluate_repair(edited, data)[0]["test_acc"], abs=1e-12)
+    assert row["fisher"] == "empirical"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -23,7 +23,8 @@ vectors, so no batch-mean 1/B factor enters. The model runs in eval mode; no dam
 
 Repairs sit in one registry, ``REPAIRS`` (name → ``Repair``): ``kfac``, the controls ``svd``
 (same fraction of components removed), ``svd_norm`` (same ‖ΔW‖_F), ``random`` (same number of
-K-FAC pairs, chosen at random), ``a_only`` / ``g_only`` (one factor truncated at mass ρ), the VeLPIC transfer ``velpic`` / ``velpic_bias`` and the
+K-FAC pairs, chosen at random), ``a_only`` / ``g_only`` (one factor truncated at mass ρ),
+``kfac_reestimate`` (layer by layer, later factors re-estimated after each edit), the VeLPIC transfer ``velpic`` / ``velpic_bias`` and the
 combination ``kfac_velpic``. ``edit_model`` applies any of them to a copy of a model.
 """
 
@@ -626,6 +627,17 @@ class RepairInputs:
     train_x: torch.Tensor | None = None    # training inputs (VeLPIC transfer, dead units)
     train_labels: torch.Tensor | None = None  # the labels the repairer has: the corrupted ones
     batch_size: int = 1024
+    fisher: str = "true"                   # how factors are re-estimated (kfac_reestimate) ...
+    samples: int = 1
+    gram_dtype: torch.dtype = torch.float64
+    factor_rows: np.ndarray | None = None  # ... and from which training rows (default all)
+
+    def factor_data(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Inputs and labels to (re-)estimate factors from."""
+        if self.factor_rows is None:
+            return self.train_x, self.train_labels
+        picked = torch.as_tensor(np.asarray(self.factor_rows), dtype=torch.long)
+        return self.train_x[picked], None if self.train_labels is None else torch.as_tensor(self.train_labels)[picked]
 
 
 @dataclass(frozen=True)
@@ -726,6 +738,24 @@ def _apply_velpic(keep_bias):
     return apply
 
 
+def _apply_kfac_reestimated(model, layers, rho, ctx):
+    """K-FAC edit layer by layer in forward order; every layer after the first gets factors
+    re-estimated on the model as edited so far (the first uses the given factors)."""
+    if ctx.train_x is None:
+        raise ValueError("the re-estimated K-FAC edit needs the training inputs")
+    order = [n for n in linear_layers(model) if n in layers]
+    factor_x, factor_y = ctx.factor_data()
+    logs = []
+    for k, name in enumerate(order):
+        factors = ctx.factors if k == 0 and ctx.factors and name in ctx.factors else collect_factors(
+            model, factor_x, [name], fisher=ctx.fisher, labels=factor_y, samples=ctx.samples,
+            seed=ctx.seed, gram_dtype=ctx.gram_dtype)
+        log = kfac_edit_layer(name, model.get_submodule(name), factors[name], rho,
+                              ctx.bias == "homogeneous" and model.get_submodule(name).bias is not None)
+        logs.append({**log, "method": "kfac_reestimate", "reestimated": k > 0})
+    return logs
+
+
 def _apply_kfac_velpic(model, layers, rho, inputs):
     """K-FAC edit of the hidden layers in ``layers``, then the VeLPIC transfer on the head."""
     head = head_name(model)
@@ -741,6 +771,8 @@ REPAIRS: dict[str, Repair] = {r.name: r for r in [
     Repair("svd_norm", "control: SVD truncation with the same ‖ΔW‖_F as K-FAC at ρ", _per_layer(_svd_norm)),
     Repair("random", "control: random removal of as many K-FAC pairs as K-FAC removes at ρ (seeded)",
            _per_layer(_random)),
+    Repair("kfac_reestimate", "K-FAC edit layer by layer, later layers' factors re-estimated after each edit",
+           _apply_kfac_reestimated),
     Repair("a_only", "control: input-PCA truncation, keep A's top eigenvectors up to mass ρ of Σμ", _per_layer(_a_only)),
     Repair("g_only", "control: output-side truncation, keep G's top eigenvectors up to mass ρ of Σλ",
            _per_layer(_g_only)),
@@ -763,14 +795,18 @@ def get_repair(name: str) -> Repair:
 def edit_model(model: nn.Module, layers: Iterable[str] | str, rho: float | None,
                factors: dict[str, LayerFactors] | None, *, method: str = "kfac", bias: str = "keep", seed: int = 0,
                inputs: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-               batch_size: int = 1024, count_dead_units: bool = True) -> tuple[nn.Module, list[dict]]:
+               batch_size: int = 1024, count_dead_units: bool = True, fisher: str = "true", samples: int = 1,
+               gram_dtype: torch.dtype = torch.float64,
+               factor_rows: np.ndarray | None = None) -> tuple[nn.Module, list[dict]]:
     """Return an edited copy of ``model`` and one log dict per edited layer.
 
     ``layers``: module names, or one layer-set string (``"fc1+fc4"``, ``"hidden"``, ``"all"``).
     ``method`` names a ``REPAIRS`` entry. With ``inputs`` (training inputs), each edited hidden
     layer's log also counts dead units before/after and units revived or killed by the edit
     (``count_dead_units=False`` skips the two extra passes). ``labels`` (the corrupted training
-    labels) are needed by the VeLPIC transfer only.
+    labels) are needed by the VeLPIC transfer and the empirical Fisher only; ``fisher``,
+    ``samples``, ``gram_dtype`` and ``factor_rows`` (rows of ``inputs``, default all) say how
+    ``kfac_reestimate`` re-estimates factors.
     """
     repair = get_repair(method)
     names = expand_layer_set(model, layers) if isinstance(layers, str) else resolve_layers(model, layers)
@@ -780,7 +816,8 @@ def edit_model(model: nn.Module, layers: Iterable[str] | str, rho: float | None,
         raise ValueError(f"unknown bias mode {bias!r}; choose one of {', '.join(BIAS_MODES)}")
     edited = copy.deepcopy(model)
     ctx = RepairInputs(factors=factors, bias=bias, seed=seed, train_x=inputs, train_labels=labels,
-                       batch_size=batch_size)
+                       batch_size=batch_size, fisher=fisher, samples=samples, gram_dtype=gram_dtype,
+                       factor_rows=factor_rows)
     logs = repair.apply(edited, names, rho, ctx)
     if inputs is not None and count_dead_units:
         hidden = [log["layer"] for log in logs if log["layer"] != head_name(model)]
@@ -960,13 +997,13 @@ def repair_sweep(model: nn.Module, data: RepairData, *, layer_sets: Iterable[str
                  rhos: Iterable[float] = DEFAULT_RHOS, methods: Iterable[str] = DEFAULT_METHODS,
                  references: Iterable[str] = REFERENCES, factors: dict[str, LayerFactors] | None = None,
                  fisher: str = "true", samples: int = 1, bias: str = "keep", seed: int = 0,
-                 factor_inputs: torch.Tensor | None = None, batch_size: int = 1024,
+                 factor_rows: np.ndarray | None = None, batch_size: int = 1024,
                  device: torch.device | str | None = None, gram_dtype: torch.dtype = torch.float64,
                  progress: Callable[[str], None] | None = None) -> tuple[list[dict], list[dict]]:
     """Evaluate every repair of ``model``: the references (unedited, VeLPIC transfer) and each
     method × layer set × ρ. Returns (rows, layer_rows): one row per repaired model and one per
-    edited layer. Factors are computed once, from ``factor_inputs`` (default: all training
-    inputs) with the ``fisher`` labels, unless given.
+    edited layer. Factors are computed once, from the training rows ``factor_rows`` (default:
+    all) with the ``fisher`` labels, unless given.
     """
     layer_sets = list(default_layer_sets(model) if layer_sets is None else layer_sets)
     if not layer_sets:
@@ -988,12 +1025,15 @@ def repair_sweep(model: nn.Module, data: RepairData, *, layer_sets: Iterable[str
     has_head_bias = dict(model.named_modules())[head].bias is not None
 
     needed = [n for n in linear_layers(model) if any(n in layers for layers in expanded.values())]
+    # the factor rows: their inputs and (for the empirical Fisher) their corrupted labels, aligned
+    factor_x, factor_y = data.train_x, data.train_corrupted
+    if factor_rows is not None:
+        picked = torch.as_tensor(np.asarray(factor_rows), dtype=torch.long)
+        factor_x, factor_y = factor_x[picked], factor_y[picked]
     if factors is None and any(get_repair(m).needs_factors for m in methods):
-        say(f"K-FAC factors ({fisher} Fisher) of {', '.join(needed)} from "
-            f"{len(data.train_x if factor_inputs is None else factor_inputs)} training inputs")
-        factors = collect_factors(model, data.train_x if factor_inputs is None else factor_inputs, needed,
-                                  fisher=fisher, labels=data.train_corrupted, samples=samples, seed=seed,
-                                  batch_size=512, device=device, gram_dtype=gram_dtype)
+        say(f"K-FAC factors ({fisher} Fisher) of {', '.join(needed)} from {len(factor_x)} training inputs")
+        factors = collect_factors(model, factor_x, needed, fisher=fisher, labels=factor_y, samples=samples,
+                                  seed=seed, batch_size=512, device=device, gram_dtype=gram_dtype)
 
     rows, layer_rows = [], []
     base_metrics, base_activity = evaluate_repair(model, data, batch_size, watch=hidden)
@@ -1032,6 +1072,7 @@ def repair_sweep(model: nn.Module, data: RepairData, *, layer_sets: Iterable[str
             for rho in rhos:
                 edited, logs = edit_model(model, layers, rho, factors, method=method, bias=bias, seed=seed,
                                           inputs=data.train_x, labels=data.train_corrupted,
-                                          batch_size=batch_size, count_dead_units=False)
+                                          batch_size=batch_size, count_dead_units=False, fisher=fisher,
+                                          samples=samples, gram_dtype=gram_dtype, factor_rows=factor_rows)
                 record(method, text, layers, rho, logs, edited)
     return rows, layer_rows

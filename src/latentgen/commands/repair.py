@@ -127,14 +127,14 @@ def run(args: argparse.Namespace) -> int:
         expand_layer_set(model, text)
 
     model, meta, data = load_repair_inputs(args.checkpoint, args.labels, args.prepared, args.data_root, device)
-    factor_inputs = None
+    factor_rows = None
     if args.factor_subset is not None and args.factor_subset < len(data.train_x):
-        rows = np.sort(np.random.RandomState(args.seed).choice(len(data.train_x), args.factor_subset, replace=False))
-        factor_inputs = data.train_x[torch.from_numpy(rows)]
+        factor_rows = np.sort(np.random.RandomState(args.seed).choice(len(data.train_x), args.factor_subset,
+                                                                      replace=False))
     say = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
     rows, layer_rows = repair_sweep(model, data, layer_sets=layer_sets, rhos=rhos, methods=args.methods,
                                     references=args.references, fisher=args.fisher, samples=args.samples,
-                                    bias=args.bias, seed=args.seed, factor_inputs=factor_inputs,
+                                    bias=args.bias, seed=args.seed, factor_rows=factor_rows,
                                     gram_dtype=getattr(torch, args.gram_dtype),
                                     batch_size=args.batch_size, device=device, progress=say)
     ident = {"model": meta["arch"], "dataset": meta["dataset"], "corruption": float(meta.get("corruption", float("nan"))),
