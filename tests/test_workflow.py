@@ -195,6 +195,36 @@ def test_report_collects_the_figures_with_captions(demo_run, repo_root):
     assert "VeLPIC weight transfer" in text  # fig3's caption
 
 
+def test_repair_over_the_checkpoint_grid(repo_root, tmp_path):
+    """checkpoints: grid repairs every probed checkpoint and plots the selected edit over training."""
+    cfg, configfile = small_config(repo_root, tmp_path, corruptions=[0.6], runs=[1])
+    cfg["models"] = {"mlp_digits": cfg["models"]["mlp_digits"]}
+    cfg["figures"] = {"build": [], "groups": {"main": ["mlp_digits"]}, "model_epoch0": "repeat"}
+    cfg["repair"] = {"models": ["mlp_digits"], "checkpoints": "grid", "rhos": [1.0, 0.8], "methods": ["kfac"],
+                     "layer_sets": {"mlp": ["fc4", "fc1+fc4"]}}
+    configfile.write_text(yaml.safe_dump(cfg))
+    result = snakemake(repo_root, tmp_path, "--cores", str(CORES), configfile=configfile)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = Path(cfg["outdir"])
+    run = results / "runs" / "mlp" / "digits" / "c0.6" / "run1"
+    epochs = json.loads((run / "manifest.json").read_text())["epochs"]
+    expected = [e for e in epochs if on_grid(e, cfg["grid"])]
+    folder = results / "repair" / "mlp" / "digits" / "c0.6" / "run1"
+    assert sorted(int(p.stem[5:]) for p in folder.glob("epoch*[0-9].csv")) == expected == [0, 1, 2, 4]
+    stats = pd.read_csv(results / "fig_repair_epochs.csv")
+    assert (results / "fig_repair_epochs.pdf").read_bytes()[:5] == b"%PDF-"
+    for epoch in expected:
+        table = pd.read_csv(folder / f"epoch{epoch}.csv")
+        at = stats[stats["epoch"] == epoch].set_index("line")
+        none = table[table["repair"] == "none"].iloc[0]
+        assert at.loc["unedited", "test_acc_heldout"] == pytest.approx(none["test_acc_heldout"])
+        swept = table[table["repair"] == "kfac"]
+        best = swept[swept["test_acc_select"] == swept["test_acc_select"].max()]
+        chosen = best.sort_values("rho", ascending=False, kind="stable").iloc[0]  # ties: the larger rho
+        assert at.loc["kfac (selected)", "test_acc_heldout"] == pytest.approx(chosen["test_acc_heldout"])
+    assert provenance.verify_sidecar(results / "fig_repair_epochs.json") == []
+
+
 def _job_counts(output: str) -> dict[str, int]:
     counts = {}
     for line in output.splitlines():

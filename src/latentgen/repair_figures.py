@@ -9,6 +9,11 @@ Figure: per model (arch on dataset) two rows of panels — test accuracy and mem
 shading spans min–max over runs), the SVD and random controls on the a-priori layer set
 (dashed); horizontal reference lines: the unedited model and the VeLPIC transfer (zero bias).
 
+Over training (``--figure epoch``, from the tables of every probed checkpoint, ``checkpoints:
+grid``): ``fig_repair_epochs.pdf`` + ``.csv``, test accuracy on the held-out 80 % of the test set
+against the epoch — the unedited model, the VeLPIC transfer, and each swept method at its
+configuration selected on the 20 % split (mean over runs; shading min–max).
+
 Summary: for each method (kfac, svd, random, kfac_velpic, …) and checkpoint three selections,
 clearly labelled — ``a_priori`` (first + last hidden layers at ρ = 0.75, fixed in advance);
 ``selected_on_split`` (best accuracy on the fixed 20 % split of the test set, scored on the other
@@ -183,6 +188,89 @@ def plot(stats, pdf_path, fmt: str = "pdf"):
     plt.close(fig)
 
 
+def epoch_data(summary):
+    """Held-out test accuracy per checkpoint: references as they are, methods as selected on the
+    20 % split; mean, min and max over runs."""
+    per_run = summary[summary["run"] != "mean"]
+    references = per_run[per_run["selection"] == "reference"].assign(line=lambda d: d["repair"])
+    selected = per_run[per_run["selection"] == "selected_on_split"].assign(line=lambda d: d["repair"] + " (selected)")
+    import pandas as pd
+
+    data = pd.concat([references, selected], ignore_index=True)
+    data["epoch"] = data["epoch"].astype(int)
+    stats = data.groupby(["model", "dataset", "corruption", "line", "epoch"], sort=True).agg(
+        test_acc_heldout=("test_acc_heldout", "mean"), test_acc_heldout_min=("test_acc_heldout", "min"),
+        test_acc_heldout_max=("test_acc_heldout", "max"), memorized=("changed_acc_corrupted", "mean"),
+        runs=("run", "nunique")).reset_index()
+    return stats
+
+
+def plot_epochs(stats, pdf_path, fmt: str = "pdf"):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(zip(stats["model"], stats["dataset"])))
+    degrees = sorted(stats["corruption"].unique())
+    fig, axes = plt.subplots(len(models), len(degrees), figsize=(2.6 * len(degrees) + 1.5, 2.3 * len(models) + 0.9),
+                             squeeze=False, sharey=True)
+    lines = list(dict.fromkeys(stats["line"]))
+    styles = {"unedited": dict(color="black", ls=(0, (1, 1))), "velpic": dict(color="tab:red", ls="--"),
+              "velpic_bias": dict(color="tab:orange", ls="-.")}
+    cmap = plt.get_cmap("tab10")
+    for i, line in enumerate(lines):
+        styles.setdefault(line, dict(color=cmap(i % 10), ls="-"))
+    for m, (arch, dataset) in enumerate(models):
+        for c, degree in enumerate(degrees):
+            ax = axes[m, c]
+            cell = stats[(stats["model"] == arch) & (stats["dataset"] == dataset) & (stats["corruption"] == degree)]
+            for line in lines:
+                part = cell[cell["line"] == line].sort_values("epoch")
+                if len(part):
+                    ax.plot(part["epoch"], part["test_acc_heldout"], lw=1.2, marker=".", ms=3, label=line,
+                            **styles[line])
+                    ax.fill_between(part["epoch"], part["test_acc_heldout_min"], part["test_acc_heldout_max"],
+                                    color=styles[line]["color"], alpha=0.12, lw=0)
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+            if m == 0:
+                ax.set_title(f"{int(round(degree * 100))} % corrupted")
+            if c == 0:
+                ax.set_ylabel(f"{arch}–{dataset}\nheld-out test accuracy")
+            if m == len(models) - 1:
+                ax.set_xlabel("epoch")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="lower center", ncol=max(1, min(len(labels), 4)), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, min(0.3, 0.08 * math.ceil(len(labels) / 4) + 0.02), 1, 1))
+    fig.savefig(pdf_path, format=fmt)
+    plt.close(fig)
+
+
+def build_epochs(inputs, pdf, csv, provenance=None, config=None):
+    """The over-training figure (+ its data) from the tables of every probed checkpoint."""
+    from latentgen._io import atomic_path
+
+    stats = epoch_data(summarise(read_tables(inputs)))
+    if stats.empty:
+        raise ValueError("the repair tables hold no references or swept methods to plot over epochs")
+    pdf, csv = Path(pdf), Path(csv)
+    with atomic_path(pdf) as tmp:
+        plot_epochs(stats, tmp)
+    with atomic_path(csv) as tmp:
+        stats.to_csv(tmp, index=False)
+    if provenance is not None:
+        from latentgen.provenance import build_record, write_sidecar
+
+        write_sidecar(pdf, build_record(inputs=inputs, outputs=[pdf, csv], config=config or {}), path=provenance)
+    return [pdf, csv]
+
+
 def build(inputs, pdf, csv, summary_csv=None, provenance=None, config=None):
     """Write the figure (+ its data) and, if asked, the summary table; all atomically."""
     from latentgen._io import atomic_path
@@ -215,12 +303,19 @@ def main(argv=None) -> int:
     parser.add_argument("--summary", help="summary table to write (repair_summary.csv)")
     parser.add_argument("--provenance", help="provenance sidecar to write (fig_repair.json)")
     parser.add_argument("--config-json", help="workflow configuration slice, recorded in the provenance")
+    parser.add_argument("--figure", choices=["rho", "epoch"], default="rho",
+                        help="rho: fig_repair (against ρ, + summary); epoch: fig_repair_epochs (over training)")
     args = parser.parse_args(argv)
     import json
 
+    config = json.loads(args.config_json) if args.config_json else None
     try:
-        build(args.inputs, args.pdf, args.csv, args.summary, args.provenance,
-              json.loads(args.config_json) if args.config_json else None)
+        if args.figure == "epoch":
+            if args.summary:
+                raise ValueError("--summary belongs to --figure rho")
+            build_epochs(args.inputs, args.pdf, args.csv, args.provenance, config)
+        else:
+            build(args.inputs, args.pdf, args.csv, args.summary, args.provenance, config)
     except (ValueError, OSError) as exc:
         print(f"repair figure: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1

@@ -303,10 +303,11 @@ def repair_tables(which):
 
 def repair_targets(wildcards):
     """What the default target builds for the repair stage: the figure, the summary, and with
-    checkpoints: grid the tables of every probed checkpoint too (nothing without repair models)."""
+    checkpoints: grid the figure over training from every probed checkpoint (nothing without
+    repair models)."""
     if not REPAIR["models"]:
         return []
     targets = [out("fig_repair.pdf"), out("repair_summary.csv")]
     if REPAIR["checkpoints"] == "grid":
-        targets += repair_tables("grid")(wildcards)
+        targets.append(out("fig_repair_epochs.pdf"))
     return targets

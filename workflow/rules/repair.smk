@@ -59,3 +59,26 @@ rule fig_repair:
         "python -m latentgen.repair_figures --inputs {input} --pdf {output.pdf} --csv {output.csv}"
         " --summary {output.summary} --provenance {output.provenance} --config-json {params.config_json:q}"
         " > {log} 2>&1"
+
+
+rule fig_repair_epochs:
+    input:
+        repair_tables("grid"),
+    output:
+        pdf=report(out("fig_repair_epochs.pdf"), caption="../report/fig_repair_epochs.rst", category="Figures",
+                   labels={"figure": "Repair over training (every probed checkpoint)"}),
+        csv=out("fig_repair_epochs.csv"),
+        provenance=out("fig_repair_epochs.json"),
+    log:
+        log_file("figures/fig_repair_epochs.log"),
+    benchmark:
+        bench_file("figures/fig_repair_epochs.tsv")
+    params:
+        config_json=lambda wildcards: json.dumps({"repair": REPAIR, "models": {n: MODELS[n] for n in REPAIR["models"]},
+                                                  "corruptions": CORRUPTIONS, "runs": RUNS}, sort_keys=True),
+    threads: THREADS["figure"]
+    conda:
+        "../../envs/plot.yaml"
+    shell:
+        "python -m latentgen.repair_figures --figure epoch --inputs {input} --pdf {output.pdf} --csv {output.csv}"
+        " --provenance {output.provenance} --config-json {params.config_json:q} > {log} 2>&1"
