@@ -2,7 +2,7 @@
 
 For one checkpoint: K-FAC factors of its nn.Linear layers from the training inputs (computed once),
 then every repair — the unedited model, the VeLPIC transfer (zero bias; bias kept where the head has
-one), and each method (kfac, svd, random; optionally svd_norm, kfac_velpic) × layer set × rho — is
+one), and each method (kfac, svd, random by default; see --methods) × layer set × rho — is
 scored on the test set (true labels) and on the training set: memorization left (agreement with
 the corrupted label where the label was changed), recovery (the true label there), unchanged
 examples. Writes a tidy CSV (one row per repaired model), OUT.layers.csv (one row per edited
@@ -14,7 +14,9 @@ fc3), or 'hidden' (every nn.Linear but the head) or 'all'.
 Controls, each matched per layer to the K-FAC edit at the same rho: svd removes the same fraction
 of singular components as K-FAC removes of its out*in pairs (round(f * min(out, in)) smallest);
 svd_norm removes the fewest smallest singular components reaching the same ||dW||_F; random keeps
-as many K-FAC pairs as K-FAC keeps, drawn uniformly with --seed. rho = 1 is no edit.
+as many K-FAC pairs as K-FAC keeps, drawn uniformly with --seed; a_only / g_only truncate one
+factor (A's or G's top eigenvectors holding mass rho). kfac_reestimate edits layer by layer and
+re-estimates each later layer's factors on the model edited so far. rho = 1 is no edit.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="curvature mass kept, each in (0, 1] (default: 1.0 .99 .98 .95 .90 .85 .80 .75 .70 .60 .50 .40 .30)")
     parser.add_argument("--methods", nargs="*", default=list(DEFAULT_METHODS),
                         choices=[name for name, r in REPAIRS.items() if r.uses_rho], metavar="METHOD",
-                        help=f"repairs swept over layer sets and rho (default: {' '.join(DEFAULT_METHODS)}; "
-                             f"also: svd_norm, kfac_velpic)")
+                        help=f"repairs swept over layer sets and rho (default: {' '.join(DEFAULT_METHODS)}; also: "
+                             + ", ".join(n for n, r in REPAIRS.items() if r.uses_rho and n not in DEFAULT_METHODS) + ")")
     parser.add_argument("--references", nargs="*", default=list(REFERENCES), choices=list(REFERENCES),
                         metavar="REF", help="reference rows: none (unedited), velpic, velpic_bias (default: all)")
     parser.add_argument("--fisher", choices=FISHER_KINDS, default="true",
@@ -50,8 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bias", choices=["keep", "homogeneous"], default="keep",
                         help="keep biases (default, as the paper) or edit [W b] in homogeneous coordinates")
     parser.add_argument("--gram-dtype", choices=["float64", "float32"], default="float64",
-                        help="precision of each batch's factor products; sums over batches are float64 either way "
-                             "(float32: about twice as fast)")
+                        help="precision of the factor products (blocks of rows); sums over blocks are float64 "
+                             "either way (float32: faster, ~1e-6 relative)")
     parser.add_argument("--factor-subset", type=int, default=None, metavar="N",
                         help="compute the factors from N training inputs drawn with --seed (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random control, sampled Fisher and subset")
