@@ -59,7 +59,8 @@ def test_nearest_class_mean_is_cosine_to_raw_means():
     X_test = np.random.default_rng(5).normal(size=(100, X.shape[1]))
     X_test[0] = 0.0
     means = np.stack([X[y == k].mean(0) for k in range(3)])
-    cosine = (X_test @ means.T) / np.outer(np.linalg.norm(X_test, axis=1), np.linalg.norm(means, axis=1))
+    with np.errstate(invalid="ignore"):  # the zero row: 0/0, set below
+        cosine = (X_test @ means.T) / np.outer(np.linalg.norm(X_test, axis=1), np.linalg.norm(means, axis=1))
     cosine[0] = 0.0  # a zero row has cosine 0 to every mean → class 0
     ncm = NearestClassMean().fit(X, y)
     np.testing.assert_allclose(ncm.decision_function(X_test), cosine, rtol=1e-12)
