@@ -315,6 +315,36 @@ def test_reestimated_edit_recomputes_later_factors_on_the_edited_model():
         cv.edit_model(model, ["fc1", "fc2"], rho, factors, method="kfac_reestimate")
 
 
+def test_band_diagnostic_matches_a_per_pair_sum_and_partitions_the_weights():
+    model, x = _net_and_inputs(n=30)
+    factors = cv.collect_factors(model, x, ["fc2"])
+    bands = cv.band_weights(model.fc2, factors["fc2"])
+    W = model.fc2.weight.detach()
+    torch.testing.assert_close(sum(bands), W, rtol=0, atol=1e-12)
+    # by hand: rank the 49 pairs by λ_i μ_j (numpy eigh, descending), band (lo, hi] as the ranks it covers
+    with torch.no_grad():
+        p = torch.softmax(model(x), 1)
+    A, G = _brute_factors(model, x, ["fc2"], p)["fc2"]
+    lam, U = np.linalg.eigh(G.numpy())
+    mu, V = np.linalg.eigh(A.numpy())
+    lam, U, mu, V = np.clip(lam[::-1], 0, None), U[:, ::-1], np.clip(mu[::-1], 0, None), V[:, ::-1]
+    ranked = sorted(((i, j) for i in range(7) for j in range(7)), key=lambda ij: -lam[ij[0]] * mu[ij[1]])
+    changed = torch.arange(30) % 3 == 0
+    a = torch.relu(model.fc1(x)).detach()
+    rows = cv.band_activation_ratios(model, "fc2", factors["fc2"], x, changed)
+    assert [(r["band_lo"], r["band_hi"]) for r in rows] == list(cv.BANDS)
+    for (lo, hi), band, row in zip(cv.BANDS, bands, rows):
+        expected = sum((U[:, i] @ W.numpy() @ V[:, j]) * np.outer(U[:, i], V[:, j])
+                       for i, j in ranked[round(lo * 49):round(hi * 49)])
+        torch.testing.assert_close(band, torch.from_numpy(expected), rtol=1e-8, atol=1e-10)
+        norms = torch.linalg.norm(a @ band.T, dim=1)
+        assert row["ratio"] == pytest.approx(float(norms[changed].mean() / norms[~changed].mean()), rel=1e-6)
+    with pytest.raises(ValueError, match="both changed and unchanged"):
+        cv.band_activation_ratios(model, "fc2", factors["fc2"], x, torch.zeros(30, dtype=torch.bool))
+    with pytest.raises(ValueError, match="do not match"):
+        cv.band_weights(model.fc1, factors["fc2"])
+
+
 def test_rho_one_rebuilds_square_and_non_square_layers():
     model, x = _net_and_inputs()
     model = model.float()

@@ -113,6 +113,25 @@ def test_empirical_fisher_on_a_factor_subset_uses_those_rows_labels(files):
     assert row["fisher"] == "empirical"
 
 
+def test_band_diagnostic_through_the_command(files):
+    out = files["folder"] / "bands.csv"
+    assert _repair(files, out, "--layer-sets", "fc4", "fc1+fc4", "--rhos", "0.9", "--methods", "kfac",
+                   "--references", "none", "--bands") == 0
+    bands = pd.read_csv(out.with_name("bands.bands.csv"))
+    assert list(bands["layer"]) == ["fc1"] * 4 + ["fc4"] * 4
+    assert bands[["model", "epoch"]].drop_duplicates().values.tolist() == [["mlp", 150]]
+    model, data, _ = memorized_digits()
+    factors = cv.collect_factors(model, data.train_x, ["fc4"])
+    expected = cv.band_activation_ratios(model, "fc4", factors["fc4"], data.train_x, data.changed)
+    np.testing.assert_allclose(bands[bands["layer"] == "fc4"]["ratio"], [r["ratio"] for r in expected], rtol=1e-9)
+    # the sweep used the same factors: its row equals the library's edit
+    row = pd.read_csv(out).set_index(["repair", "layer_set"]).loc[("kfac", "fc4")]
+    edited, _ = cv.edit_model(model, ["fc4"], 0.9, factors)
+    assert row["test_acc"] == pytest.approx(cv.evaluate_repair(edited, data)[0]["test_acc"], abs=1e-12)
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert str(out.with_name("bands.bands.csv")) in sidecar["outputs"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--layer-sets", "act4"], "'act4' of MLP is a ReLU, not an nn.Linear"),
     (["--layer-sets", "fc9"], "'fc9' of MLP is not a module"),

@@ -597,6 +597,51 @@ def svd_edit_layer(name: str, layer: nn.Linear, factors: LayerFactors, rho: floa
 
 
 # --------------------------------------------------------------------------------------------
+# the band diagnostic of Merullo et al. §4 (CURVATURE.md §1.5)
+
+BANDS = ((0.0, 0.10), (0.10, 0.25), (0.25, 0.50), (0.50, 1.0))  # fractions of the pairs, by curvature rank
+
+
+def band_weights(layer: nn.Linear, factors: LayerFactors, bands=BANDS) -> list[torch.Tensor]:
+    """W split into bands of K-FAC components: the pairs ranked by λ_i μ_j (descending, stable),
+    band [lo, hi) holding ranks lo·pq … hi·pq; each band's U_G (C ⊙ M_band) U_Aᵀ. The bands of a
+    partition of [0, 1] add up to W."""
+    basis = factors.eigenbasis()
+    W = layer.weight.detach().to("cpu", torch.float64, copy=True)
+    if (basis.U_G.shape[0], basis.U_A.shape[0]) != tuple(W.shape):
+        raise ValueError(f"factors of {factors.name!r} ({basis.U_G.shape[0]}×{basis.U_A.shape[0]}) do not "
+                         f"match the layer's weight {W.shape[0]}×{W.shape[1]}")
+    C = basis.U_G.T @ W @ basis.U_A
+    order = torch.argsort(torch.outer(basis.lam, basis.mu).flatten(), descending=True, stable=True)
+    total = order.numel()
+    out = []
+    for lo, hi in bands:
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ValueError(f"a band must satisfy 0 <= lo < hi <= 1, got ({lo}, {hi})")
+        picked = order[int(round(lo * total)):int(round(hi * total))]
+        out.append(_rebuild(basis, C, _mask_from(picked, W.shape)))
+    return out
+
+
+def band_activation_ratios(model: nn.Module, name: str, factors: LayerFactors, inputs: torch.Tensor,
+                           changed: torch.Tensor, bands=BANDS, batch_size: int = 1024) -> list[dict]:
+    """Per band, mean ‖W_band a‖ over the training inputs whose label was changed (memorized)
+    divided by the mean over the unchanged ones (clean), a = the layer's input. A ratio above 1
+    means the band acts more on memorized examples."""
+    changed = torch.as_tensor(changed, dtype=torch.bool)
+    if changed.shape != (len(inputs),) or not changed.any() or changed.all():
+        raise ValueError("band ratios need a changed-label mask over the inputs with both changed and unchanged rows")
+    a = layer_inputs(model, inputs, name, batch_size).double()
+    rows = []
+    for (lo, hi), W_band in zip(bands, band_weights(model.get_submodule(name), factors, bands)):
+        norms = torch.linalg.norm(a @ W_band.T, dim=1)
+        mem, clean = float(norms[changed].mean()), float(norms[~changed].mean())
+        rows.append({"layer": name, "band_lo": lo, "band_hi": hi, "norm_changed": mem, "norm_unchanged": clean,
+                     "ratio": mem / clean if clean > 0 else float("nan")})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
 # activity of hidden units (dead / revived ReLU units)
 
 
@@ -712,9 +757,9 @@ def _velpic_transfer(model: nn.Module, keep_bias: bool, inputs: RepairInputs) ->
 
 
 @torch.no_grad()
-def head_inputs(model: nn.Module, inputs: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
-    """The head's input (the last hidden layer after its ReLU) for every input row, float32."""
-    layer = dict(model.named_modules())[head_name(model)]
+def layer_inputs(model: nn.Module, inputs: torch.Tensor, name: str, batch_size: int = 1024) -> torch.Tensor:
+    """The input of layer ``name`` for every input row (eval mode), float32 on the CPU."""
+    layer = dict(model.named_modules())[name]
     chunks = []
     handle = layer.register_forward_pre_hook(lambda m, args: chunks.append(args[0].detach().float().cpu()))
     was_training = model.training
@@ -726,7 +771,12 @@ def head_inputs(model: nn.Module, inputs: torch.Tensor, batch_size: int = 1024) 
     finally:
         handle.remove()
         model.train(was_training)
-    return torch.cat(chunks).numpy()
+    return torch.cat(chunks)
+
+
+def head_inputs(model: nn.Module, inputs: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
+    """The head's input (the last hidden layer after its ReLU) for every input row, float32."""
+    return layer_inputs(model, inputs, head_name(model), batch_size).numpy()
 
 
 def _apply_velpic(keep_bias):
@@ -993,6 +1043,20 @@ def _summarise(logs: list[dict]) -> dict:
     return row
 
 
+def sweep_factors(model: nn.Module, data: RepairData, layers: Iterable[str], *, fisher: str = "true",
+                  samples: int = 1, seed: int = 0, factor_rows: np.ndarray | None = None,
+                  device: torch.device | str | None = None,
+                  gram_dtype: torch.dtype = torch.float64) -> dict[str, LayerFactors]:
+    """The factors ``repair_sweep`` uses: from the training rows ``factor_rows`` (default all),
+    with their corrupted labels for the empirical Fisher (inputs and labels stay aligned)."""
+    factor_x, factor_y = data.train_x, data.train_corrupted
+    if factor_rows is not None:
+        picked = torch.as_tensor(np.asarray(factor_rows), dtype=torch.long)
+        factor_x, factor_y = factor_x[picked], factor_y[picked]
+    return collect_factors(model, factor_x, list(layers), fisher=fisher, labels=factor_y, samples=samples,
+                           seed=seed, batch_size=512, device=device, gram_dtype=gram_dtype)
+
+
 def repair_sweep(model: nn.Module, data: RepairData, *, layer_sets: Iterable[str] | None = None,
                  rhos: Iterable[float] = DEFAULT_RHOS, methods: Iterable[str] = DEFAULT_METHODS,
                  references: Iterable[str] = REFERENCES, factors: dict[str, LayerFactors] | None = None,
@@ -1025,15 +1089,11 @@ def repair_sweep(model: nn.Module, data: RepairData, *, layer_sets: Iterable[str
     has_head_bias = dict(model.named_modules())[head].bias is not None
 
     needed = [n for n in linear_layers(model) if any(n in layers for layers in expanded.values())]
-    # the factor rows: their inputs and (for the empirical Fisher) their corrupted labels, aligned
-    factor_x, factor_y = data.train_x, data.train_corrupted
-    if factor_rows is not None:
-        picked = torch.as_tensor(np.asarray(factor_rows), dtype=torch.long)
-        factor_x, factor_y = factor_x[picked], factor_y[picked]
     if factors is None and any(get_repair(m).needs_factors for m in methods):
-        say(f"K-FAC factors ({fisher} Fisher) of {', '.join(needed)} from {len(factor_x)} training inputs")
-        factors = collect_factors(model, factor_x, needed, fisher=fisher, labels=factor_y, samples=samples,
-                                  seed=seed, batch_size=512, device=device, gram_dtype=gram_dtype)
+        rows_used = len(data.train_x) if factor_rows is None else len(factor_rows)
+        say(f"K-FAC factors ({fisher} Fisher) of {', '.join(needed)} from {rows_used} training inputs")
+        factors = sweep_factors(model, data, needed, fisher=fisher, samples=samples, seed=seed,
+                                factor_rows=factor_rows, device=device, gram_dtype=gram_dtype)
 
     rows, layer_rows = [], []
     base_metrics, base_activity = evaluate_repair(model, data, batch_size, watch=hidden)

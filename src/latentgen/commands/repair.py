@@ -56,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "either way (float32: faster, ~1e-6 relative)")
     parser.add_argument("--factor-subset", type=int, default=None, metavar="N",
                         help="compute the factors from N training inputs drawn with --seed (default: all)")
+    parser.add_argument("--bands", action="store_true",
+                        help="also write OUT.bands.csv: per edited layer and band of K-FAC components (top 10 %%, "
+                             "10-25 %%, 25-50 %%, bottom 50 %% by curvature), mean |W_band a| on training inputs "
+                             "whose label was changed over that on unchanged ones (Merullo et al. §4)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random control, sampled Fisher and subset")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N] (factors and evaluation)")
     parser.add_argument("--batch-size", type=int, default=1024, help="evaluation batch size")
@@ -98,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from latentgen._io import atomic_path
-    from latentgen.curvature import METRICS, check_rho, default_layer_sets, expand_layer_set, repair_sweep
+    from latentgen.curvature import (METRICS, band_activation_ratios, check_rho, default_layer_sets,
+                                     expand_layer_set, linear_layers, repair_sweep, sweep_factors)
     from latentgen.devices import resolve_device
     from latentgen.provenance import build_record, write_sidecar
 
@@ -134,9 +139,18 @@ def run(args: argparse.Namespace) -> int:
         factor_rows = np.sort(np.random.RandomState(args.seed).choice(len(data.train_x), args.factor_subset,
                                                                       replace=False))
     say = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
+    factors = band_rows = None
+    if args.bands:  # the sweep's own factors, computed here so the bands use them too
+        edited_layers = [n for n in linear_layers(model)
+                         if any(n in expand_layer_set(model, text) for text in layer_sets)]
+        factors = sweep_factors(model, data, edited_layers, fisher=args.fisher, samples=args.samples, seed=args.seed,
+                                factor_rows=factor_rows, device=device, gram_dtype=getattr(torch, args.gram_dtype))
+        band_rows = [row for name in edited_layers for row in
+                     band_activation_ratios(model, name, factors[name], data.train_x, data.changed,
+                                            batch_size=args.batch_size)]
     rows, layer_rows = repair_sweep(model, data, layer_sets=layer_sets, rhos=rhos, methods=args.methods,
-                                    references=args.references, fisher=args.fisher, samples=args.samples,
-                                    bias=args.bias, seed=args.seed, factor_rows=factor_rows,
+                                    references=args.references, factors=factors, fisher=args.fisher,
+                                    samples=args.samples, bias=args.bias, seed=args.seed, factor_rows=factor_rows,
                                     gram_dtype=getattr(torch, args.gram_dtype),
                                     batch_size=args.batch_size, device=device, progress=say)
     ident = {"model": meta["arch"], "dataset": meta["dataset"], "corruption": float(meta.get("corruption", float("nan"))),
@@ -151,6 +165,12 @@ def run(args: argparse.Namespace) -> int:
     layers_out = out.with_name(out.stem + ".layers.csv")
     with atomic_path(layers_out) as tmp:
         layers_table.to_csv(tmp, index=False)
+    outputs = [out, layers_out]
+    if band_rows is not None:
+        bands_out = out.with_name(out.stem + ".bands.csv")
+        with atomic_path(bands_out) as tmp:
+            pd.DataFrame([{**ident, **row} for row in band_rows]).to_csv(tmp, index=False)
+        outputs.append(bands_out)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False)
     config = {"checkpoint_meta": {k: meta.get(k) for k in ("arch", "dataset", "corruption", "run", "epoch",
@@ -161,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
               "train_examples": len(data.train_x), "changed_examples": int(data.changed.sum()), "device": str(device),
               "workflow": json.loads(args.config_json) if args.config_json else None}
     inputs = [p for p in (args.checkpoint, args.labels, args.prepared) if p is not None]
-    write_sidecar(out, build_record(inputs=inputs, outputs=[out, layers_out], config=config,
+    write_sidecar(out, build_record(inputs=inputs, outputs=outputs, config=config,
                                     seeds={"repair": args.seed}))
     say(f"{len(table)} repaired models -> {out}")
     return 0
