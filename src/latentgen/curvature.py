@@ -24,8 +24,10 @@ vectors, so no batch-mean 1/B factor enters. The model runs in eval mode; no dam
 Repairs sit in one registry, ``REPAIRS`` (name → ``Repair``): ``kfac``, the controls ``svd``
 (same fraction of components removed), ``svd_norm`` (same ‖ΔW‖_F), ``random`` (same number of
 K-FAC pairs, chosen at random), ``a_only`` / ``g_only`` (one factor truncated at mass ρ),
-``kfac_reestimate`` (layer by layer, later factors re-estimated after each edit), the VeLPIC transfer ``velpic`` / ``velpic_bias`` and the
-combination ``kfac_velpic``. ``edit_model`` applies any of them to a copy of a model.
+``kfac_reestimate`` (layer by layer, later factors re-estimated after each edit), the VeLPIC
+transfer ``velpic`` / ``velpic_bias`` and the combination ``kfac_velpic``. ``edit_model``
+applies any of them to a copy of a model. ``band_activation_ratios`` is the paper's §4
+diagnostic.
 """
 
 from __future__ import annotations
