@@ -224,3 +224,30 @@ def test_summary_selections_and_figure(tmp_path):
         bad = tmp_path / "bad.csv"
         pd.DataFrame({"a": [1]}).to_csv(bad, index=False)
         repair_figures.build([bad], tmp_path / "x.pdf", tmp_path / "x.csv")
+
+
+def test_over_training_figure_and_its_bad_arguments(tmp_path, capsys):
+    from latentgen import repair_figures
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for epoch in (0, 4, 10):
+        table = _table(1, rng)
+        table["epoch"] = epoch
+        paths.append(tmp_path / f"epoch{epoch}.csv")
+        table.to_csv(paths[-1], index=False)
+    args = ["--figure", "epoch", "--inputs", *map(str, paths), "--pdf", str(tmp_path / "e.pdf"),
+            "--csv", str(tmp_path / "e.csv")]
+    assert repair_figures.main(args) == 0
+    stats = pd.read_csv(tmp_path / "e.csv")
+    assert sorted(stats["epoch"].unique()) == [0, 4, 10]
+    assert set(stats["line"]) == {"unedited", "velpic", "kfac (selected)", "random (selected)"}
+    for epoch, path in zip((0, 4, 10), paths):
+        table = pd.read_csv(path)
+        kfac = table[table["repair"] == "kfac"]
+        chosen = kfac.loc[kfac["test_acc_select"].idxmax()]
+        got = stats[(stats["epoch"] == epoch) & (stats["line"] == "kfac (selected)")]["test_acc_heldout"]
+        assert float(got.iloc[0]) == pytest.approx(chosen["test_acc_heldout"])
+    assert repair_figures.main(args + ["--summary", str(tmp_path / "s.csv")]) == 1
+    assert "--summary belongs to --figure rho" in capsys.readouterr().err
+    assert not (tmp_path / "s.csv").exists()

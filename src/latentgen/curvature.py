@@ -36,7 +36,7 @@ import copy
 import hashlib
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
 import numpy as np
@@ -493,13 +493,19 @@ def _edit_log(name, method, W, W_new, mask=None, **extra) -> dict:
     return log
 
 
-def _kfac_plan(layer: nn.Linear, factors: LayerFactors, rho: float, homogeneous: bool):
-    """Basis, weights, coefficients C = U_Gᵀ W U_A, the kept mask and the reached mass (nothing written)."""
+def _basis_and_weight(layer: nn.Linear, factors: LayerFactors, homogeneous: bool) -> tuple[Eigenbasis, torch.Tensor]:
+    """The factors' eigenbasis and the layer's (augmented) float64 weight, checked to match."""
     basis = factors.eigenbasis(homogeneous)
     W = _augmented(layer, homogeneous)
     if basis.U_G.shape[0] != W.shape[0] or basis.U_A.shape[0] != W.shape[1]:
         raise ValueError(f"factors of {factors.name!r} ({basis.U_G.shape[0]}×{basis.U_A.shape[0]}) do not "
                          f"match the layer's weight {W.shape[0]}×{W.shape[1]}")
+    return basis, W
+
+
+def _kfac_plan(layer: nn.Linear, factors: LayerFactors, rho: float, homogeneous: bool):
+    """Basis, weights, coefficients C = U_Gᵀ W U_A, the kept mask and the reached mass (nothing written)."""
+    basis, W = _basis_and_weight(layer, factors, homogeneous)
     C = factors.cached(f"C{int(homogeneous)}", W, lambda: basis.U_G.T @ W @ basis.U_A)
     kept, reached = kfac_select(basis.lam, basis.mu, rho)
     return basis, W, C, _mask_from(kept, W.shape), reached
@@ -550,8 +556,7 @@ def factor_edit_layer(name: str, layer: nn.Linear, factors: LayerFactors, rho: f
     """Control: truncate one factor only. ``side="A"`` (input PCA) keeps the top input
     eigenvectors of A holding mass ρ of Σμ, W ← W U_A,k U_A,kᵀ; ``side="G"`` keeps the top output
     eigenvectors of G holding mass ρ of Σλ, W ← U_G,k U_G,kᵀ W ([C]'s per-factor variant)."""
-    basis = factors.eigenbasis(homogeneous)
-    W = _augmented(layer, homogeneous)
+    basis, W = _basis_and_weight(layer, factors, homogeneous)
     if side == "A":
         k = factor_prefix(basis.mu, rho)
         W_new = (W @ basis.U_A[:, :k]) @ basis.U_A[:, :k].T
@@ -608,12 +613,8 @@ def band_weights(layer: nn.Linear, factors: LayerFactors, bands=BANDS) -> list[t
     """W split into bands of K-FAC components: the pairs ranked by λ_i μ_j (descending, stable),
     band [lo, hi) holding ranks lo·pq … hi·pq; each band's U_G (C ⊙ M_band) U_Aᵀ. The bands of a
     partition of [0, 1] add up to W."""
-    basis = factors.eigenbasis()
-    W = layer.weight.detach().to("cpu", torch.float64, copy=True)
-    if (basis.U_G.shape[0], basis.U_A.shape[0]) != tuple(W.shape):
-        raise ValueError(f"factors of {factors.name!r} ({basis.U_G.shape[0]}×{basis.U_A.shape[0]}) do not "
-                         f"match the layer's weight {W.shape[0]}×{W.shape[1]}")
-    C = basis.U_G.T @ W @ basis.U_A
+    basis, W = _basis_and_weight(layer, factors, False)
+    C = factors.cached("C0", W, lambda: basis.U_G.T @ W @ basis.U_A)
     order = torch.argsort(torch.outer(basis.lam, basis.mu).flatten(), descending=True, stable=True)
     total = order.numel()
     out = []
@@ -802,8 +803,7 @@ def _apply_kfac_reestimated(model, layers, rho, ctx):
         factors = ctx.factors if k == 0 and ctx.factors and name in ctx.factors else collect_factors(
             model, factor_x, [name], fisher=ctx.fisher, labels=factor_y, samples=ctx.samples,
             seed=ctx.seed, gram_dtype=ctx.gram_dtype)
-        log = kfac_edit_layer(name, model.get_submodule(name), factors[name], rho,
-                              ctx.bias == "homogeneous" and model.get_submodule(name).bias is not None)
+        (log,) = _per_layer(_kfac)(model, [name], rho, replace(ctx, factors=factors))
         logs.append({**log, "method": "kfac_reestimate", "reestimated": k > 0})
     return logs
 
@@ -1016,6 +1016,12 @@ def default_layer_sets(model: nn.Module) -> list[str]:
     return list(linear_layers(model)) + ["hidden", "all"]
 
 
+def layers_in_sets(model: nn.Module, layer_sets: Iterable[str]) -> list[str]:
+    """Every nn.Linear that some layer set names, in the model's order."""
+    named = {n for text in layer_sets for n in expand_layer_set(model, text)}
+    return [n for n in linear_layers(model) if n in named]
+
+
 def expand_layer_set(model: nn.Module, text: str) -> list[str]:
     """``"fc1+fc4"`` → its layers; ``"hidden"``: every nn.Linear but the head; ``"all"``: every nn.Linear."""
     text = str(text).strip()
@@ -1090,7 +1096,7 @@ def repair_sweep(model: nn.Module, data: RepairData, *, layer_sets: Iterable[str
     hidden = [n for n in linear_layers(model) if n != head]
     has_head_bias = dict(model.named_modules())[head].bias is not None
 
-    needed = [n for n in linear_layers(model) if any(n in layers for layers in expanded.values())]
+    needed = layers_in_sets(model, layer_sets)
     if factors is None and any(get_repair(m).needs_factors for m in methods):
         rows_used = len(data.train_x) if factor_rows is None else len(factor_rows)
         say(f"K-FAC factors ({fisher} Fisher) of {', '.join(needed)} from {rows_used} training inputs")

@@ -1,14 +1,13 @@
 """Training throughput: our preloaded-tensor loop vs a reference-style DataLoader loop (MLP, MNIST, batch 32, SGD, CPU).
 
-Both sides train the paper's MLP (784-128-512-2048-2048-10, the same initial weights) with
+Three loops train the paper's MLP (784-128-512-2048-2048-10, the same initial weights) with
 ``SGD(lr=1e-3, momentum=0.9)`` at batch size 32 on the CPU, over the same number of MNIST
 training samples, in the same process:
 
 - ours: ``latentgen.training.train_one_epoch`` over the whole training set loaded once into
   normalised tensors (``latentgen.datasets.load_dataset``), by index slices;
 - reference: ``torchvision.datasets.MNIST`` with per-item ``ToTensor`` + ``Normalize(0.5, 0.5)``
-  and ``DataLoader(batch_size=32, shuffle=False)``, the authors' loop.
-
+  and ``DataLoader(batch_size=32, shuffle=False)``, the authors' loop;
 - bare: the shortest possible preloaded loop (slice, zero_grad, forward, loss, backward, step; no
   bookkeeping), the ceiling of any loop that feeds this model and optimizer from memory.
 
@@ -97,16 +96,13 @@ def run(args: argparse.Namespace) -> dict:
     samples = min(len(data.train_y), -(-args.samples // chunk) * chunk)
 
     def fresh():
-        model = build_model("mlp", "mnist", seed=0)  # the same initial weights on both sides
+        model = build_model("mlp", "mnist", seed=0)  # the same initial weights for every loop
         return model, torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
-    # warm-up (allocator, first-call overheads) on both paths
+    # warm-up (allocator, first-call overheads) on every path
     model, optimizer = fresh()
     train_one_epoch(model, optimizer, data.train_x[:320], data.train_y[:320], 32, y_true=data.train_y[:320])
     _reference_steps(model, optimizer, iter(loader), 320)
-
-    # the two loops take turns chunk by chunk (first mover alternating), so load from other
-    # processes on a shared machine hits both alike
     _bare_steps(model, optimizer, data.train_x[:320], data.train_y[:320])
 
     # the loops take turns chunk by chunk (the order rotating), so load from other processes on a

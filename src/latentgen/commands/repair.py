@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
     from latentgen._io import atomic_path
     from latentgen.curvature import (METRICS, band_activation_ratios, check_rho, default_layer_sets,
-                                     expand_layer_set, linear_layers, repair_sweep, sweep_factors)
+                                     expand_layer_set, layers_in_sets, repair_sweep, sweep_factors)
     from latentgen.devices import resolve_device
     from latentgen.provenance import build_record, write_sidecar
 
@@ -141,8 +141,7 @@ def run(args: argparse.Namespace) -> int:
     say = (lambda message: None) if args.quiet else (lambda message: print(message, flush=True))
     factors = band_rows = None
     if args.bands:  # the sweep's own factors, computed here so the bands use them too
-        edited_layers = [n for n in linear_layers(model)
-                         if any(n in expand_layer_set(model, text) for text in layer_sets)]
+        edited_layers = layers_in_sets(model, layer_sets)
         factors = sweep_factors(model, data, edited_layers, fisher=args.fisher, samples=args.samples, seed=args.seed,
                                 factor_rows=factor_rows, device=device, gram_dtype=getattr(torch, args.gram_dtype))
         band_rows = [row for name in edited_layers for row in
