@@ -7,16 +7,13 @@
 # --configfile FILE replaces config.yaml entirely (it is not merged into it), so a complete
 # experiment file such as profiles/demo/demo.yaml also runs on its own or under another profile.
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
 if not workflow.overwrite_configfiles:
 
     configfile: "config.yaml"
-
-
-validate(config, "workflow/schemas/config.schema.yaml")
 
 
 report: "workflow/report/workflow.rst"

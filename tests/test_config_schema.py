@@ -3,7 +3,6 @@ before any job runs, with a message that names the key."""
 
 from __future__ import annotations
 
-import ast
 import copy
 import subprocess
 import sys
@@ -11,6 +10,9 @@ import sys
 import jsonschema
 import pytest
 import yaml
+
+from latentgen import registry
+from latentgen.config import ConfigError, check_config
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -31,28 +33,45 @@ def test_schema_is_valid_2020_12_and_the_shipped_configs_pass(schema, repo_root,
     validator = jsonschema.Draft202012Validator(schema)
     validator.validate(yaml.safe_load((repo_root / "config.yaml").read_text()))
     validator.validate(demo)
+    for path in (repo_root / "config.yaml", repo_root / "profiles" / "demo" / "demo.yaml"):
+        check_config(yaml.safe_load(path.read_text()), schema)  # the whole check, not only the schema
 
 
-def test_schema_names_match_the_registries(schema):
-    from latentgen.datasets import DATASETS
-    from latentgen.models import ARCHITECTURES
+def test_schema_states_no_registry_names(schema):
+    """Names live in the registry only: the schema enumerates no architecture, dataset, figure,
+    device or repair method (it used to, and its copies drifted)."""
+    from latentgen.figures import FIGURES
 
-    model = schema["$defs"]["model"]["properties"]
-    assert set(model["arch"]["enum"]) == set(ARCHITECTURES)
-    assert set(model["dataset"]["enum"]) == set(DATASETS)
-    from latentgen.curvature import REPAIRS
+    names = {*registry.ARCHITECTURES, *registry.DATASETS, *FIGURES, *registry.REPAIR_METHODS,
+             *registry.DEVICE_CHOICES} - {"auto"}
+    text = yaml.safe_dump(schema)
+    enums = [value for node in _walk(schema) for key, value in node.items() if key in ("enum", "pattern")]
+    assert not any(str(v) in names for enum in enums for v in (enum if isinstance(enum, list) else [enum])), enums
+    assert "tiny_imagenet" not in text and "kfac_velpic" in text  # the one mention: the workflow's default list
 
-    methods = schema["properties"]["repair"]["properties"]["methods"]["items"]["enum"]
-    assert set(methods) == {name for name, repair in REPAIRS.items() if repair.uses_rho}
+
+def _walk(node):
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
 
 
-def test_supported_pairs_in_the_workflow_match_the_model_registry(repo_root):
-    from latentgen.models import ARCHITECTURES
-
-    tree = ast.parse((repo_root / "workflow" / "rules" / "common.smk").read_text())
-    table = next(ast.literal_eval(node.value) for node in tree.body
-                 if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "SUPPORTED_DATASETS")
-    assert {a: set(d) for a, d in table.items()} == {a: set(s.datasets) for a, s in ARCHITECTURES.items()}
+@pytest.mark.parametrize("arch", list(registry.ARCHITECTURES))
+def test_every_registered_pair_is_accepted_and_every_other_refused(schema, demo, arch):
+    for dataset in registry.DATASETS:
+        cfg = _edited(demo, lambda c: c.update(models={"mlp_digits": {"arch": arch, "dataset": dataset}},
+                                               figures={"groups": {"main": ["mlp_digits"]}, "build": ["fig3"]},
+                                               repair={}))
+        if dataset in registry.ARCHITECTURES[arch].datasets:
+            check_config(cfg, schema)
+        else:
+            with pytest.raises(ConfigError, match=f"does not support dataset '{dataset}'") as err:
+                check_config(cfg, schema)
+            assert err.value.key == "models.mlp_digits.dataset"
 
 
 def _edited(demo, edit):
@@ -61,16 +80,56 @@ def _edited(demo, edit):
     return cfg
 
 
-# refused by the JSON schema: (name, edit, key named in the error path)
+# refused by the whole check (schema, registry, the commands' parsers): (name, edit, key named,
+# words the message must hold)
 SCHEMA_CASES = [
-    ("unknown_dataset", lambda c: c["models"]["mlp_digits"].update(dataset="imagenet21k"), "dataset"),
-    ("unknown_arch", lambda c: c["models"]["cnn_digits"].update(arch="vgg16"), "arch"),
-    ("corruption_above_1", lambda c: c.update(corruptions=[0.0, 1.5]), "corruptions"),
-    ("corruption_negative", lambda c: c.update(corruptions=[-0.2, 0.4]), "corruptions"),
-    ("empty_runs", lambda c: c.update(runs=[]), "runs"),
-    ("grid_zero_step", lambda c: c.update(grid={"dense_until": 4, "dense_step": 0, "step": 8}), "grid"),
-    ("grid_unknown_key", lambda c: c.update(grid={"dense_until": 4, "every": 3}), "grid"),
-    ("grid_not_a_number", lambda c: c["models"]["mlp_digits"].update(grid={"step": "often"}), "grid"),
+    ("unknown_dataset", lambda c: c["models"]["mlp_digits"].update(dataset="imagenet21k"), "models.mlp_digits.dataset",
+     "unknown dataset 'imagenet21k'"),
+    ("misspelt_dataset", lambda c: c["models"]["mlp_digits"].update(dataset="fashion-mnist"),
+     "models.mlp_digits.dataset", "did you mean 'fashion_mnist'?"),
+    ("unknown_arch", lambda c: c["models"]["cnn_digits"].update(arch="vgg16"), "models.cnn_digits.arch",
+     "unknown architecture 'vgg16'"),
+    ("corruption_above_1", lambda c: c.update(corruptions=[0.0, 1.5]), "corruptions[1]", "1.5"),
+    ("corruption_negative", lambda c: c.update(corruptions=[-0.2, 0.4]), "corruptions[0]", "-0.2"),
+    ("empty_runs", lambda c: c.update(runs=[]), "runs", "[]"),
+    ("grid_zero_step", lambda c: c.update(grid={"dense_until": 4, "dense_step": 0, "step": 8}), "grid.dense_step",
+     "expected an integer >= 1, got '0'"),
+    ("grid_unknown_key", lambda c: c.update(grid={"dense_until": 4, "every": 3}), "grid.every", "unknown key"),
+    ("grid_not_a_number", lambda c: c["models"]["mlp_digits"].update(grid={"step": "often"}),
+     "models.mlp_digits.grid.step", "'often'"),
+    ("misspelt_top_key", lambda c: c.update(corruption=[0.2]), "corruption", "did you mean 'corruptions'?"),
+    ("misspelt_train_arg", lambda c: c["models"]["mlp_digits"]["train_args"].update(lrr=0.1),
+     "models.mlp_digits.train_args.lrr", "no option --lrr (did you mean 'lr'?)"),
+    ("negative_lr", lambda c: c["models"]["mlp_digits"]["train_args"].update(lr=-1),
+     "models.mlp_digits.train_args.lr", "-1 is refused by `latentgen train --lr`: expected a number > 0"),
+    ("bad_optimizer", lambda c: c["models"]["mlp_digits"]["train_args"].update(optimizer="adamw"),
+     "models.mlp_digits.train_args.optimizer", "not one of sgd, adam"),
+    ("bad_shuffle", lambda c: c["models"]["mlp_digits"]["train_args"].update(shuffle="sometimes"),
+     "models.mlp_digits.train_args.shuffle", "expected true or false"),
+    ("train_arg_the_workflow_sets", lambda c: c["models"]["mlp_digits"]["train_args"].update(seed=3),
+     "models.mlp_digits.train_args.seed", "use 'seeds.train_base' instead"),
+    ("negative_max_epochs", lambda c: c["models"]["mlp_digits"].update(max_epochs=-1),
+     "models.mlp_digits.max_epochs", "expected an integer >= 0"),
+    ("variance_above_1", lambda c: c.update(probe_args={"variance": 1.5}), "probe_args.variance",
+     "1.5 is refused by `latentgen probe --variance`"),
+    ("misspelt_probe_arg", lambda c: c.update(probe_args={"sgn": "class"}), "probe_args.sgn",
+     "did you mean 'sign'?"),
+    ("bad_activation_arg", lambda c: c.update(activation_args={"batchnorm": "train"}), "activation_args.batchnorm",
+     "not one of eval, per_sample"),
+    ("unknown_label_arg", lambda c: c.update(label_args={"strictmask": "yes"}), "label_args.strictmask",
+     "did you mean 'strict_mask'?"),
+    ("repair_layer_unknown", lambda c: c["repair"]["layer_sets"].update(mlp=["fc4", "fc1+fc5"]),
+     "repair.layer_sets.mlp[1]", "mlp has no nn.Linear layer 'fc5'"),
+    ("repair_layer_sets_arch", lambda c: c["repair"]["layer_sets"].update(mpl=["fc4"]), "repair.layer_sets.mpl",
+     "did you mean 'mlp'?"),
+    ("repair_method_unknown", lambda c: c["repair"].update(methods=["kfac", "kfca"]), "repair.methods",
+     "did you mean 'kfac'?"),
+    ("repair_rho_zero", lambda c: c["repair"].update(rhos=[1.0, 0.0]), "repair.rhos", "expected a fraction in (0, 1]"),
+    ("repair_fisher", lambda c: c["repair"].update(fisher="exakt"), "repair.fisher", "did you mean 'exact'?"),
+    ("repair_key", lambda c: c["repair"].update(rho=[0.5]), "repair.rho", "did you mean 'rhos'?"),
+    ("device", lambda c: c.update(device="gpu"), "device", "unknown device 'gpu'"),
+    ("figure_unknown", lambda c: c["figures"].update(build=["fig3", "fig15"]), "figures.build[1]",
+     "unknown figure 'fig15'"),
 ]
 
 # refused by the workflow's own checks (workflow/rules/common.smk), and one schema case end to end
@@ -86,28 +145,79 @@ WORKFLOW_CASES = [
      "models.mlp_digits.dataset"),
     ("duplicate_pair", lambda c: c["models"].update(mlp_again={"arch": "mlp", "dataset": "digits"}),
      "models.mlp_again"),
+    ("misspelt_train_arg", lambda c: c["models"]["mlp_digits"]["train_args"].update(lrr=0.1),
+     "models.mlp_digits.train_args.lrr': `latentgen train` has no option --lrr (did you mean 'lr'?)"),
+    ("variance_above_1", lambda c: c.update(probe_args={"variance": 1.5}), "probe_args.variance"),
+    ("repair_layer_unknown", lambda c: c["repair"]["layer_sets"].update(cnn=["fcs.7"]), "repair.layer_sets.cnn[0]"),
 ]
 
 
-@pytest.mark.parametrize("name,edit,key", SCHEMA_CASES, ids=[c[0] for c in SCHEMA_CASES])
-def test_schema_refuses_bad_values_naming_the_key(schema, demo, name, edit, key):
-    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(_edited(demo, edit)))
-    assert errors, f"{name}: accepted"
-    assert any(key in [str(p) for p in e.absolute_path] for e in errors), [list(e.absolute_path) for e in errors]
+@pytest.mark.parametrize("name,edit,key,words", SCHEMA_CASES, ids=[c[0] for c in SCHEMA_CASES])
+def test_bad_values_are_refused_naming_the_key(schema, demo, name, edit, key, words):
+    with pytest.raises(ConfigError) as err:
+        check_config(_edited(demo, edit), schema)
+    assert err.value.key == key, str(err.value)
+    assert f"config key '{key}'" in str(err.value) and words in str(err.value), str(err.value)
 
 
-@pytest.mark.slow  # six Snakemake start-ups
+def test_defaults_are_filled_from_the_schema_and_the_registry(schema, demo):
+    cfg = _edited(demo, lambda c: (c.pop("grid"), c.pop("threads"), c["models"]["cnn_digits"].pop("train_args"),
+                                   c["figures"].pop("build", None)))
+    resolved = check_config(cfg, schema)
+    assert resolved["models"]["cnn_digits"]["grid"] == dict(registry.GRID_DEFAULT)
+    assert resolved["models"]["cnn_digits"]["train_args"] == {} and resolved["models"]["cnn_digits"]["probe_final"] is False
+    assert resolved["threads"]["train"] == schema["properties"]["threads"]["properties"]["train"]["default"]
+    from latentgen.figures import FIGURES
+
+    assert resolved["figures"]["build"] == list(FIGURES)
+    model_grid = check_config(_edited(demo, lambda c: c["models"]["mlp_digits"].update(grid={"step": 7})), schema)
+    assert model_grid["models"]["mlp_digits"]["grid"] == {**demo["grid"], "step": 7}  # model > config > registry
+    assert cfg == _edited(cfg, lambda c: None)  # the input is not modified
+
+
+def test_fisher_true_is_a_deprecated_alias_of_exact(schema, demo, capsys):
+    for spelling in (True, "true"):
+        resolved = check_config(_edited(demo, lambda c: c["repair"].update(fisher=spelling)), schema)
+        assert resolved["repair"]["fisher"] == "exact"
+        assert "'true' is deprecated, spell it 'exact'" in capsys.readouterr().err
+
+
+def test_options_become_the_commands_own_command_line(schema, demo):
+    from latentgen.__main__ import command_parser
+    from latentgen.config import command_line
+
+    line = command_line("probe", {"variance": 0.9, "sign": "class", "no_transfer": True})
+    assert line == "--variance 0.9 --sign class --no-transfer"
+    args = command_parser("probe").parse_args(["--activations", "a.h5", "--out", "o.csv", *line.split()])
+    assert (args.variance, args.sign, args.no_transfer) == (0.9, "class", True)
+    assert command_line("repair", {"rhos": [1.0, 0.5], "fisher": "exact"}) == "--rhos 1.0 0.5 --fisher exact"
+    assert command_line("train", {"model_options": {"pool_stride": 1}, "shuffle": False}) == \
+        """--model-options '{"pool_stride": 1}' --shuffle false"""
+
+
+def test_checking_a_config_imports_no_heavy_library(repo_root):
+    """The Snakefile checks the config at parse time (once per cluster job too): no torch."""
+    code = ("import sys, yaml; from latentgen.config import check_config; "
+            f"check_config(yaml.safe_load(open({str(repo_root / 'config.yaml')!r})), "
+            f"{str(repo_root / 'workflow/schemas/config.schema.yaml')!r}); "
+            "print(sorted(m for m in ('torch', 'numpy', 'pandas', 'sklearn', 'h5py', 'matplotlib', 'scipy') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.slow  # nine Snakemake start-ups
 def test_bad_configs_are_refused_before_any_job_runs(tmp_path, demo, repo_root):
     procs = []
-    for name, edit, expect in WORKFLOW_CASES:
+    for i, (name, edit, expect) in enumerate(WORKFLOW_CASES):
         cfg = _edited(demo, edit)
         work = tmp_path / name
         work.mkdir()
         cfg["outdir"] = str(work / "results")
         (work / "config.yaml").write_text(yaml.safe_dump(cfg))
-        # a real run (not -n): nothing may start
+        # a real run or a dry run: nothing may start
         cmd = [*SNAKEMAKE, "-s", str(repo_root / "Snakefile"), "-d", str(work), "--configfile",
-               str(work / "config.yaml"), "--cores", "1"]
+               str(work / "config.yaml"), "--cores", "1", *(["-n"] if i % 2 else [])]  # -n refuses too
         procs.append((name, expect, work, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                                            text=True)))
     for name, expect, work, proc in procs:

@@ -20,6 +20,7 @@ COMMANDS = {
     "train": "train",
     "activations": "activations",
     "probe": "probe",
+    "concat": "concat",
     "metrics": "metrics",
     "figure": "figure",
     "repair": "repair",
@@ -34,6 +35,15 @@ class _Parser(argparse.ArgumentParser):
 
 def _load(name: str):
     return importlib.import_module(f"latentgen.commands.{COMMANDS[name]}")
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The argument parser of one command (``latentgen.config`` checks the workflow's options with it)."""
+    if name not in COMMANDS:
+        raise ValueError(f"unknown command {name!r}; commands: {', '.join(COMMANDS)}")
+    parser = _Parser(prog=f"latentgen {name}")
+    _load(name).add_arguments(parser)
+    return parser
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:

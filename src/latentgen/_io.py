@@ -76,3 +76,23 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return versions
+
+
+def concatenate_csv(inputs, out: str | os.PathLike) -> int:
+    """Concatenate CSV files that share one header line into ``out`` (atomically), keeping the
+    header once; returns the number of data lines. Refuses files whose header differs."""
+    header, lines = None, 0
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as sink:
+        for path in inputs:
+            with open(path, newline="") as source:
+                first = source.readline()
+                if header is None:
+                    header = first
+                    sink.write(first)
+                elif first != header:
+                    raise ValueError(f"{path}: header differs from that of {inputs[0]} "
+                                     f"({first.strip()!r} vs {header.strip()!r})")
+                for line in source:
+                    sink.write(line)
+                    lines += 1
+    return lines

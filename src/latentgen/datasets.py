@@ -1,4 +1,4 @@
-"""Datasets: one registry, raw loaders, and the prepared ``.npz`` cache.
+"""Datasets: raw loaders and the prepared ``.npz`` cache (their facts: ``latentgen.registry``).
 
 Every dataset is loaded once into whole tensors, normalised as in the authors' code
 (SPEC §1): ``ToTensor`` then ``Normalize(0.5, 0.5)`` for MNIST, Fashion-MNIST,
@@ -38,6 +38,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from latentgen import registry
 from latentgen._io import atomic_path
 
 # digits: fixed, seeded, stratified split (see _load_digits)
@@ -72,24 +73,33 @@ class RawSplits:
 
 
 @dataclass(frozen=True)
-class DatasetSpec:
-    """One dataset. ``x → (x / scale − mean) / std`` per channel gives the model input."""
+class DatasetFiles:
+    """How one dataset's raw files are found and read (named by ``registry.Dataset.files``)."""
 
-    name: str
-    num_classes: int
-    in_channels: int
-    image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    scale: float
-    train_size: int
-    test_size: int
     load_raw: Callable[[Path | None, bool], RawSplits]  # (data_root, download) -> RawSplits
     expected_files: Callable[[Path], list[Path]]  # what must exist under the data root
-    needs_root: bool = True
-    # the authors' Tiny ImageNet code builds the corruption mask with '<' instead of '<=' (SPEC §2)
-    strict_corruption_mask: bool = False
-    source: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: the registry's facts (``spec.num_classes``, ``spec.mean``, ...,
+    see ``latentgen.registry.Dataset``) with its raw-file handling (``load_raw``, ``expected_files``)."""
+
+    info: registry.Dataset
+    files: DatasetFiles
+
+    def __getattr__(self, name):  # the registry's facts; only called for names not defined here
+        if name in ("info", "files"):
+            raise AttributeError(name)
+        return getattr(self.info, name)
+
+    @property
+    def load_raw(self) -> Callable[[Path | None, bool], RawSplits]:
+        return self.files.load_raw
+
+    @property
+    def expected_files(self) -> Callable[[Path], list[Path]]:
+        return self.files.expected_files
 
 
 @dataclass
@@ -126,10 +136,7 @@ def normalize(x: np.ndarray | torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
 
 
 def get_spec(name: str) -> DatasetSpec:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}") from None
+    return DATASETS[registry.get_dataset(name).name]
 
 
 def load_raw(name: str, data_root: str | os.PathLike | None = None, download: bool = False) -> RawSplits:
@@ -570,31 +577,17 @@ def _load_tiny_imagenet(root: Path, download: bool, url: str | None = None, md5:
 
 
 # --------------------------------------------------------------------------------------------
-# the registry: adding a dataset is one entry here (plus a test)
+# raw-file handling of each dataset, named by its registry entry (``registry.Dataset.files``)
 
-_mnist_expected, _mnist_load = _mnist_family("mnist", "MNIST", "MNIST")
-_fmnist_expected, _fmnist_load = _mnist_family("fashion_mnist", "FashionMNIST", "FashionMNIST")
-_c10_expected, _c10_load = _cifar_family("cifar10", CIFAR10_FOLDER, CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILES,
-                                         "labels", "CIFAR10")
-_c100_expected, _c100_load = _cifar_family("cifar100", CIFAR100_FOLDER, CIFAR100_TRAIN_FILES,
-                                           CIFAR100_TEST_FILES, "fine_labels", "CIFAR100")
+DIGITS_RAW = DatasetFiles(_load_digits, lambda root: [])
+MNIST_RAW = DatasetFiles(*reversed(_mnist_family("mnist", "MNIST", "MNIST")))
+FASHION_MNIST_RAW = DatasetFiles(*reversed(_mnist_family("fashion_mnist", "FashionMNIST", "FashionMNIST")))
+CIFAR10_RAW = DatasetFiles(*reversed(_cifar_family("cifar10", CIFAR10_FOLDER, CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILES,
+                                                   "labels", "CIFAR10")))
+CIFAR100_RAW = DatasetFiles(*reversed(_cifar_family("cifar100", CIFAR100_FOLDER, CIFAR100_TRAIN_FILES,
+                                                    CIFAR100_TEST_FILES, "fine_labels", "CIFAR100")))
+TINY_IMAGENET_RAW = DatasetFiles(_load_tiny_imagenet, _tiny_expected)
 
-DATASETS: dict[str, DatasetSpec] = {
-    spec.name: spec
-    for spec in [
-        DatasetSpec("digits", 10, 1, 8, (0.5,), (0.5,), 16.0, 1438, 359, _load_digits,
-                    lambda root: [], needs_root=False, source="scikit-learn digits"),
-        DatasetSpec("mnist", 10, 1, 28, (0.5,), (0.5,), 255.0, 60000, 10000, _mnist_load, _mnist_expected,
-                    source="MNIST (torchvision MNIST/raw)"),
-        DatasetSpec("fashion_mnist", 10, 1, 28, (0.5,), (0.5,), 255.0, 60000, 10000, _fmnist_load,
-                    _fmnist_expected, source="Fashion-MNIST (torchvision FashionMNIST/raw)"),
-        DatasetSpec("cifar10", 10, 3, 32, (0.5,) * 3, (0.5,) * 3, 255.0, 50000, 10000, _c10_load, _c10_expected,
-                    source="CIFAR-10 python (cifar-10-python.tar.gz, extracted)"),
-        DatasetSpec("cifar100", 100, 3, 32, (0.5,) * 3, (0.5,) * 3, 255.0, 50000, 10000, _c100_load,
-                    _c100_expected, source="CIFAR-100 python (cifar-100-python.tar.gz, extracted)"),
-        # ToTensor only (SPEC §1, D3): mean 0, std 1
-        DatasetSpec("tiny_imagenet", 200, 3, 64, (0.0,) * 3, (1.0,) * 3, 255.0, 100000, 10000,
-                    _load_tiny_imagenet, _tiny_expected, strict_corruption_mask=True,
-                    source=f"Tiny ImageNet ({TINY_IMAGENET_URL}, extracted)"),
-    ]
-}
+# every registered dataset with its raw-file handling (the facts: latentgen.registry.DATASETS)
+DATASETS: dict[str, DatasetSpec] = {name: DatasetSpec(info, registry.load(info.files))
+                                    for name, info in registry.DATASETS.items()}

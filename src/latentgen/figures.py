@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from latentgen import registry
+
 if TYPE_CHECKING:  # pandas and matplotlib are imported only when a figure is made
     import pandas as pd
 
@@ -92,9 +94,6 @@ _LINES = {
     "train-transfer": (("transfer", "train_corrupted"), "train_corrupted"),
 }
 
-DATASET_LABELS = {"digits": "Digits", "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10",
-                  "cifar100": "CIFAR-100", "tiny_imagenet": "Tiny ImageNet"}
-ARCH_LABELS = {"mlp": "MLP", "cnn": "CNN", "alexnet": "AlexNet", "resnet18": "ResNet-18"}
 _COLORS = ["tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
            "tab:cyan", "tab:gray", "gold"]
 
@@ -117,7 +116,8 @@ def layer_label(layer: str) -> str:
 
 
 def model_label(model: str, dataset: str) -> str:
-    return f"{ARCH_LABELS.get(model, model)}-{DATASET_LABELS.get(dataset, dataset)}"
+    arch, data = registry.ARCHITECTURES.get(model), registry.DATASETS.get(dataset)
+    return f"{arch.label if arch else model}-{data.label if data else dataset}"
 
 
 def read_metrics(paths: Sequence[str | os.PathLike]) -> "pd.DataFrame":

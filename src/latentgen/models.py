@@ -10,7 +10,7 @@
 - ``head``: module name of the pre-softmax ``nn.Linear``; ``last_hidden``: the probe layer that
   feeds it (the VeLPIC transfer's input).
 
-Activations are read with forward hooks (``extract_activations``), never stashed inside
+Activations are read with forward hooks (``latentgen.forward``), never stashed inside
 ``forward``. Module names and parameter order follow the authors' classes, so state_dicts
 have the authors' keys and the initial weights consume the RNG in the authors' order:
 
@@ -36,25 +36,27 @@ same layer names and structure and widths small enough to train in seconds on a 
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from latentgen import registry
 
 # --------------------------------------------------------------------------------------------
 # models
 
 
+def _layout(arch: str) -> tuple[list[str], str, str]:
+    """Probe layers, head and last hidden layer of ``arch``, as the registry has them."""
+    spec = registry.ARCHITECTURES[arch]
+    return list(spec.probe_layers), spec.head, spec.last_hidden
+
+
 class MLP(nn.Module):
     """flatten → fc1..fc4 (ReLU after each) → output; probed after each ReLU."""
 
-    probe_layers = ["input", "fc1", "fc2", "fc3", "fc4"]
+    probe_layers, head, last_hidden = _layout("mlp")
     probe_points = {"fc1": ("act1", 0), "fc2": ("act2", 0), "fc3": ("act3", 0), "fc4": ("act4", 0)}
-    head = "output"
-    last_hidden = "fc4"
 
     def __init__(self, in_features: int, num_classes: int, widths=(128, 512, 2048, 2048)):
         super().__init__()
@@ -79,11 +81,9 @@ class MLP(nn.Module):
 class NgnCnn(nn.Module):
     """The authors' NgnCnn without its unused options (dropout 0, no noise, no excitation)."""
 
-    probe_layers = ["input", "flatten", "fc1", "fc2", "fc3"]
+    probe_layers, head, last_hidden = _layout("cnn")
     probe_points = {"flatten": ("flatten", 0), "fc1": ("fc_acts.0", 0), "fc2": ("fc_acts.1", 0),
                     "fc3": ("fc_acts.2", 0)}
-    head = "fc3"
-    last_hidden = "fc3"
 
     def __init__(self, in_channels: int, image_size: int, num_classes: int, conv_channels=(16, 32, 64),
                  fc_width: int = 250, pool_stride: int = 2):
@@ -129,10 +129,8 @@ class NgnCnn(nn.Module):
 class AlexNet(nn.Module):
     """The authors' AlexNet: ``features`` → flatten → fc1 ReLU fc2 ReLU fc3 (no dropout in forward)."""
 
-    probe_layers = ["flatten", "fc1", "fc2"]
+    probe_layers, head, last_hidden = _layout("alexnet")
     probe_points = {"flatten": ("flatten", 0), "fc1": ("act1", 0), "fc2": ("act2", 0)}
-    head = "fc3"
-    last_hidden = "fc2"
 
     def __init__(self, num_classes: int, variant: str = "cifar100", in_channels: int = 3,
                  conv_channels=(64, 192, 384, 256, 256), fc_width: int = 4096):
@@ -211,7 +209,7 @@ class BasicBlock(nn.Module):
 class ResNet18(nn.Module):
     """ResNet-18 with the CIFAR stem (3×3 conv, stride 1) and a 3/2 max-pool."""
 
-    probe_layers = ["l0", "l0_1", "l0_2", "l0_3", "l1", "l2", "l3", "l4", "bf_last"]
+    probe_layers, head, last_hidden = _layout("resnet18")
     # torchvision feature-extraction nodes (SPEC §3) as (module, call): 'relu' is call 0, 'relu_1' call 1
     probe_points = {
         "l0": ("maxpool", 0),
@@ -228,8 +226,6 @@ class ResNet18(nn.Module):
     feature_nodes = {"l0": "maxpool", "l0_1": "layer1.0.relu", "l0_2": "layer1.0.relu_1",
                      "l0_3": "layer1.1.relu", "l1": "layer1.1.relu_1", "l2": "layer2.1.relu_1",
                      "l3": "layer3.1.relu_1", "l4": "layer4.1.relu_1", "bf_last": "view"}
-    head = "fc"
-    last_hidden = "bf_last"
 
     def __init__(self, num_classes: int, in_channels: int = 3, widths=(64, 128, 256, 512)):
         super().__init__()
@@ -261,99 +257,50 @@ def _widths(values, n: int, what: str) -> tuple[int, ...]:
 
 
 # --------------------------------------------------------------------------------------------
-# registry
+# builders (named by the registry's ``Architecture.builder``)
 
 
-@dataclass(frozen=True)
-class ArchSpec:
-    """One architecture: its builder, the datasets it supports and its probe layout."""
-
-    name: str
-    model_class: type
-    build: Callable  # (dataset spec, **overrides) -> nn.Module
-    datasets: tuple[str, ...]
-    # an init seed every run shares (the authors' NgnCnn reseeds with 0); None: seeded per run
-    fixed_init_seed: int | None
-    small_defaults: dict = field(default_factory=dict)  # overrides used for `digits`
-    description: str = ""
-
-    @property
-    def default_seed(self) -> int:
-        return 42 if self.fixed_init_seed is None else self.fixed_init_seed
-
-    @property
-    def probe_layers(self) -> list[str]:
-        return list(self.model_class.probe_layers)
-
-    @property
-    def head(self) -> str:
-        return self.model_class.head
-
-    @property
-    def last_hidden(self) -> str:
-        return self.model_class.last_hidden
-
-
-def _build_mlp(ds, **kw):
+def build_mlp(ds: registry.Dataset, **kw) -> MLP:
     return MLP(ds.in_channels * ds.image_size ** 2, ds.num_classes, **kw)
 
 
-def _build_cnn(ds, **kw):
+def build_cnn(ds: registry.Dataset, **kw) -> NgnCnn:
     return NgnCnn(ds.in_channels, ds.image_size, ds.num_classes, **kw)
 
 
-def _build_alexnet(ds, **kw):
-    variant = {"tiny_imagenet": "tiny_imagenet", "cifar100": "cifar100", "digits": "small"}[ds.name]
-    return AlexNet(ds.num_classes, variant=variant, in_channels=ds.in_channels, **kw)
+def build_alexnet(ds: registry.Dataset, **kw) -> AlexNet:
+    return AlexNet(ds.num_classes, in_channels=ds.in_channels, **kw)
 
 
-def _build_resnet18(ds, **kw):
+def build_resnet18(ds: registry.Dataset, **kw) -> ResNet18:
     return ResNet18(ds.num_classes, in_channels=ds.in_channels, **kw)
 
 
-ARCHITECTURES: dict[str, ArchSpec] = {
-    spec.name: spec
-    for spec in [
-        ArchSpec("mlp", MLP, _build_mlp, ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100"), None,
-                 {"widths": (64, 128, 256, 256)}, "MLP 784|3072-128-512-2048-2048-K"),
-        ArchSpec("cnn", NgnCnn, _build_cnn, ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100"), 0,
-                 {"conv_channels": (8, 16, 32), "fc_width": 128}, "NgnCnn (Tran et al. 2022), 6 conv + 3 fc"),
-        ArchSpec("alexnet", AlexNet, _build_alexnet, ("digits", "cifar100", "tiny_imagenet"), None,
-                 {"conv_channels": (16, 32, 64, 64, 64), "fc_width": 128}, "AlexNet, Tiny ImageNet / CIFAR-100 variants"),
-        ArchSpec("resnet18", ResNet18, _build_resnet18, ("digits", "cifar10"), None,
-                 {"widths": (16, 32, 64, 128)}, "ResNet-18, CIFAR stem"),
-    ]
-}
-
-
-def get_arch(name: str) -> ArchSpec:
-    try:
-        return ARCHITECTURES[name]
-    except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; known architectures: {', '.join(ARCHITECTURES)}") from None
+# the registry's architectures (facts: latentgen.registry.ARCHITECTURES)
+ARCHITECTURES = registry.ARCHITECTURES
+get_arch = registry.get_architecture
 
 
 def build_model(arch: str, dataset: str, seed: int | None = None, **overrides) -> nn.Module:
     """Build ``arch`` for ``dataset`` with its initial weights drawn from ``seed``.
 
     ``overrides`` change the architecture's keyword arguments (e.g. ``pool_stride=1`` for the
-    CNN as the paper's text, ``widths=...``); for ``digits`` they apply on top of the small
-    variant's defaults. The caller's global RNG state is left untouched.
+    CNN as the paper's text, ``widths=...``); they apply on top of the registry's options for
+    the dataset (digits: the small variant). The caller's global RNG state is left untouched.
     """
-    from latentgen.datasets import get_spec
-
-    spec = get_arch(arch)
-    ds = get_spec(dataset)
+    spec = registry.get_architecture(arch)
+    ds = registry.get_dataset(dataset)
     if dataset not in spec.datasets:
         raise ValueError(f"architecture {arch!r} does not support dataset {dataset!r}; "
                          f"supported: {', '.join(spec.datasets)}")
-    kwargs = dict(spec.small_defaults) if dataset == "digits" else {}
+    kwargs = registry.model_options(arch, dataset)
     kwargs.update(overrides)
     seed = spec.default_seed if seed is None else int(seed)
+    build = registry.load(spec.builder)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
-            model = spec.build(ds, **kwargs)
+            model = build(ds, **kwargs)
         except TypeError as exc:  # an override the architecture does not take
             raise ValueError(f"bad model option for {arch!r}: {exc}") from None
     model.arch = arch
@@ -361,70 +308,3 @@ def build_model(arch: str, dataset: str, seed: int | None = None, **overrides) -
     model.input_shape = (ds.in_channels, ds.image_size, ds.image_size)
     model.model_options = {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
     return model
-
-
-# --------------------------------------------------------------------------------------------
-# activations
-
-
-def check_layers(model: nn.Module, layers) -> list[str]:
-    layers = list(model.probe_layers if layers is None else layers)
-    unknown = [name for name in layers if name not in model.probe_layers]
-    if unknown:
-        raise ValueError(f"unknown probe layer(s) {', '.join(map(repr, unknown))} for {type(model).__name__}; "
-                         f"probe layers: {', '.join(model.probe_layers)}")
-    return layers
-
-
-def extract_activations(model: nn.Module, x: torch.Tensor, layers=None, return_logits: bool = False):
-    """Forward ``x`` once and return {layer: (N, d) float32 tensor} for ``layers`` (default all).
-
-    ``input`` is the flattened input. The caller decides ``train()``/``eval()`` and ``no_grad``.
-    Each captured activation is copied, because later inplace ops (ResNet's shared ``relu``) may
-    reuse a hooked output's storage.
-    """
-    layers = check_layers(model, layers)
-    wanted: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for name in layers:
-        if name != "input":
-            module_name, call = model.probe_points[name]
-            wanted[module_name].append((call, name))
-    captured: dict[str, torch.Tensor] = {}
-    modules = dict(model.named_modules())
-    handles = []
-
-    def make_hook(module_name):
-        calls = [0]
-
-        def hook(module, args, output):
-            for call, name in wanted[module_name]:
-                if call == calls[0]:
-                    captured[name] = output.detach().flatten(1).to(torch.float32, copy=True)
-            calls[0] += 1
-
-        return hook
-
-    try:
-        for module_name in wanted:
-            handles.append(modules[module_name].register_forward_hook(make_hook(module_name)))
-        logits = model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    out = {name: x.detach().flatten(1).float() if name == "input" else captured[name] for name in layers}
-    return (out, logits) if return_logits else out
-
-
-def layer_sizes(model: nn.Module, layers=None) -> dict[str, int]:
-    """Width d of each probe layer, from one forward pass of a zero image (in eval mode)."""
-    layers = check_layers(model, layers)
-    param = next(model.parameters())
-    x = torch.zeros((2, *model.input_shape), dtype=param.dtype, device=param.device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            acts = extract_activations(model, x, layers)
-    finally:
-        model.train(was_training)
-    return {name: acts[name].shape[1] for name in layers}

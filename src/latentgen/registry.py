@@ -67,26 +67,24 @@ class Dataset:
     source: str = ""
 
 
-TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
-
 DATASETS: Mapping[str, Dataset] = _frozen({d.name: d for d in [
-    Dataset("digits", "Digits", 10, 1, 8, (0.5,), (0.5,), 16.0, 1438, 359, "latentgen.datasets:DIGITS_FILES",
+    Dataset("digits", "Digits", 10, 1, 8, (0.5,), (0.5,), 16.0, 1438, 359, "latentgen.datasets:DIGITS_RAW",
             target_acc=1.0, batch_size=32, needs_root=False, source="scikit-learn digits"),
-    Dataset("mnist", "MNIST", 10, 1, 28, (0.5,), (0.5,), 255.0, 60000, 10000, "latentgen.datasets:MNIST_FILES",
+    Dataset("mnist", "MNIST", 10, 1, 28, (0.5,), (0.5,), 255.0, 60000, 10000, "latentgen.datasets:MNIST_RAW",
             target_acc=0.999, batch_size=128, paper_cnn_batch=32, source="MNIST (torchvision MNIST/raw)"),
     Dataset("fashion_mnist", "Fashion-MNIST", 10, 1, 28, (0.5,), (0.5,), 255.0, 60000, 10000,
-            "latentgen.datasets:FASHION_MNIST_FILES", target_acc=0.991, batch_size=128, paper_cnn_batch=32,
+            "latentgen.datasets:FASHION_MNIST_RAW", target_acc=0.991, batch_size=128, paper_cnn_batch=32,
             source="Fashion-MNIST (torchvision FashionMNIST/raw)"),
     Dataset("cifar10", "CIFAR-10", 10, 3, 32, (0.5,) * 3, (0.5,) * 3, 255.0, 50000, 10000,
-            "latentgen.datasets:CIFAR10_FILES", target_acc=1.0, batch_size=32, paper_cnn_batch=128,
+            "latentgen.datasets:CIFAR10_RAW", target_acc=1.0, batch_size=32, paper_cnn_batch=128,
             source="CIFAR-10 python (cifar-10-python.tar.gz, extracted)"),
     Dataset("cifar100", "CIFAR-100", 100, 3, 32, (0.5,) * 3, (0.5,) * 3, 255.0, 50000, 10000,
-            "latentgen.datasets:CIFAR100_FILES", target_acc=0.991, batch_size=128,
+            "latentgen.datasets:CIFAR100_RAW", target_acc=0.991, batch_size=128,
             source="CIFAR-100 python (cifar-100-python.tar.gz, extracted)"),
     # ToTensor only (SPEC §1, D3): mean 0, std 1
     Dataset("tiny_imagenet", "Tiny ImageNet", 200, 3, 64, (0.0,) * 3, (1.0,) * 3, 255.0, 100000, 10000,
-            "latentgen.datasets:TINY_IMAGENET_FILES", target_acc=0.999, batch_size=500,
-            strict_corruption_mask=True, source=f"Tiny ImageNet ({TINY_IMAGENET_URL}, extracted)"),
+            "latentgen.datasets:TINY_IMAGENET_RAW", target_acc=0.999, batch_size=500,
+            strict_corruption_mask=True, source="Tiny ImageNet (the official tiny-imagenet-200.zip, extracted)"),
 ]})
 
 
@@ -199,6 +197,7 @@ ARCHITECTURES: Mapping[str, Architecture] = _frozen({a.name: a for a in [
 ]})
 
 HPARAM_SOURCES = ("code", "paper")  # the authors' code (default) or the paper's text (D2)
+OPTIMIZERS = ("sgd", "adam")
 
 
 def train_defaults(arch: str, dataset: str, hparams: str = "code") -> dict[str, Any]:

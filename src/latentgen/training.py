@@ -42,32 +42,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from latentgen import __version__
+from latentgen import __version__, registry
+from latentgen import forward
 from latentgen._io import atomic_path, config_hash, package_versions, write_json_atomic, write_text_atomic
-from latentgen.models import build_model, get_arch
+from latentgen.models import build_model
+from latentgen.registry import HPARAM_SOURCES, OPTIMIZERS, checkpoint_grid, on_grid
 
 LOG_COLUMNS = ["epoch", "loss", "train_acc_corrupted", "train_acc_true", "test_acc", "seconds"]
-OPTIMIZERS = ("sgd", "adam")
-HPARAM_SOURCES = ("code", "paper")
 # Test hook: "E" or "E:stage" kills this process with SIGKILL at that point of epoch E
 # (stage: "checkpoint" after the checkpoint is written, "log" after the log, "resume" (default)
 # after resume.pt). Used by the tests to interrupt a real run.
 KILL_ENV = "LATENTGEN_TEST_KILL"
-
-# running train accuracy (corrupted labels) at which training stops, per dataset (the authors'
-# traget_train); the MLP always trains to exactly 100 %
-DATASET_TARGETS = {"mnist": 0.999, "tiny_imagenet": 0.999, "fashion_mnist": 0.991, "cifar100": 0.991,
-                   "cifar10": 1.0, "digits": 1.0}
-# the authors' training batch size per dataset (cnn_create.test_loading), used by the CNN and AlexNet
-DATASET_BATCH = {"mnist": 128, "fashion_mnist": 128, "cifar10": 32, "cifar100": 128, "tiny_imagenet": 500,
-                 "digits": 32}
-PAPER_CNN_BATCH = {"mnist": 32, "fashion_mnist": 32, "cifar10": 128}  # D2
-# digits is our offline demo, not the authors': with ~45 steps per epoch instead of ~1900 the
-# authors' learning rates need hundreds of epochs, so the demo uses 10x (MLP/ResNet) and 5x
-# (CNN/AlexNet) larger ones; the non-MLP models stop at 99 % (a small CNN takes long to fit the
-# last few random labels)
-DIGITS_SETTINGS = {"mlp": dict(lr=1e-2), "cnn": dict(lr=1e-3, target_acc=0.99),
-                   "alexnet": dict(lr=1e-3, target_acc=0.99), "resnet18": dict(lr=1e-2, target_acc=0.99)}
 
 
 @dataclass
@@ -105,16 +90,14 @@ class TrainConfig:
         if cfg.seed is None:
             cfg.seed = 41 + cfg.run
         if cfg.init_seed is None:
-            fixed = get_arch(cfg.arch).fixed_init_seed
+            fixed = registry.get_architecture(cfg.arch).fixed_init_seed
             cfg.init_seed = cfg.seed if fixed is None else fixed
         return cfg
 
     def validate(self) -> None:
-        arch = get_arch(self.arch)
+        arch = registry.get_architecture(self.arch)
         if self.dataset not in arch.datasets:
-            from latentgen.datasets import get_spec
-
-            get_spec(self.dataset)  # unknown dataset → its own error
+            registry.get_dataset(self.dataset)  # unknown dataset → its own error
             raise ValueError(f"architecture {self.arch!r} does not support dataset {self.dataset!r}; "
                              f"supported: {', '.join(arch.datasets)}")
         checks = [
@@ -140,31 +123,12 @@ class TrainConfig:
 
 
 def default_train_config(arch: str, dataset: str, hparams: str = "code", **overrides) -> TrainConfig:
-    """SPEC §4's settings for ``arch`` on ``dataset``; ``overrides`` replace any field."""
-    if hparams not in HPARAM_SOURCES:
-        raise ValueError(f"hparams must be one of {', '.join(HPARAM_SOURCES)}, got {hparams!r}")
+    """SPEC §4's settings for ``arch`` on ``dataset`` (``registry.train_defaults``); ``overrides``
+    replace any field."""
     unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
-    if arch == "mlp":
-        base = dict(optimizer="sgd", lr=1e-3, momentum=0.9, batch_size=32, target_acc=1.0)
-    elif arch == "cnn":
-        batch = DATASET_BATCH.get(dataset, 32)
-        if hparams == "paper":
-            batch = PAPER_CNN_BATCH.get(dataset, batch)
-        base = dict(optimizer="adam", lr=2e-4, batch_size=batch, target_acc=DATASET_TARGETS.get(dataset, 1.0))
-    elif arch == "alexnet":
-        base = dict(optimizer="adam", lr=1e-4, batch_size=DATASET_BATCH.get(dataset, 128),
-                    target_acc=DATASET_TARGETS.get(dataset, 1.0))
-    elif arch == "resnet18":
-        base = dict(optimizer="sgd", lr=1e-3, momentum=0.9, batch_size=32, target_acc=DATASET_TARGETS.get(dataset, 1.0))
-    else:
-        get_arch(arch)  # raises the unknown-architecture error
-        raise AssertionError(arch)
-    if arch == "alexnet" and dataset == "tiny_imagenet":
-        base["grid_step"] = 10
-    if dataset == "digits":
-        base.update(DIGITS_SETTINGS[arch])
+    base = registry.train_defaults(arch, dataset, hparams)
     base.update(overrides)
     config = TrainConfig(arch=arch, dataset=dataset, hparams=hparams, **base)
     config.validate()
@@ -172,21 +136,7 @@ def default_train_config(arch: str, dataset: str, hparams: str = "code", **overr
 
 
 # --------------------------------------------------------------------------------------------
-# checkpoint grid
-
-
-def on_grid(epoch: int, dense_until: int = 20, dense_step: int = 2, step: int = 5) -> bool:
-    """Epoch 0 (the initial model), 1, every ``dense_step`` up to ``dense_until``, then every ``step``."""
-    if epoch in (0, 1):
-        return True
-    if epoch <= dense_until:
-        return epoch % dense_step == 0
-    return (epoch - dense_until) % step == 0
-
-
-def checkpoint_grid(last_epoch: int, dense_until: int = 20, dense_step: int = 2, step: int = 5) -> list[int]:
-    """The grid epochs up to ``last_epoch`` (SPEC §5): 0, 1, 2, 4, …, 20, 25, 30, … by default."""
-    return [e for e in range(0, int(last_epoch) + 1) if on_grid(e, dense_until, dense_step, step)]
+# checkpoint grid (the rule itself: registry.on_grid / registry.checkpoint_grid)
 
 
 def config_grid(config: TrainConfig, last_epoch: int) -> list[int]:
@@ -243,17 +193,9 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch
             "correct_true": int(correct_true.item())}
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
-    """Accuracy in ``eval()`` mode (restoring the previous mode)."""
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), dtype=torch.int64, device=y.device)
-    for start in range(0, len(x), batch_size):
-        xb = x[start:start + batch_size].to(y.device, non_blocking=True)
-        correct += (model(xb).argmax(1) == y[start:start + batch_size]).sum()
-    model.train(was_training)
-    return int(correct.item()) / len(x) if len(x) else float("nan")
+    """Accuracy in ``eval()`` mode (restoring the previous mode), counted on ``y``'s device."""
+    return forward.accuracy(model, x, y, batch_size, device=y.device)
 
 
 def target_reached(correct: int, total: int, target: float) -> bool:

@@ -18,7 +18,7 @@ rule activations:
         bench_file(f"activations/{TAG}/run{{run}}/epoch{{epoch}}.tsv")
     params:
         checkpoint=checkpoint_file,
-        options=cli_args(config["activation_args"]),
+        options=command_line("activations", config["activation_args"]),
         device=DEVICE,
         gpu=GPU_PREFIX,
     group:

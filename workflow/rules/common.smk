@@ -8,72 +8,15 @@ import shlex
 import sys
 from pathlib import Path
 
-# latentgen.figures is importable without torch, pandas or matplotlib; this checkout's copy
+# this checkout's latentgen (torch-free modules only: registry, config, figures)
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from latentgen import registry  # noqa: E402
+from latentgen.config import check_config, command_line, corruption_tag  # noqa: E402
 from latentgen.figures import FIGURES  # noqa: E402
 
-# which datasets each architecture supports (latentgen.models.ARCHITECTURES[arch].datasets;
-# tests/test_config_schema.py keeps the two equal)
-SUPPORTED_DATASETS = {
-    "mlp": ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100"),
-    "cnn": ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100"),
-    "alexnet": ("digits", "cifar100", "tiny_imagenet"),
-    "resnet18": ("digits", "cifar10"),
-}
-
-GRID_DEFAULT = {"dense_until": 20, "dense_step": 2, "step": 5}
-
-
-def config_error(key, message):
-    return ValueError(f"config key '{key}': {message}")
-
-
-def corruption_tag(c):
-    """How a degree appears in paths: 0.2 -> '0.2', 1 -> '1.0'."""
-    return repr(round(float(c), 6))
-
-
-def check_config(cfg):
-    """Checks the JSON schema cannot express; raises ValueError naming the key."""
-    tags = [corruption_tag(c) for c in cfg["corruptions"]]
-    if len(set(tags)) != len(tags):
-        raise config_error("corruptions", f"degrees repeat after rounding: {cfg['corruptions']}")
-    pairs = {}
-    for name, model in cfg["models"].items():
-        arch, dataset = model["arch"], model["dataset"]
-        if dataset not in SUPPORTED_DATASETS[arch]:
-            raise config_error(f"models.{name}.dataset", f"architecture {arch!r} does not support dataset "
-                               f"{dataset!r} (supported: {', '.join(SUPPORTED_DATASETS[arch])})")
-        if (arch, dataset) in pairs:
-            raise config_error(f"models.{name}", f"{arch} on {dataset} is already configured as "
-                               f"models.{pairs[arch, dataset]}; each model–dataset pair may appear once")
-        pairs[arch, dataset] = name
-    groups = cfg["figures"]["groups"]
-    for group, names in groups.items():
-        for i, name in enumerate(names):
-            if name not in cfg["models"]:
-                raise config_error(f"figures.groups.{group}[{i}]", f"model {name!r} is not in 'models' "
-                                   f"(configured: {', '.join(cfg['models'])})")
-    configured = {float(t) for t in tags}
-    for fig in cfg["figures"]["build"]:
-        group, rows = FIGURES[fig].group, FIGURES[fig].corruptions
-        if not groups.get(group):
-            raise config_error("figures.build", f"{fig} plots the {group!r} models but "
-                               f"'figures.groups.{group}' lists none")
-        if rows is not None and not configured.intersection(rows):
-            raise config_error("figures.build", f"{fig} plots corruption degrees {list(rows)}, none of "
-                               f"which is in 'corruptions' {cfg['corruptions']}")
-
-
-def model_settings(cfg, name):
-    model = dict(cfg["models"][name])
-    model["grid"] = {**GRID_DEFAULT, **cfg.get("grid", {}), **model.get("grid", {})}
-    model.setdefault("probe_final", False)
-    model.setdefault("train_args", {})
-    return model
-
-
-check_config(config)
+# the whole configuration checked (schema, registry names, every command option by the command's
+# own parser) and its defaults filled in, before any job; a bad key stops here, naming it
+config.update(check_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"))
 
 OUT = config["outdir"].rstrip("/")
 DEVICE = config["device"]
@@ -82,7 +25,7 @@ RUNS = sorted(config["runs"])
 CORRUPTIONS = [corruption_tag(c) for c in sorted(config["corruptions"])]
 THREADS = config["threads"]
 SEEDS = config["seeds"]
-MODELS = {name: model_settings(config, name) for name in config["models"]}
+MODELS = config["models"]
 MODEL_BY_PAIR = {(m["arch"], m["dataset"]): m for m in MODELS.values()}
 NAME_BY_PAIR = {(m["arch"], m["dataset"]): name for name, m in MODELS.items()}
 DATASETS_USED = sorted({m["dataset"] for m in MODELS.values()})
@@ -129,19 +72,6 @@ os.environ.update(LATENTGEN_PREFORK="1" if config["prefork"] else "0")
 # GPU jobs take a GPU of their own (Snakemake's gpu resource only counts them)
 GPU_PREFIX = "python -m latentgen.gpu_slots --" if CUDA else ""
 GPU = 1 if CUDA else 0
-# the probe rule removes its (temp) activation file after success, unless --notemp keeps temp files
-KEEP_ACTIVATIONS = "yes" if workflow.storage_settings.notemp else "no"
-
-
-def cli_args(options):
-    """{'batch_size': 32, 'shuffle': True} -> "--batch-size 32 --shuffle true" (shell-quoted)."""
-    parts = []
-    for key, value in options.items():
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        flag = key.replace("_", "-")
-        parts += [f"--{flag}", shlex.quote(str(value))]
-    return " ".join(parts)
 
 
 def model_of(wildcards):
@@ -151,18 +81,9 @@ def model_of(wildcards):
 def probed_epochs(manifest_path, model):
     """Epochs to probe for one finished run: the saved grid epochs, plus the final one if asked."""
     manifest = json.loads(Path(manifest_path).read_text())
-    epochs = sorted(int(e) for e in manifest["epochs"])
     final = int(manifest["final_epoch"])
-    grid = model["grid"]
-
-    def on_grid(e):
-        if e in (0, 1):
-            return True
-        if e <= grid["dense_until"]:
-            return e % grid["dense_step"] == 0
-        return (e - grid["dense_until"]) % grid["step"] == 0
-
-    return [e for e in epochs if on_grid(e) or (e == final and model["probe_final"])]
+    return [e for e in sorted(int(e) for e in manifest["epochs"])
+            if registry.on_grid(e, **model["grid"]) or (e == final and model["probe_final"])]
 
 
 def provenance_config(wildcards):
@@ -177,18 +98,11 @@ def provenance_config(wildcards):
 def train_options(wildcards):
     """`latentgen train` options of one run: its seed, the grid, the model's settings."""
     model = model_of(wildcards)
-    options = {
-        "seed": SEEDS["train_base"] + int(wildcards.run),
-        "grid_dense_until": model["grid"]["dense_until"],
-        "grid_dense_step": model["grid"]["dense_step"],
-        "grid_step": model["grid"]["step"],
-    }
-    if model.get("max_epochs") is not None:
-        options["max_epochs"] = model["max_epochs"]
-    if model.get("train_subset") is not None:
-        options["train_subset"] = model["train_subset"]
+    options = {"seed": SEEDS["train_base"] + int(wildcards.run),
+               **{f"grid_{key}": value for key, value in model["grid"].items()}}
+    options.update({key: model[key] for key in ("max_epochs", "train_subset") if model.get(key) is not None})
     options.update(model["train_args"])
-    return cli_args(options)
+    return command_line("train", options)
 
 
 def checkpoint_file(wildcards, input):
@@ -234,25 +148,7 @@ BUILDABLE = [fig for fig in FIGURES if config["figures"]["groups"].get(FIGURES[f
 # --------------------------------------------------------------------------------------------
 # repair stage (repair.smk): configuration, paths and input functions
 
-REPAIR_DEFAULTS = {
-    "models": [],
-    "checkpoints": "final",
-    "rhos": [1.0, 0.99, 0.98, 0.95, 0.90, 0.85, 0.80, 0.75, 0.70, 0.60, 0.50, 0.40, 0.30],
-    "methods": ["kfac", "svd", "random", "kfac_velpic"],
-    "layer_sets": {},
-    "fisher": "true",
-    "factor_subset": None,
-    "seed": 0,
-}
-REPAIR = {**REPAIR_DEFAULTS, **config.get("repair", {})}
-REPAIR["fisher"] = "true" if REPAIR["fisher"] is True else str(REPAIR["fisher"])  # YAML reads `true` as a boolean
-for _i, _name in enumerate(REPAIR["models"]):
-    if _name not in MODELS:
-        raise config_error(f"repair.models[{_i}]", f"model {_name!r} is not in 'models' "
-                           f"(configured: {', '.join(MODELS)})")
-for _arch in REPAIR["layer_sets"]:
-    if _arch not in SUPPORTED_DATASETS:
-        raise config_error(f"repair.layer_sets.{_arch}", f"unknown architecture {_arch!r}")
+REPAIR = config["repair"]
 
 REPAIR_TABLE = out("repair/{arch}/{dataset}/c{corruption}/run{run}/epoch{epoch}.csv")
 REPAIR_LAYERS = out("repair/{arch}/{dataset}/c{corruption}/run{run}/epoch{epoch}.layers.csv")
@@ -267,16 +163,12 @@ def repair_checkpoint(wildcards):
 
 
 def repair_options(wildcards):
-    """`latentgen repair` options from the configuration (layer sets per architecture, if given)."""
-    options = (f"--rhos {' '.join(str(r) for r in REPAIR['rhos'])} --fisher {REPAIR['fisher']}"
-               f" --seed {REPAIR['seed']}")
-    options += " --methods " + " ".join(REPAIR["methods"])
-    sets = REPAIR["layer_sets"].get(wildcards.arch)
-    if sets:
-        options += " --layer-sets " + " ".join(shlex.quote(s) for s in sets)
-    if REPAIR["factor_subset"]:
-        options += f" --factor-subset {int(REPAIR['factor_subset'])}"
-    return options
+    """`latentgen repair` options: the configured ones, and the layer sets of this architecture."""
+    options = {key: REPAIR[key] for key in ("rhos", "methods", "fisher", "factor_subset", "seed")
+               if REPAIR.get(key) is not None}
+    if REPAIR["layer_sets"].get(wildcards.arch):
+        options["layer_sets"] = REPAIR["layer_sets"][wildcards.arch]
+    return command_line("repair", options)
 
 
 def repair_tables(which):

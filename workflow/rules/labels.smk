@@ -13,7 +13,7 @@ rule corrupt:
         bench_file("corrupt/{dataset}/c{corruption}.tsv")
     params:
         seed=SEEDS["labels"],
-        options=cli_args(config["label_args"]),
+        options=command_line("corrupt", config["label_args"]),
     threads: THREADS["corrupt"]
     conda:
         "../../envs/data.yaml"

@@ -1,9 +1,11 @@
-# Stage 5: MASC, VeLPIC and the VeLPIC weight transfer on one checkpoint's activations -> a small
-# tidy CSV; then one CSV per run (all its probed checkpoints, known from the run's manifest).
+# Stage 5: the probes of one checkpoint (MASC, VeLPIC and the VeLPIC weight transfer by default,
+# `latentgen probe --families`) on its activations -> a small tidy CSV; then one CSV per run (all
+# its probed checkpoints, known from the run's manifest).
 #
-# The probe job deletes its activation file itself once it succeeded: Snakemake defers deleting
-# temp() files until every checkpoint job (here: every training run) has finished, which would
-# let activations pile up for the whole length of the experiment.
+# The activation file is temp(), but Snakemake defers deleting temp() files while any checkpoint
+# job (here: any training run) is still to finish, which would let activations pile up for the
+# whole experiment; so the probe job deletes its own input once its table is written
+# (`--delete-activations`; not with --notemp).
 
 
 rule probe:
@@ -19,10 +21,10 @@ rule probe:
         bench_file(f"probe/{TAG}/run{{run}}/epoch{{epoch}}.tsv")
     params:
         checkpoint=checkpoint_file,
-        options=cli_args(config["probe_args"]),
+        options=command_line("probe", config["probe_args"]),
         device=DEVICE,
         gpu=GPU_PREFIX,
-        keep_activations=KEEP_ACTIVATIONS,
+        delete_activations="" if workflow.storage_settings.notemp else "--delete-activations",
     group:
         "probe_checkpoint"
     priority: 2
@@ -34,8 +36,7 @@ rule probe:
     shell:
         "{params.gpu} python -m latentgen.prefork probe --activations {input.activations}"
         " --checkpoint {params.checkpoint} --prepared {input.data} --device {params.device} --threads {threads}"
-        " {params.options} --out {output} > {log} 2>&1"
-        " && {{ [ {params.keep_activations} = yes ] || rm -f {input.activations}; }}"
+        " {params.options} {params.delete_activations} --out {output} > {log} 2>&1"
 
 
 rule run_probes:
@@ -52,7 +53,4 @@ rule run_probes:
     conda:
         "../../envs/plot.yaml"
     shell:
-        # concatenate with one header, refusing files whose headers differ; write via a temp file
-        "awk 'FNR == 1 {{ if (NR == 1) {{ header = $0; print; }} else if ($0 != header) "
-        "{{ print FILENAME \": header differs\" | \"cat 1>&2\"; exit 1 }} next }} {{ print }}' {input}"
-        " > {output}.tmp 2> {log} && mv {output}.tmp {output}"
+        "python -m latentgen.prefork concat --inputs {input} --out {output} > {log} 2>&1"

@@ -25,7 +25,7 @@ rule repair:
         device=DEVICE,
         gpu=GPU_PREFIX,
         config_json=lambda wildcards: json.dumps({"repair": REPAIR, "seeds": SEEDS}, sort_keys=True),
-    threads: THREADS.get("repair", 2)
+    threads: THREADS["repair"]
     resources:
         gpu=GPU,
     conda:

@@ -14,77 +14,67 @@ configuration is refused.
 from __future__ import annotations
 
 import argparse
-import json
 
-from latentgen.devices import DEVICE_CHOICES
-
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+from latentgen import argtypes, registry
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from latentgen.datasets import DATASETS
-    from latentgen.models import ARCHITECTURES
-
-    parser.add_argument("--arch", required=True, choices=list(ARCHITECTURES), help="architecture")
-    parser.add_argument("--dataset", required=True, choices=list(DATASETS), help="dataset")
-    parser.add_argument("--corruption", required=True, type=float, help="label corruption degree c in [0, 1]")
-    parser.add_argument("--run", required=True, type=int, help="run number (1, 2, 3, ...)")
+    parser.add_argument("--arch", required=True, choices=list(registry.ARCHITECTURES), help="architecture")
+    parser.add_argument("--dataset", required=True, choices=list(registry.DATASETS), help="dataset")
+    parser.add_argument("--corruption", required=True, type=argtypes.unit_interval,
+                        help="label corruption degree c in [0, 1]")
+    parser.add_argument("--run", required=True, type=argtypes.positive_int, help="run number (1, 2, 3, ...)")
     parser.add_argument("--out", required=True, help="run folder to write")
     data = parser.add_mutually_exclusive_group()
     data.add_argument("--data-root", help="folder with the raw dataset files (not needed for digits)")
     data.add_argument("--prepared", help="prepared dataset .npz from `latentgen download`")
     parser.add_argument("--labels", help="label file from `latentgen corrupt` (else corrupted on the fly with --label-seed)")
-    parser.add_argument("--label-seed", type=int, default=42, help="seed for on-the-fly corruption (default 42, the authors')")
-    parser.add_argument("--seed", type=int, help="training seed (default 41 + run)")
-    parser.add_argument("--init-seed", type=int, help="initial-weights seed (default: the CNN's fixed 0, else --seed)")
-    parser.add_argument("--hparams", choices=["code", "paper"], default="code",
+    parser.add_argument("--label-seed", type=argtypes.nonnegative_int, default=42,
+                        help="seed for on-the-fly corruption (default 42, the authors')")
+    parser.add_argument("--seed", type=argtypes.nonnegative_int, help="training seed (default 41 + run)")
+    parser.add_argument("--init-seed", type=argtypes.nonnegative_int,
+                        help="initial-weights seed (default: the CNN's fixed 0, else --seed)")
+    parser.add_argument("--hparams", choices=list(registry.HPARAM_SOURCES), default="code",
                         help="defaults from the authors' code (default) or the paper's text")
-    parser.add_argument("--optimizer", choices=["sgd", "adam"], help="override the optimizer")
-    parser.add_argument("--lr", type=float, help="override the learning rate")
-    parser.add_argument("--momentum", type=float, help="override the SGD momentum")
-    parser.add_argument("--batch-size", type=int, help="override the batch size")
-    parser.add_argument("--target-acc", type=float,
+    parser.add_argument("--optimizer", choices=list(registry.OPTIMIZERS), help="override the optimizer")
+    parser.add_argument("--lr", type=argtypes.positive_float, help="override the learning rate")
+    parser.add_argument("--momentum", type=argtypes.nonnegative_float, help="override the SGD momentum")
+    parser.add_argument("--weight-decay", type=argtypes.nonnegative_float,
+                        help="L2 weight decay of the optimizer (default 0, as the authors)")
+    parser.add_argument("--batch-size", type=argtypes.positive_int, help="override the batch size")
+    parser.add_argument("--target-acc", type=argtypes.fraction,
                         help="stop when the running train accuracy on corrupted labels reaches this fraction")
-    parser.add_argument("--shuffle", type=_bool, metavar="true|false",
+    parser.add_argument("--shuffle", type=argtypes.boolean, metavar="true|false",
                         help="shuffle the training set each epoch (default false, as the authors)")
-    parser.add_argument("--max-epochs", type=int, help="at most this many epochs (default 500)")
-    parser.add_argument("--train-subset", type=int, help="train on the first N training images only")
-    parser.add_argument("--grid-dense-until", type=int, help="checkpoint every --grid-dense-step epochs up to this epoch (default 20)")
-    parser.add_argument("--grid-dense-step", type=int, help="dense checkpoint step (default 2)")
-    parser.add_argument("--grid-step", type=int, help="checkpoint step after the dense part (default 5; 10 for AlexNet-Tiny ImageNet)")
-    parser.add_argument("--model-options", help='JSON object of model overrides, e.g. \'{"pool_stride": 1}\'')
-    parser.add_argument("--device", choices=list(DEVICE_CHOICES), default="auto", help="auto = CUDA when available")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; pass the job's "
-                        "core count when several jobs share a machine)")
-    parser.add_argument("--eval-batch-size", type=int, default=1000, help="batch size for test accuracy (no effect on results)")
+    parser.add_argument("--max-epochs", type=argtypes.nonnegative_int, help="at most this many epochs (default 500)")
+    parser.add_argument("--train-subset", type=argtypes.positive_int, help="train on the first N training images only")
+    parser.add_argument("--grid-dense-until", type=argtypes.nonnegative_int,
+                        help="checkpoint every --grid-dense-step epochs up to this epoch (default 20)")
+    parser.add_argument("--grid-dense-step", type=argtypes.positive_int, help="dense checkpoint step (default 2)")
+    parser.add_argument("--grid-step", type=argtypes.positive_int,
+                        help="checkpoint step after the dense part (default 5; 10 for AlexNet-Tiny ImageNet)")
+    parser.add_argument("--model-options", type=argtypes.json_object,
+                        help='JSON object of model overrides, e.g. \'{"pool_stride": 1}\'')
+    parser.add_argument("--device", choices=list(registry.DEVICE_CHOICES), default="auto",
+                        help="auto = CUDA when available")
+    parser.add_argument("--threads", type=argtypes.positive_int, help="CPU threads for torch (default: torch's "
+                        "choice; pass the job's core count when several jobs share a machine)")
+    parser.add_argument("--eval-batch-size", type=argtypes.positive_int, default=1000,
+                        help="batch size for test accuracy (no effect on results)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines (start, resume and end lines only)")
 
 
-OVERRIDES = {"seed": "seed", "init_seed": "init_seed", "optimizer": "optimizer", "lr": "lr", "momentum": "momentum",
-             "batch_size": "batch_size", "target_acc": "target_acc", "shuffle": "shuffle", "max_epochs": "max_epochs",
-             "train_subset": "train_subset", "grid_dense_until": "grid_dense_until",
-             "grid_dense_step": "grid_dense_step", "grid_step": "grid_step"}
+# flags that override a TrainConfig field of the same name
+OVERRIDES = ("seed", "init_seed", "optimizer", "lr", "momentum", "weight_decay", "batch_size", "target_acc", "shuffle",
+             "max_epochs", "train_subset", "grid_dense_until", "grid_dense_step", "grid_step")
 
 
 def config_from_args(args: argparse.Namespace):
     from latentgen.training import default_train_config
 
-    overrides = {field: getattr(args, flag) for flag, field in OVERRIDES.items() if getattr(args, flag) is not None}
+    overrides = {field: getattr(args, field) for field in OVERRIDES if getattr(args, field) is not None}
     if args.model_options:
-        try:
-            options = json.loads(args.model_options)
-        except ValueError as exc:
-            raise ValueError(f"--model-options is not valid JSON: {exc}") from None
-        if not isinstance(options, dict):
-            raise ValueError("--model-options must be a JSON object")
-        overrides["model_options"] = options
+        overrides["model_options"] = args.model_options
     return default_train_config(args.arch, args.dataset, hparams=args.hparams, corruption=args.corruption,
                                 run=args.run, label_seed=args.label_seed, **overrides)
 
