@@ -10,7 +10,8 @@ from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from latentgen.datasets import DATASETS
-from latentgen.models import ARCHITECTURES, build_model, extract_activations, layer_sizes
+from latentgen.forward import extract_activations, layer_sizes
+from latentgen.models import ARCHITECTURES, build_model
 
 # SPEC §3: probe layers and their widths
 SPEC_SIZES = {
@@ -218,3 +219,22 @@ def test_bad_override_and_layer_raise():
     model = build_model("mlp", "digits")
     with pytest.raises(ValueError, match="unknown probe layer.*'fc9'"):
         extract_activations(model, _batch("digits"), ["fc1", "fc9"])
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_dropout_acts_in_training_only_and_zero_changes_nothing(arch):
+    x = torch.randn(16, 1, 8, 8)
+    plain, zero, half = (build_model(arch, "digits", seed=3, **kw) for kw in ({}, {"dropout": 0.0}, {"dropout": 0.5}))
+    for m in (plain, zero, half):
+        m.train()
+    torch.manual_seed(0)
+    assert torch.equal(plain(x), zero(x))
+    half.eval()
+    assert torch.equal(plain.eval()(x), half(x))  # eval: identity
+    half.train()
+    torch.manual_seed(0)
+    assert not torch.allclose(half(x), plain.train()(x))  # training: units dropped
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+        build_model(arch, "digits", dropout=1.0)
+    with pytest.raises(ValueError, match="bad model option for 'resnet18'"):
+        build_model("resnet18", "digits", dropout=0.5)

@@ -117,3 +117,16 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
     code, _, err = _run(capsys, "activations", "--checkpoint", str(bad), "--out", str(tmp_path / "a.h5"))
     assert code == 1 and "epoch5.pt is corrupt, truncated" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "a.h5").exists()
+
+
+def test_dropout_and_weight_decay_reach_the_run(tmp_path, capsys):
+    import json
+
+    code, _, err = _run(capsys, *BASE, "--out", str(tmp_path / "run"), "--max-epochs", "1", "--dropout", "0.2",
+                        "--weight-decay", "0.001", "--threads", "1", "--quiet")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    config = manifest["train_config"]
+    assert config["model_options"] == {"dropout": 0.2} and config["weight_decay"] == 0.001
+    code, _, err = _run(capsys, *BASE, "--out", str(tmp_path / "x"), "--dropout", "1")
+    assert code == 2 and "argument --dropout: expected a number in [0, 1), got '1'" in err

@@ -53,14 +53,18 @@ def _layout(arch: str) -> tuple[list[str], str, str]:
 
 
 class MLP(nn.Module):
-    """flatten → fc1..fc4 (ReLU after each) → output; probed after each ReLU."""
+    """flatten → fc1..fc4 (ReLU after each) → output; probed after each ReLU.
+
+    ``dropout`` > 0 (not the authors' models, which have none) drops hidden units after each ReLU
+    while training; the probes read the activations before it (and dump them in eval mode)."""
 
     probe_layers, head, last_hidden = _layout("mlp")
     probe_points = {"fc1": ("act1", 0), "fc2": ("act2", 0), "fc3": ("act3", 0), "fc4": ("act4", 0)}
 
-    def __init__(self, in_features: int, num_classes: int, widths=(128, 512, 2048, 2048)):
+    def __init__(self, in_features: int, num_classes: int, widths=(128, 512, 2048, 2048), dropout: float = 0.0):
         super().__init__()
         w1, w2, w3, w4 = _widths(widths, 4, "widths")
+        self.dropout = _dropout(dropout)
         self.fc1 = nn.Linear(in_features, w1)
         self.fc2 = nn.Linear(w1, w2)
         self.fc3 = nn.Linear(w2, w3)
@@ -71,24 +75,29 @@ class MLP(nn.Module):
 
     def forward(self, x):
         x = torch.flatten(x, 1)
-        x = self.act1(self.fc1(x))
-        x = self.act2(self.fc2(x))
-        x = self.act3(self.fc3(x))
-        x = self.act4(self.fc4(x))
+        for fc, act in ((self.fc1, self.act1), (self.fc2, self.act2), (self.fc3, self.act3), (self.fc4, self.act4)):
+            x = act(fc(x))
+            if self.dropout:
+                x = F.dropout(x, self.dropout, self.training)
         return self.output(x)
 
 
 class NgnCnn(nn.Module):
-    """The authors' NgnCnn without its unused options (dropout 0, no noise, no excitation)."""
+    """The authors' NgnCnn without its unused options (no noise, no excitation).
+
+    ``dropout`` > 0 drops hidden units after each fc ReLU while training (the authors' unused
+    option also renormalised them, ``torch.renorm(x, 1, 1, 3)``; SPEC A2 leaves open whether any
+    published model used dropout, so only the standard form is offered)."""
 
     probe_layers, head, last_hidden = _layout("cnn")
     probe_points = {"flatten": ("flatten", 0), "fc1": ("fc_acts.0", 0), "fc2": ("fc_acts.1", 0),
                     "fc3": ("fc_acts.2", 0)}
 
     def __init__(self, in_channels: int, image_size: int, num_classes: int, conv_channels=(16, 32, 64),
-                 fc_width: int = 250, pool_stride: int = 2):
+                 fc_width: int = 250, pool_stride: int = 2, dropout: float = 0.0):
         super().__init__()
         c1, c2, c3 = _widths(conv_channels, 3, "conv_channels")
+        self.dropout = _dropout(dropout)
         if pool_stride not in (1, 2):
             raise ValueError(f"pool_stride must be 1 or 2, got {pool_stride!r}")
         self.conv1 = nn.Conv2d(in_channels, c1, 3, padding=1)
@@ -123,6 +132,8 @@ class NgnCnn(nn.Module):
         x = self.flatten(x)
         for fc, act in zip(self.fcs, self.fc_acts):
             x = act(fc(x))
+            if self.dropout:
+                x = F.dropout(x, self.dropout, self.training)
         return self.fc3(x)
 
 
@@ -247,6 +258,13 @@ class ResNet18(nn.Module):
         out = self.avgpool(out)
         out = out.view(out.size(0), -1)
         return self.fc(out)
+
+
+def _dropout(p) -> float:
+    p = float(p)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {p!r}")
+    return p
 
 
 def _widths(values, n: int, what: str) -> tuple[int, ...]:

@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--momentum", type=argtypes.nonnegative_float, help="override the SGD momentum")
     parser.add_argument("--weight-decay", type=argtypes.nonnegative_float,
                         help="L2 weight decay of the optimizer (default 0, as the authors)")
+    parser.add_argument("--dropout", type=argtypes.open_unit_interval,
+                        help="dropout after each hidden ReLU of the MLP or CNN while training (default 0, as the "
+                             "authors' models); a model option (same as --model-options '{\"dropout\": P}')")
     parser.add_argument("--batch-size", type=argtypes.positive_int, help="override the batch size")
     parser.add_argument("--target-acc", type=argtypes.fraction,
                         help="stop when the running train accuracy on corrupted labels reaches this fraction")
@@ -73,23 +76,17 @@ def config_from_args(args: argparse.Namespace):
     from latentgen.training import default_train_config
 
     overrides = {field: getattr(args, field) for field in OVERRIDES if getattr(args, field) is not None}
-    if args.model_options:
-        overrides["model_options"] = args.model_options
+    options = dict(args.model_options or {})
+    if args.dropout is not None:
+        options["dropout"] = args.dropout
+    if options:
+        overrides["model_options"] = options
     return default_train_config(args.arch, args.dataset, hparams=args.hparams, corruption=args.corruption,
                                 run=args.run, label_seed=args.label_seed, **overrides)
 
 
-def set_threads(threads: int | None) -> None:
-    if threads is None:
-        return
-    if threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {threads}")
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def run(args: argparse.Namespace) -> int:
+    from latentgen.devices import set_threads
     from latentgen.training import train
 
     if args.eval_batch_size < 1:
