@@ -13,7 +13,8 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 from latentgen.activations import dump_activations, open_activations, per_sample_batchnorm
 from latentgen.labels import corrupt_labels, write_label_file
-from latentgen.models import build_model, extract_activations
+from latentgen.forward import extract_activations
+from latentgen.models import build_model
 from latentgen.training import default_train_config, load_checkpoint, train
 
 

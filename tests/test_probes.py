@@ -402,7 +402,8 @@ def test_wrong_feature_count_at_predict():
 
 def test_real_mnist_probes_beat_chance(mnist_root):
     from latentgen.datasets import load_dataset
-    from latentgen.models import build_model, extract_activations
+    from latentgen.forward import extract_activations
+    from latentgen.models import build_model
 
     data = load_dataset("mnist", data_root=mnist_root)
     model = build_model("mlp", "mnist", seed=0).eval()

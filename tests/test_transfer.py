@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from latentgen.labels import corrupt_labels
-from latentgen.models import build_model, extract_activations
+from latentgen.forward import extract_activations
+from latentgen.models import build_model
 from latentgen.probes import VeLPIC, fit_probes
 from latentgen.transfer import transfer_velpic
 

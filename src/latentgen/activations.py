@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from latentgen._io import atomic_path, package_versions
+from latentgen.forward import check_layers, iter_activations
 
 SPLITS = ("train", "test")
 COMPRESSIONS = ("lzf", "gzip")
@@ -92,7 +93,6 @@ def dump_activations(checkpoint: str | os.PathLike, out_h5: str | os.PathLike, *
     already loaded ``LoadedDataset``.
     """
     from latentgen.datasets import load_dataset
-    from latentgen.models import check_layers, extract_activations
     from latentgen.training import load_checkpoint
 
     if int(batch_size) < 1:
@@ -116,14 +116,12 @@ def dump_activations(checkpoint: str | os.PathLike, out_h5: str | os.PathLike, *
     n_train = meta.get("train_subset") or len(dataset.train_y)
 
     inputs = {"train": dataset.train_x[:n_train], "test": dataset.test_x}
-    param = next(model.parameters())
     out_h5 = Path(out_h5)
     with per_sample_batchnorm(model) if batchnorm == "per_sample" else contextlib.nullcontext():
         with atomic_path(out_h5) as tmp:
             with h5py.File(tmp, "w") as h5:
                 for split in SPLITS:
-                    _write_split(h5, split, inputs[split], model, layers, int(batch_size), param.device, compression,
-                                 extract_activations)
+                    _write_split(h5, split, inputs[split], model, layers, int(batch_size), compression)
                 h5.create_dataset("train/labels_true", data=dataset.train_y[:n_train].numpy().astype(np.int64))
                 h5.create_dataset("train/labels_corrupted", data=np.asarray(corrupted[:n_train], dtype=np.int64))
                 h5.create_dataset("test/labels", data=dataset.test_y.numpy().astype(np.int64))
@@ -141,13 +139,10 @@ def dump_activations(checkpoint: str | os.PathLike, out_h5: str | os.PathLike, *
     return out_h5
 
 
-@torch.no_grad()
-def _write_split(h5, split, x, model, layers, batch_size, device, compression, extract):
+def _write_split(h5, split, x, model, layers, batch_size, compression):
     n = len(x)
     datasets = {}
-    for start in range(0, max(n, 1), batch_size):
-        xb = x[start:start + batch_size].to(device, non_blocking=True)
-        acts = extract(model, xb, layers)
+    for start, acts in iter_activations(model, x, layers, batch_size):  # an empty split: one empty batch
         for layer in layers:
             block = acts[layer].cpu().numpy()
             if layer not in datasets:

@@ -50,15 +50,14 @@ def add_arguments(parser) -> None:
 
 def _mnist_fc4(data_root, n_train: int, n_test: int, seed: int):
     from latentgen.datasets import load_dataset
-    from latentgen.models import build_model, extract_activations
+    from latentgen.forward import iter_activations
+    from latentgen.models import build_model
 
     data = load_dataset("mnist", data_root=data_root)
     model = build_model("mlp", "mnist", seed=seed).eval()
 
     def fc4(x):
-        with torch.no_grad():
-            return torch.cat([extract_activations(model, x[i:i + 10000], ["fc4"])["fc4"]
-                              for i in range(0, len(x), 10000)]).numpy()
+        return torch.cat([acts["fc4"] for _, acts in iter_activations(model, x, ["fc4"], 10000)]).numpy()
 
     return (fc4(data.train_x[:n_train]), data.train_y[:n_train].numpy(),
             fc4(data.test_x[:n_test]), data.test_y[:n_test].numpy())
