@@ -1,4 +1,4 @@
-"""K-FAC curvature edit (latentgen.curvature) against brute-force references written here."""
+"""K-FAC curvature edit (latentgen.repair) against brute-force references written here."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentgen import curvature as cv
+from latentgen import forward, registry
+from latentgen import repair as cv
+from latentgen.repair import factors as repair_factors
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -85,13 +87,13 @@ def test_true_fisher_factors_match_per_example_loop():
     with torch.no_grad():
         p = torch.softmax(model(x), 1)
     ref = _brute_factors(model, x, LAYERS, p)
-    got = cv.collect_factors(model, x, LAYERS, fisher="true", batch_size=7)  # partial last batch
+    got = cv.collect_factors(model, x, LAYERS, fisher="exact", batch_size=7)  # partial last batch
     for n in LAYERS:
         A, G = ref[n]
         assert got[n].A.shape == A.shape and got[n].G.shape == G.shape
         torch.testing.assert_close(got[n].A, A, rtol=1e-10, atol=1e-13)
         torch.testing.assert_close(got[n].G, G, rtol=1e-10, atol=1e-15)
-        assert got[n].num_rows == len(x) and got[n].fisher == "true"
+        assert got[n].num_rows == len(x) and got[n].fisher == "exact"
     # on the square layer, input and output factors are different matrices: a swap cannot pass
     assert not torch.allclose(ref["fc2"][0], ref["fc2"][1], rtol=0.1)
     # the output layer's G has the constant direction 1/√K in its null space
@@ -99,10 +101,19 @@ def test_true_fisher_factors_match_per_example_loop():
     assert float(ones @ got["out"].G @ ones) < 1e-15
 
 
+def test_true_is_the_old_spelling_of_the_exact_fisher():
+    model, x = _net_and_inputs()
+    exact = cv.collect_factors(model, x, ["fc2"], fisher="exact")
+    for old in ("true", True):  # True: YAML's reading of `fisher: true`
+        again = cv.collect_factors(model, x, ["fc2"], fisher=old)
+        assert again["fc2"].fisher == "exact"
+        torch.testing.assert_close(again["fc2"].G, exact["fc2"].G, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-13), (torch.float32, 1e-6)])
 def test_gram_blocks_across_batches_sum_to_the_full_product(dtype, tol):
     x = torch.randn(53, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    gram = cv._Gram(6, torch.device("cpu"), dtype, block_rows=5)    # blocks straddle the batches
+    gram = cv.Gram(6, torch.device("cpu"), dtype, block_rows=5)    # blocks straddle the batches
     for part in torch.split(x, [3, 11, 0, 20, 19]):
         gram.add(part)
     full = x.T @ x
@@ -114,7 +125,7 @@ def test_gram_blocks_across_batches_sum_to_the_full_product(dtype, tol):
 def test_factor_blocks_do_not_change_the_factors(monkeypatch):
     model, x = _net_and_inputs(n=40)
     whole = cv.collect_factors(model, x, LAYERS, batch_size=9)
-    monkeypatch.setattr(cv, "GRAM_MAX_BLOCK_ROWS", 4)  # G blocks of 4 rows: many flushes inside each batch
+    monkeypatch.setattr(repair_factors, "GRAM_MAX_BLOCK_ROWS", 4)  # G blocks of 4 rows: many flushes inside each batch
     blocked = cv.collect_factors(model, x, LAYERS, batch_size=9)
     for n in LAYERS:
         torch.testing.assert_close(blocked[n].A, whole[n].A, rtol=1e-12, atol=1e-15)
@@ -136,7 +147,7 @@ def test_empirical_fisher_uses_the_labels_given():
 def test_true_fisher_is_the_expectation_of_the_sampled_fisher():
     model, x = _net_and_inputs(n=12)
     samples = 3000
-    exact = cv.collect_factors(model, x, LAYERS, fisher="true")
+    exact = cv.collect_factors(model, x, LAYERS, fisher="exact")
     sampled = cv.collect_factors(model, x, LAYERS, fisher="sampled", samples=samples, seed=3)
     # standard error of every entry of the Monte-Carlo mean, from the per-class gradients
     _, grads, p = _per_class_gradients(model, x, LAYERS)
@@ -359,7 +370,7 @@ def test_rho_one_rebuilds_square_and_non_square_layers():
     # the round trip through both eigenbases, in float64
     W = dict(model.named_modules())["fc2"].weight.detach().double()
     basis = factors["fc2"].eigenbasis()
-    rebuilt = cv._rebuild(basis, basis.U_G.T @ W @ basis.U_A, torch.ones_like(W, dtype=torch.bool))
+    rebuilt = cv.rebuild(basis, basis.U_G.T @ W @ basis.U_A, torch.ones_like(W, dtype=torch.bool))
     torch.testing.assert_close(rebuilt, W, rtol=0, atol=1e-12)
 
 
@@ -504,7 +515,7 @@ def test_edits_of_a_memorized_digits_model():
     model, data, _ = memorized_digits()
     base, _ = cv.evaluate_repair(model, data)
     assert base["changed_acc_corrupted"] > 0.95  # precondition: the labels are memorized
-    everything = list(cv.linear_layers(model))
+    everything = list(forward.linear_layers(model))
     factors = cv.collect_factors(model, data.train_x, everything)
     # ρ = 1 changes nothing, for the edit and both controls
     for method in ("kfac", "svd", "random"):
@@ -512,7 +523,7 @@ def test_edits_of_a_memorized_digits_model():
         assert cv.evaluate_repair(edited, data)[0] == base
     # as ρ falls, fewer pairs are kept and the weights move further away (the kept sets are nested)
     previous = None
-    for rho in cv.DEFAULT_RHOS:
+    for rho in registry.DEFAULT_RHOS:
         _, logs = cv.edit_model(model, everything, rho, factors, inputs=data.train_x)
         current = {log["layer"]: log for log in logs}
         for name, log in current.items():
@@ -537,9 +548,9 @@ def test_velpic_transfer_is_a_registered_repair():
     edited, logs = cv.edit_model(model, ["output"], None, None, method="velpic", inputs=data.train_x, labels=corrupted)
     assert logs[0]["layer"] == "output" and float(edited.output.bias.detach().abs().max()) == 0.0
     # the transferred network predicts what VeLPIC predicts on the last hidden layer (SPEC §8.5)
-    probe = VeLPIC().fit(cv.head_inputs(model, data.train_x), corrupted, classes=np.arange(10))
-    expected = probe.predict(cv.head_inputs(model, data.test_x))
-    assert np.array_equal(cv.predict(edited, data.test_x)[0].numpy(), expected)
+    probe = VeLPIC().fit(forward.head_inputs(model, data.train_x), corrupted, classes=np.arange(10))
+    expected = probe.predict(forward.head_inputs(model, data.test_x))
+    assert np.array_equal(forward.predict(edited, data.test_x).numpy(), expected)
     factors = cv.collect_factors(model, data.train_x, ["fc1", "fc4"])
     combined, _ = cv.edit_model(model, ["fc1", "fc4"], 1.0, factors, method="kfac_velpic", inputs=data.train_x,
                                 labels=corrupted)
@@ -567,7 +578,7 @@ def test_cnn_fully_connected_stack():
 
     model = build_model("cnn", "digits", seed=0).eval()
     x = load_dataset("digits").train_x[:200]
-    sets = cv.DEFAULT_LAYER_SETS["cnn"]
+    sets = registry.repair_layer_sets("cnn")
     assert cv.expand_layer_set(model, "all") == ["fcs.0", "fcs.1", "fcs.2", "fc3"]
     assert cv.expand_layer_set(model, "fcs.0+fcs.2") == ["fcs.0", "fcs.2"]
     assert all(cv.expand_layer_set(model, s) for s in sets)
@@ -575,7 +586,7 @@ def test_cnn_fully_connected_stack():
     assert factors["fcs.0"].A.shape == (model.flat_features, model.flat_features)  # input: the flattened conv features
     assert factors["fc3"].G.shape == (10, 10)
     same, _ = cv.edit_model(model, "all", 1.0, factors)
-    assert torch.equal(cv.predict(same, x)[0], cv.predict(model, x)[0])
+    assert torch.equal(forward.predict(same, x), forward.predict(model, x))
     edited, logs = cv.edit_model(model, "all", 0.8, factors, bias="homogeneous")  # fc3 has no bias: W only
     width = model.fcs[0].out_features
     assert [log["pairs_total"] for log in logs] == [width * (model.flat_features + 1), width * (width + 1),

@@ -46,10 +46,7 @@ curvlinops = pytest.importorskip(
     "curvlinops", reason="curvlinops-for-pytorch is not installed (pip install -e '.[test]')")
 from curvlinops import KFACLinearOperator  # noqa: E402
 
-try:
-    from latentgen.repair import collect_factors
-except ImportError:
-    from latentgen.curvature import collect_factors
+from latentgen.repair import collect_factors  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from latentgen import curvature as cv
+from latentgen import forward
+from latentgen import repair as cv
 from latentgen.__main__ import main
 from latentgen.labels import write_label_file
 from latentgen.training import labels_digest, save_checkpoint
@@ -69,14 +70,14 @@ def test_repair_table(files):
     assert row["pairs_total"] == model.fc1.weight.numel() + model.fc4.weight.numel()
     n_changed = int((data.train_true != data.train_corrupted).sum())
     assert unedited["changed_acc_corrupted"] == pytest.approx(
-        float((cv.predict(model, data.train_x)[0][data.changed] == data.train_corrupted[data.changed]).sum()) / n_changed)
+        float((forward.predict(model, data.train_x)[data.changed] == data.train_corrupted[data.changed]).sum()) / n_changed)
     # per-layer rows and provenance
     layers = pd.read_csv(out.with_name("repair.layers.csv"))
     assert len(layers) == 3 * (1 + 2) * len(rhos)
     assert set(layers["layer"]) == {"fc1", "fc4"}
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert str(files["checkpoint"]) in sidecar["inputs"] and str(out) in sidecar["outputs"]
-    assert sidecar["config"]["fisher"] == "true" and sidecar["config"]["rhos"] == [1.0, 0.9, 0.75]
+    assert sidecar["config"]["fisher"] == "exact" and sidecar["config"]["rhos"] == [1.0, 0.9, 0.75]
     assert sidecar["config"]["changed_examples"] == n_changed
 
 
@@ -96,6 +97,54 @@ def test_one_factor_controls_through_the_command(files):
         expected, _ = cv.evaluate_repair(edited, data)
         assert rows.loc[0.8, "test_acc"] == pytest.approx(expected["test_acc"], abs=1e-12)
         assert rows.loc[0.8, "pairs_kept"] == logs[0]["pairs_kept"] < logs[0]["pairs_total"]
+
+
+def test_fisher_true_is_a_deprecated_alias_of_exact(files, capsys):
+    outputs = {}
+    for fisher in ("exact", "true"):
+        out = files["folder"] / f"fisher_{fisher}.csv"
+        assert _repair(files, out, "--layer-sets", "fc4", "--rhos", "0.9", "--methods", "kfac",
+                       "--references", "none", "--fisher", fisher) == 0
+        err = capsys.readouterr().err
+        assert ("deprecated" in err) == (fisher == "true")
+        outputs[fisher] = out
+    assert "--fisher true is deprecated; use --fisher exact" in err and err.count("deprecated") == 1
+    exact, alias = (pd.read_csv(outputs[f]) for f in ("exact", "true"))
+    pd.testing.assert_frame_equal(alias, exact)  # the same rows, the canonical name in the fisher column
+    assert list(alias.set_index("repair").loc[["kfac"], "fisher"]) == ["exact"]
+    assert json.loads(outputs["true"].with_suffix(".json").read_text())["config"]["fisher"] == "exact"
+
+
+def test_parser_imports_nothing_heavy():
+    """The workflow builds the repair parser at Snakefile parse time: torch, numpy or the repair
+    package must not be imported by the module or its add_arguments."""
+    import subprocess
+    import sys
+
+    code = ("import argparse, sys\n"
+            "from latentgen.commands import repair\n"
+            "repair.add_arguments(argparse.ArgumentParser())\n"
+            "heavy = [m for m in ('torch', 'numpy', 'pandas', 'latentgen.repair') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("args, message", [
+    # rho is range-checked by its argument type (argtypes.fraction), so the workflow's config
+    # check refuses it before any job; the library's check_rho still guards direct callers
+    (["--rhos", "0"], "argument --rhos: expected a fraction in (0, 1]"),
+    (["--rhos", "1.5"], "argument --rhos: expected a fraction in (0, 1]"),
+    (["--fisher", "exakt"], "invalid choice 'exakt' (choose from exact, empirical, sampled; did you mean 'exact'?)"),
+    (["--samples", "0"], "expected an integer >= 1"),
+    (["--factor-subset", "-3"], "expected an integer >= 1"),
+    (["--seed", "-1"], "expected an integer >= 0"),
+    (["--device", "gpu"], "invalid device 'gpu'"),
+])
+def test_argument_types_refuse_bad_values_at_parse_time(files, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        _repair(files, files["folder"] / "never.csv", *args)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (files["folder"] / "never.csv").exists()
 
 
 def test_empirical_fisher_on_a_factor_subset_uses_those_rows_labels(files):
@@ -137,8 +186,6 @@ def test_band_diagnostic_through_the_command(files):
     (["--layer-sets", "fc9"], "'fc9' of MLP is not a module"),
     (["--layer-sets", ""], "empty layer set"),
     (["--layer-sets", "fc4+fc4"], "names a layer twice"),
-    (["--rhos", "0"], "rho must be in (0, 1]"),
-    (["--rhos", "1.5"], "rho must be in (0, 1]"),
     (["--out", "table.txt"], "must name a .csv file"),
 ])
 def test_bad_arguments_name_the_problem(files, capsys, args, message):

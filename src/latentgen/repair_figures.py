@@ -31,12 +31,18 @@ from pathlib import Path
 
 import numpy as np
 
-A_PRIORI_LAYER_SET = {"mlp": "fc1+fc4", "cnn": "fcs.0+fcs.2"}
-A_PRIORI_RHO = 0.75
+from latentgen.registry import A_PRIORI_RHO, ARCHITECTURES, REPAIR_REFERENCES
+
 KEYS = ["model", "dataset", "corruption", "run", "epoch"]
 SUMMARY_METRICS = ["test_acc", "test_acc_select", "test_acc_heldout", "changed_acc_corrupted", "changed_acc_true",
                    "unchanged_acc", "train_acc_corrupted", "train_acc_true", "fraction_kept", "rel_change"]
-REFERENCE_NAMES = {"none": "unedited", "velpic": "velpic", "velpic_bias": "velpic_bias"}
+REFERENCE_NAMES = {ref: "unedited" if ref == "none" else ref for ref in REPAIR_REFERENCES}
+
+
+def a_priori_layer_set(arch: str) -> str | None:
+    """The layer set fixed a priori for ``arch`` (the registry's), None where there is none."""
+    spec = ARCHITECTURES.get(arch)
+    return None if spec is None else spec.a_priori_layer_set
 
 
 def read_tables(paths):
@@ -81,7 +87,7 @@ def summarise(table):
         swept = checkpoint[checkpoint["rho"].notna()]
         for method, group in swept.groupby("repair", sort=True):
             choices = []
-            a_priori = A_PRIORI_LAYER_SET.get(ident["model"])
+            a_priori = a_priori_layer_set(ident["model"])
             fixed = group[(group["layer_set"] == a_priori) & np.isclose(group["rho"], A_PRIORI_RHO)]
             if len(fixed):
                 choices.append(("a_priori", fixed.iloc[0], "test_acc_heldout"))
@@ -144,7 +150,7 @@ def plot(stats, pdf_path, fmt: str = "pdf"):
         sub = stats[(stats["model"] == arch) & (stats["dataset"] == dataset)]
         kfac_sets = list(dict.fromkeys(sub[sub["repair"] == "kfac"]["layer_set"]))
         colours = {s: cmap(i % 10) for i, s in enumerate(kfac_sets)}
-        a_priori = A_PRIORI_LAYER_SET.get(arch)
+        a_priori = a_priori_layer_set(arch)
         for c, degree in enumerate(degrees):
             cell = sub[sub["corruption"] == degree]
             for r, (metric, label) in enumerate(metrics):
