@@ -13,6 +13,8 @@ import torch
 from latentgen.__main__ import main
 from latentgen.activations import dump_activations, open_activations
 from latentgen.probes import fit_probes
+from latentgen.probing import COLUMNS as PROBING_COLUMNS
+from latentgen.probing import probe_checkpoint, write_probe_csv
 from latentgen.training import default_train_config, load_checkpoint, train
 from latentgen.transfer import transfer_velpic
 
@@ -130,8 +132,12 @@ def test_refusals_leave_no_output(mlp_files, tmp_path, capsys):
 
     assert main(args + ["--checkpoint", str(tmp_path / "missing.pt")]) == 1
     assert "checkpoint for the transfer not found" in capsys.readouterr().err
-    assert main(args + ["--variance", "1.5"]) == 1
-    assert "variance must be in (0, 1]" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # refused by the parser (argtypes.fraction)
+        main(args + ["--variance", "1.5"])
+    assert exit_info.value.code == 2
+    assert "argument --variance: expected a fraction in (0, 1], got '1.5'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"variance must be in \(0, 1\]"):  # and by the library
+        probe_checkpoint(h5, variance=1.5, device="cpu")
     other = tmp_path / "epoch1.pt"
     shutil.copy(folder / "run" / "checkpoints" / "epoch1.pt", other)
     assert main(args + ["--checkpoint", str(other)]) == 1
@@ -157,3 +163,63 @@ def test_help_and_bad_arguments(capsys):
         main(["probe", "--activations", "x.h5"])
     assert exit_info.value.code == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_probe_checkpoint_returns_the_rows_the_cli_writes(mlp_csv, mlp_files, tmp_path):
+    folder, h5 = mlp_files
+    assert list(PROBING_COLUMNS) == COLUMNS
+    rows = probe_checkpoint(h5, device="cpu")
+    assert [r.values() for r in rows] == list(mlp_csv.itertuples(index=False, name=None))
+    write_probe_csv(rows, tmp_path / "library.csv")
+    assert (tmp_path / "library.csv").read_bytes() == (folder / "probes.csv").read_bytes()
+    # row order: per layer MASC then VeLPIC (splits in order), then the transfer on the last hidden layer
+    assert [(r.layer, r.probe, r.split) for r in rows[:6]] == [
+        ("input", probe, split) for probe in ("masc", "velpic") for split in SPLITS]
+    assert [r.probe for r in rows[-6:]] == ["transfer"] * 3 + ["transfer_bias"] * 3
+
+
+def test_unknown_family_is_refused_by_name(mlp_files, capsys):
+    folder, h5 = mlp_files
+    with pytest.raises(ValueError, match="unknown probe family 'lda'.*known: masc, velpic, transfer"):
+        probe_checkpoint(h5, families=["masc", "lda"], device="cpu")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["probe", "--activations", str(h5), "--out", str(folder / "x.csv"), "--families", "masc,lda"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown probe family 'lda'" in err and "known: masc, velpic, transfer" in err
+    assert not (folder / "x.csv").exists()
+
+
+def test_families_choose_the_rows(mlp_csv, mlp_files, tmp_path):
+    _, h5 = mlp_files
+    out = tmp_path / "masc.csv"
+    assert main(["probe", "--activations", str(h5), "--out", str(out), "--device", "cpu", "--families", "masc"]) == 0
+    masc = pd.read_csv(out)
+    assert set(masc.probe) == {"masc"}
+    pd.testing.assert_frame_equal(masc, mlp_csv[mlp_csv.probe == "masc"].reset_index(drop=True))
+    # the transfer alone fits VeLPIC on the last hidden layer itself; spellings and order do not matter
+    rows = probe_checkpoint(h5, families="transfer", device="cpu")
+    full = mlp_csv[mlp_csv.probe.isin(["transfer", "transfer_bias"])]
+    assert [r.values() for r in rows] == list(full.itertuples(index=False, name=None))
+    both = probe_checkpoint(h5, families=["velpic", "masc"], device="cpu")
+    assert [r.values() for r in both] == list(mlp_csv[mlp_csv.probe.isin(["masc", "velpic"])]
+                                              .itertuples(index=False, name=None))
+    out = tmp_path / "nt.csv"
+    assert main(["probe", "--activations", str(h5), "--out", str(out), "--device", "cpu", "--families",
+                 "velpic", "transfer", "--no-transfer"]) == 0
+    assert set(pd.read_csv(out).probe) == {"velpic"}
+
+
+def test_delete_activations_only_after_success(mlp_files, tmp_path):
+    _, h5 = mlp_files
+    copy = tmp_path / "copy.h5"
+    shutil.copy(h5, copy)
+    out = tmp_path / "out.csv"
+    args = ["probe", "--activations", str(copy), "--out", str(out), "--device", "cpu", "--no-transfer",
+            "--delete-activations"]
+    assert main(args + ["--checkpoint", str(tmp_path / "unused.pt")]) == 0
+    assert out.is_file() and not copy.exists()
+    shutil.copy(h5, copy)
+    out.unlink()
+    assert main(args[:-2] + ["--delete-activations", "--checkpoint", str(tmp_path / "missing.pt")]) == 1
+    assert copy.exists() and not out.exists()

@@ -1,10 +1,18 @@
-"""Choosing the torch device for training and activation dumps."""
+"""Choosing the torch device and the CPU threads of a job.
+
+``resolve_device`` turns a ``--device`` choice into a ``torch.device``; ``set_threads`` sets
+torch's CPU threads (``--threads``), and ``blas_threads`` limits the BLAS thread pools (numpy,
+scipy: the probes' CPU workers follow them) for the duration of a block.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+from latentgen.registry import DEVICE_CHOICES  # noqa: F401  (re-exported: the choices live in the registry)
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
@@ -29,3 +37,24 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
             raise ValueError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) are visible")
         return device
     raise ValueError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
+
+
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` CPU threads in torch (``None``: leave torch's choice)."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or int(threads) != threads or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    torch.set_num_threads(int(threads))
+
+
+@contextlib.contextmanager
+def blas_threads(threads: int | None) -> Iterator[None]:
+    """Limit the BLAS thread pools to ``threads`` inside the block (``None``: no limit)."""
+    if threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(int(threads), user_api="blas"):
+        yield

@@ -98,7 +98,8 @@ def _as_tensor(a: np.ndarray, device: torch.device, dtype: torch.dtype | None = 
 # checks
 
 
-def _check_variance(variance) -> float:
+def check_variance(variance) -> float:
+    """``variance`` as a float in (0, 1] (MASC's threshold); ValueError otherwise."""
     try:
         value = float(variance)
     except (TypeError, ValueError):
@@ -290,7 +291,7 @@ class ClassSubspaces(BaseEstimator):
         self.device = device
 
     def fit(self, X, y, classes=None):
-        variance = _check_variance(self.variance)
+        variance = check_variance(self.variance)
         X, y_idx, classes = _check_fit_data(self, X, y, classes)
         n_components = _check_n_components(self.n_components, X.shape[1])
         device = _device(self.device)
