@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from latentgen import figures
+from latentgen import metrics as metrics_lib
 from latentgen.commands import metrics as metrics_cmd
 from latentgen.figures import COLUMNS, FIGURES
 
@@ -211,13 +212,44 @@ def test_metrics_refuses_mixed_or_inconsistent_inputs(experiment, tmp_path):
     b = root / "probes" / "mlp" / "c0.4" / "run1" / "epoch0.csv"
     log = f"1={root / 'runs' / 'mlp' / 'c0.2' / 'run1' / 'train_log.csv'}"
     with pytest.raises(ValueError, match="mix several corruption"):
-        metrics_cmd.collect([str(a), str(b)], metrics_cmd._parse_logs([log]))
+        metrics_lib.collect([str(a), str(b)], metrics_lib.parse_train_logs([log]))
     with pytest.raises(ValueError, match="train logs are given for runs \\[1, 2\\]"):
-        metrics_cmd.collect([str(a)], metrics_cmd._parse_logs([log, f"2={tmp_path / 'x.csv'}"]))
+        metrics_lib.collect([str(a)], metrics_lib.parse_train_logs([log, f"2={tmp_path / 'x.csv'}"]))
     with pytest.raises(ValueError, match="not RUN=PATH"):
-        metrics_cmd._parse_logs(["train_log.csv"])
+        metrics_lib.parse_train_logs(["train_log.csv"])
     with pytest.raises(ValueError, match="duplicate probe rows"):
-        metrics_cmd.collect([str(a), str(a)], metrics_cmd._parse_logs([log]))
+        metrics_lib.collect([str(a), str(a)], metrics_lib.parse_train_logs([log]))
+
+
+def test_metrics_from_per_epoch_files_equal_metrics_from_per_run_files(experiment, tmp_path):
+    """The workflow may hand metrics every checkpoint's probe CSV (any order) or one CSV per run:
+    the table is the same byte for byte, ordered by run, epoch, then each checkpoint's own rows."""
+    root, _, _ = experiment
+    rng = np.random.default_rng(5)
+    per_epoch = {run: [root / "probes" / "mlp" / "c0.4" / f"run{run}" / f"epoch{e}.csv" for e in epochs]
+                 for run, epochs in EPOCHS.items()}
+    logs = [f"{run}={root / 'runs' / 'mlp' / 'c0.4' / f'run{run}' / 'train_log.csv'}" for run in EPOCHS]
+    per_run = []
+    for run, paths in per_epoch.items():  # one header, then every checkpoint's rows, as `latentgen concat`
+        lines = [p.read_text().splitlines(keepends=True) for p in paths]
+        per_run.append(tmp_path / f"run{run}.csv")
+        per_run[-1].write_text("".join([lines[0][0], *(line for file in lines for line in file[1:])]))
+    shuffled = [p for paths in per_epoch.values() for p in paths]
+    shuffled = [shuffled[i] for i in rng.permutation(len(shuffled))]
+    outs = {}
+    for name, probes, train_logs in (("run", per_run, logs), ("run_reversed", per_run[::-1], logs[::-1]),
+                                      ("epoch", shuffled, logs), ("epoch_reversed", shuffled[::-1], logs[::-1])):
+        outs[name] = tmp_path / f"{name}.csv"
+        assert metrics_cmd.run(metrics_cmd_args(probes, train_logs, outs[name])) == 0
+    expected = (root / "metrics" / "mlp" / "digits" / "c0.4.csv").read_bytes()  # per-epoch files in order
+    assert {name: out.read_bytes() == expected for name, out in outs.items()} == dict.fromkeys(outs, True)
+    frame = pd.read_csv(outs["epoch"])
+    probed = frame[frame.probe != "model"]
+    assert list(zip(probed.run, probed.epoch)) == sorted(zip(probed.run, probed.epoch))
+    assert (frame.probe == "model").to_numpy()[len(probed):].all()
+    first = pd.read_csv(per_epoch[1][0])
+    assert list(zip(probed.layer, probed.probe, probed.split))[:len(first)] == list(
+        zip(first.layer, first.probe, first.split))
 
 
 def test_figure_cli_writes_pdf_csv_and_provenance(experiment, tmp_path):

@@ -67,6 +67,17 @@ def file_digests(paths: Iterable[str | os.PathLike]) -> dict[str, str]:
     return digests
 
 
+def parse_json(text: str | None, what: str):
+    """The value of a JSON command-line option (``--config-json``, ``--seeds``); ``None`` stays
+    ``None``. ValueError naming ``what`` when it is not valid JSON."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} is not valid JSON: {exc}") from None
+
+
 def build_record(
     *,
     inputs: Iterable[str | os.PathLike] = (),

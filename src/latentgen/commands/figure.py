@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from latentgen import argtypes
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from latentgen.figures import FIGURES, MODEL_EPOCH0
@@ -18,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", nargs="+", required=True, help="metrics CSVs from `latentgen metrics`")
     parser.add_argument("--out", required=True, help="figure file to write (.pdf or .png)")
     parser.add_argument("--csv", default=None, help="source-data CSV to write")
-    parser.add_argument("--corruptions", nargs="+", type=float, default=None,
+    parser.add_argument("--corruptions", nargs="+", type=argtypes.unit_interval, default=None,
                         help="rows to plot (default: the figure's degrees present in the metrics)")
     parser.add_argument("--model-epoch0", choices=list(MODEL_EPOCH0), default="repeat",
                         help="model curve at epoch 0: repeat the epoch-1 value (authors' plot) or the measured value")
@@ -30,19 +32,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-provenance", action="store_true", help="do not write the .json sidecar")
 
 
-def run(args: argparse.Namespace) -> int:
-    from latentgen.commands.metrics import _parse_json
-    from latentgen.figures import make_figure, read_metrics
-    from latentgen.provenance import build_record, write_sidecar
+def model_dataset(item: str) -> tuple[str, str]:
+    """``MODEL:DATASET`` (an --own-final entry) → ``(model, dataset)``."""
+    model, sep, dataset = item.partition(":")
+    if not sep or not model or not dataset:
+        raise ValueError(f"--own-final entry {item!r} is not MODEL:DATASET")
+    return model, dataset
 
-    config = _parse_json(args.config_json, "--config-json")
-    seeds = _parse_json(args.seeds, "--seeds")
-    own_final = []
-    for item in args.own_final:
-        model, sep, dataset = item.partition(":")
-        if not sep or not model or not dataset:
-            raise ValueError(f"--own-final entry {item!r} is not MODEL:DATASET")
-        own_final.append((model, dataset))
+
+def run(args: argparse.Namespace) -> int:
+    from latentgen.figures import make_figure, read_metrics
+    from latentgen.provenance import build_record, parse_json, write_sidecar
+
+    config = parse_json(args.config_json, "--config-json")
+    seeds = parse_json(args.seeds, "--seeds")
+    own_final = [model_dataset(item) for item in args.own_final]
     source = make_figure(args.name, read_metrics(args.metrics), args.out, csv=args.csv,
                          corruptions=args.corruptions, model_epoch0=args.model_epoch0, own_final=own_final)
     outputs = [args.out] + ([args.csv] if args.csv else [])
