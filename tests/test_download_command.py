@@ -14,7 +14,7 @@ import fakedata
 from latentgen import datasets
 from latentgen.__main__ import main
 from latentgen.datasets import DATASETS, load_dataset, read_prepared
-from latentgen.labels import corrupt_labels, read_label_file
+from latentgen.labels import corrupt_dataset, corrupt_labels, read_label_file
 
 
 @pytest.fixture(autouse=True)
@@ -105,8 +105,12 @@ def test_download_unwritable_root(read_only_dir, tmp_path, capsys):
 
 def test_bad_arguments(tmp_path, capsys):
     out = tmp_path / "x.npz"
-    assert main(["corrupt", "--dataset", "digits", "--corruption", "1.2", "--out", str(out)]) == 1
+    with pytest.raises(SystemExit) as exit_info:  # refused by the parser (argtypes.unit_interval)
+        main(["corrupt", "--dataset", "digits", "--corruption", "1.2", "--out", str(out)])
+    assert exit_info.value.code == 2
     assert "[0, 1]" in one_line_error(capsys, "corrupt")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):  # and by the library
+        corrupt_dataset("digits", 1.2, out)
     assert main(["corrupt", "--dataset", "mnist", "--corruption", "0.2", "--out", str(out)]) == 1
     assert "data root" in one_line_error(capsys, "corrupt")
     assert main(["corrupt", "--dataset", "mnist", "--corruption", "0.2", "--out", str(out),

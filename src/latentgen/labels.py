@@ -85,6 +85,27 @@ def write_label_file(path: str | os.PathLike, true, corrupted, seed: int, degree
     return path
 
 
+def corrupt_dataset(dataset: str, degree: float, out: str | os.PathLike, seed: int = DEFAULT_SEED,
+                    data_root: str | os.PathLike | None = None, prepared: str | os.PathLike | None = None,
+                    strict: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Corrupt ``dataset``'s true training labels (from ``prepared`` or the raw files under
+    ``data_root``) and write the label file ``out``; returns ``(true, corrupted)``.
+
+    ``strict``: the mask ``rand < c`` instead of ``<= c``; ``None``: as the authors' code for
+    that dataset (the registry's ``strict_corruption_mask``: only Tiny ImageNet).
+    """
+    from latentgen import registry
+    from latentgen.datasets import load_train_labels
+
+    spec = registry.get_dataset(dataset)
+    strict = spec.strict_corruption_mask if strict is None else bool(strict)
+    true = load_train_labels(dataset, data_root=data_root, prepared=prepared)
+    corrupted = corrupt_labels(true, degree, spec.num_classes, seed=seed, strict=strict)
+    write_label_file(out, true, corrupted, seed=seed, degree=degree, num_classes=spec.num_classes, strict=strict,
+                     dataset=dataset)
+    return true, corrupted
+
+
 def read_label_file(path: str | os.PathLike) -> LabelFile:
     path = Path(path)
     if not path.is_file():

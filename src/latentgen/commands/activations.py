@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from latentgen.devices import DEVICE_CHOICES
+from latentgen import argtypes, registry
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,17 +23,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--prepared", help="prepared dataset .npz from `latentgen download`")
     parser.add_argument("--labels", help="the label file the model was trained with (checked against the checkpoint)")
     parser.add_argument("--layers", help="comma-separated probe layers (default: all of the model's)")
-    parser.add_argument("--batch-size", type=int, default=500, help="images per forward pass (default 500)")
+    parser.add_argument("--batch-size", type=argtypes.positive_int, default=500, help="images per forward pass (default 500)")
     parser.add_argument("--compression", choices=["lzf", "gzip"], default="lzf", help="HDF5 compression (lossless)")
     parser.add_argument("--batchnorm", choices=["eval", "per_sample"], default="eval",
                         help="BatchNorm in eval mode (default) or per-image statistics as the authors' ResNet dumps (D9)")
-    parser.add_argument("--device", choices=list(DEVICE_CHOICES), default="auto", help="auto = CUDA when available")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--device", choices=list(registry.DEVICE_CHOICES), default="auto",
+                        help="auto = CUDA when available")
+    parser.add_argument("--threads", type=argtypes.positive_int, help="CPU threads for torch (default: torch's choice)")
 
 
 def run(args: argparse.Namespace) -> int:
     from latentgen.activations import dump_activations, open_activations
-    from latentgen.commands.train import set_threads
+    from latentgen.devices import set_threads
 
     set_threads(args.threads)
     layers = None

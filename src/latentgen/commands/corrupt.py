@@ -10,32 +10,31 @@ from __future__ import annotations
 
 import argparse
 
-from latentgen.datasets import DATASETS
-from latentgen.labels import DEFAULT_SEED
+from latentgen import argtypes, registry
+
+LABEL_SEED = 42  # the authors' np.random.seed(42) (latentgen.labels.DEFAULT_SEED; checked by the tests)
+STRICT_MASK = {"auto": None, "yes": True, "no": False}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, choices=list(DATASETS), help="dataset name")
-    parser.add_argument("--corruption", required=True, type=float, help="degree c in [0, 1]")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"numpy seed (default {DEFAULT_SEED}, as the authors)")
+    parser.add_argument("--dataset", required=True, choices=list(registry.DATASETS), help="dataset name")
+    parser.add_argument("--corruption", required=True, type=argtypes.unit_interval, help="degree c in [0, 1]")
+    parser.add_argument("--seed", type=argtypes.nonnegative_int, default=LABEL_SEED,
+                        help=f"numpy seed (default {LABEL_SEED}, as the authors)")
     parser.add_argument("--out", required=True, help="label file to write (.npz)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--data-root", help="folder with the raw files")
     source.add_argument("--prepared", help="prepared dataset .npz from `latentgen download`")
-    parser.add_argument("--strict-mask", choices=["auto", "yes", "no"], default="auto",
+    parser.add_argument("--strict-mask", choices=list(STRICT_MASK), default="auto",
                         help="mask rand < c instead of <= c; auto = as the authors' code (only Tiny ImageNet)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from latentgen.datasets import get_spec, load_train_labels
-    from latentgen.labels import corrupt_labels, write_label_file
+    from latentgen.labels import corrupt_dataset
 
-    spec = get_spec(args.dataset)
-    strict = spec.strict_corruption_mask if args.strict_mask == "auto" else args.strict_mask == "yes"
-    true = load_train_labels(args.dataset, data_root=args.data_root, prepared=args.prepared)
-    corrupted = corrupt_labels(true, args.corruption, spec.num_classes, seed=args.seed, strict=strict)
-    write_label_file(args.out, true, corrupted, seed=args.seed, degree=args.corruption,
-                     num_classes=spec.num_classes, strict=strict, dataset=args.dataset)
+    true, corrupted = corrupt_dataset(args.dataset, args.corruption, args.out, seed=args.seed,
+                                      data_root=args.data_root, prepared=args.prepared,
+                                      strict=STRICT_MASK[args.strict_mask])
     print(f"{args.dataset} c={args.corruption} seed={args.seed}: "
           f"{(true == corrupted).mean():.4f} of {len(true)} labels unchanged -> {args.out}")
     return 0
