@@ -23,6 +23,7 @@ COMMANDS = {
     "concat": "concat",
     "metrics": "metrics",
     "figure": "figure",
+    "table": "table",
     "repair": "repair",
     "cluster-check": "cluster_check",
 }

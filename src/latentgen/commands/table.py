@@ -1,0 +1,52 @@
+"""Build one of the 2025 paper's tables (table_masc, table_baselines, table_relabel, table_sensitivity).
+
+Writes OUT_PREFIX.csv (accuracies as fractions), OUT_PREFIX.tex (booktabs) and OUT_PREFIX.md
+(accuracies in %, best layer in parentheses), the bar chart with --pdf (table_masc and
+table_baselines), and a provenance sidecar OUT_PREFIX.json hashing every input and output.
+A probe's best layer is the maximum over non-input layers of the mean over runs of the
+final-epoch test accuracy (SPEC D14). See latentgen.tables for the inputs each table needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", required=True,
+                        help="table: table_masc, table_baselines, table_relabel or table_sensitivity")
+    parser.add_argument("--probes", nargs="*", default=[], help="final-model probe tables (tidy CSVs with fit_labels)")
+    parser.add_argument("--train-logs", nargs="*", default=[],
+                        help="the runs' train_log.csv (each run named by the manifest.json beside it, else by "
+                             "its path .../{arch}/{dataset}/c{c}/run{r}/train_log.csv)")
+    parser.add_argument("--relabel", nargs="*", default=[], help="relabel-and-retrain result CSVs")
+    parser.add_argument("--out-prefix", required=True, help="writes PREFIX.csv, .tex, .md and the sidecar PREFIX.json")
+    parser.add_argument("--pdf", default=None, help="the table's bar chart to write (table_masc, table_baselines)")
+    parser.add_argument("--config-json", default=None, help="the configuration (JSON), for provenance")
+    parser.add_argument("--no-provenance", action="store_true", help="do not write the .json sidecar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from latentgen.provenance import build_record, write_sidecar
+    from latentgen.tables import build_table, get_table, plot_table, write_table
+
+    spec = get_table(args.name)
+    if args.pdf and spec.figure is None:
+        raise ValueError(f"{args.name} has no bar chart; drop --pdf")
+    try:
+        config = None if args.config_json is None else json.loads(args.config_json)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--config-json is not valid JSON: {exc}") from None
+    table = build_table(args.name, probes=args.probes, train_logs=args.train_logs, relabel=args.relabel)
+    outputs = write_table(args.name, table, args.out_prefix)
+    if args.pdf:
+        plot_table(args.name, table, args.pdf)
+        outputs.append(args.pdf)
+    if not args.no_provenance:
+        record = build_record(inputs=[*args.probes, *args.train_logs, *args.relabel], outputs=outputs, config=config,
+                              extra={"table": args.name, "best_layer": "max over non-input layers of the mean "
+                                                                      "over runs of the final-epoch test accuracy"})
+        write_sidecar(outputs[0], record)
+    print(f"{args.name}: {len(table)} rows -> {', '.join(outputs)}")
+    return 0
