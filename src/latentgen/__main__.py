@@ -24,6 +24,7 @@ COMMANDS = {
     "metrics": "metrics",
     "figure": "figure",
     "table": "table",
+    "claims": "claims",
     "repair": "repair",
     "cluster-check": "cluster_check",
 }

@@ -1,0 +1,45 @@
+"""Evaluate the two papers' quantitative claims on the built results (claims.csv).
+
+One row per claim (per model–dataset pair where the claim is made per model): claim_id, scope,
+paper, section, the claim, the measured value, the criterion, the verdict (holds / does not hold /
+not evaluable) and the evidence. A claim whose inputs are not given is "not evaluable", naming
+them. Writes --out and a provenance sidecar (--out with .json). The claims and their criteria:
+latentgen.claims.CLAIMS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--probes", nargs="*", default=[], help="final-model probe tables (the 2025 claims)")
+    parser.add_argument("--train-logs", nargs="*", default=[],
+                        help="the runs' train_log.csv (the model's own final test accuracy)")
+    parser.add_argument("--relabel", nargs="*", default=[], help="relabel-and-retrain result CSVs")
+    parser.add_argument("--metrics", nargs="*", default=[], help="TMLR metrics CSVs (the TMLR claims)")
+    parser.add_argument("--out", required=True, help="claims CSV to write")
+    parser.add_argument("--config-json", default=None, help="the configuration (JSON), for provenance")
+    parser.add_argument("--no-provenance", action="store_true", help="do not write the .json sidecar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from latentgen.claims import Inputs, evaluate, write_claims
+    from latentgen.provenance import build_record, write_sidecar
+
+    try:
+        config = None if args.config_json is None else json.loads(args.config_json)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--config-json is not valid JSON: {exc}") from None
+    inputs = Inputs.load(probes=args.probes, train_logs=args.train_logs, relabel=args.relabel, metrics=args.metrics)
+    frame = evaluate(inputs)
+    write_claims(frame, args.out)
+    if not args.no_provenance:
+        record = build_record(inputs=[*args.probes, *args.train_logs, *args.relabel, *args.metrics],
+                              outputs=[args.out], config=config,
+                              extra={"verdicts": frame["verdict"].value_counts().to_dict()})
+        write_sidecar(args.out, record)
+    counts = ", ".join(f"{n} {v}" for v, n in frame["verdict"].value_counts().items())
+    print(f"claims: {len(frame)} rows ({counts}) -> {args.out}")
+    return 0
