@@ -46,7 +46,9 @@ def test_probe_family_option_follows_the_registry():
 
 
 def test_corrupt_default_seed_is_the_authors():
-    from latentgen.commands.corrupt import LABEL_SEED
+    from latentgen import registry
+    from latentgen.__main__ import command_parser
     from latentgen.labels import DEFAULT_SEED
 
-    assert LABEL_SEED == DEFAULT_SEED == 42
+    parsed = command_parser("corrupt").parse_args(["--dataset", "digits", "--corruption", "0.2", "--out", "x.npz"])
+    assert parsed.seed == DEFAULT_SEED == registry.LABEL_SEED == 42

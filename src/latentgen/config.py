@@ -341,6 +341,7 @@ def check_config(cfg: Mapping, schema: str | Path | dict) -> dict:
         raise ConfigError("(top level)", f"the configuration must be a mapping, got {type(cfg).__name__}")
     check_schema(cfg, schema)
     resolved = fill_defaults(dict(cfg), schema, schema)
+    resolved["seeds"] = {"labels": registry.LABEL_SEED, "train_base": registry.TRAIN_SEED_BASE, **resolved["seeds"]}
     tags = [corruption_tag(c) for c in resolved["corruptions"]]
     if len(set(tags)) != len(tags):
         raise ConfigError("corruptions", f"degrees repeat after rounding: {resolved['corruptions']}")

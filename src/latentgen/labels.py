@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from latentgen import registry
 from latentgen._io import atomic_path
 
-DEFAULT_SEED = 42  # the authors' np.random.seed(42)
+DEFAULT_SEED = registry.LABEL_SEED  # the authors' np.random.seed(42)
 
 
 def _check_degree(degree) -> float:

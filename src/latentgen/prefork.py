@@ -37,7 +37,8 @@ from pathlib import Path
 
 PRELOAD = ["numpy", "scipy.linalg", "h5py", "torch", "sklearn.base", "pandas", "matplotlib", "matplotlib.pyplot",
            "latentgen.datasets", "latentgen.models", "latentgen.training", "latentgen.activations",
-           "latentgen.probes", "latentgen.transfer", "latentgen.figures", "latentgen.provenance"]
+           "latentgen.probes", "latentgen.transfer", "latentgen.figures", "latentgen.provenance", "latentgen.forward",
+           "latentgen.probing", "latentgen.metrics", "latentgen.repair"]
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _HEADER = struct.Struct("!I")
 

@@ -70,7 +70,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_info, threadpool_limits
 
-SIGN_MODES = ("all", "class")
+from latentgen import registry
+
+SIGN_MODES = registry.SIGN_MODES
 _ROW_BLOCK = 4096  # rows (or columns) per float64 block when accumulating a Gram matrix
 _SMALL_EIGH = 256  # below this size a full eigh is cheaper than the staged LAPACK route
 _SCORE_ELEMENTS = 1 << 24  # rows per scoring batch × max(score columns, features)

@@ -335,6 +335,13 @@ def fisher_kind(name: str | bool) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# seeds and small option sets
+
+LABEL_SEED = 42  # numpy seed of the label corruption (the authors' np.random.seed(42))
+TRAIN_SEED_BASE = 41  # run r trains with seed 41 + r (run 1 is the authors' torch.manual_seed(42))
+SIGN_MODES = ("all", "class")  # VeLPIC's sign from all training rows (authors' code, D6) or the class's
+
+# --------------------------------------------------------------------------------------------
 # devices
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")

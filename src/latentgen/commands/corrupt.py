@@ -12,15 +12,14 @@ import argparse
 
 from latentgen import argtypes, registry
 
-LABEL_SEED = 42  # the authors' np.random.seed(42) (latentgen.labels.DEFAULT_SEED; checked by the tests)
 STRICT_MASK = {"auto": None, "yes": True, "no": False}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, choices=list(registry.DATASETS), help="dataset name")
     parser.add_argument("--corruption", required=True, type=argtypes.unit_interval, help="degree c in [0, 1]")
-    parser.add_argument("--seed", type=argtypes.nonnegative_int, default=LABEL_SEED,
-                        help=f"numpy seed (default {LABEL_SEED}, as the authors)")
+    parser.add_argument("--seed", type=argtypes.nonnegative_int, default=registry.LABEL_SEED,
+                        help=f"numpy seed (default {registry.LABEL_SEED}, as the authors)")
     parser.add_argument("--out", required=True, help="label file to write (.npz)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--data-root", help="folder with the raw files")

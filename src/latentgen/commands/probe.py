@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{','.join(DEFAULT_FAMILIES)}; known: {', '.join(registry.PROBE_FAMILIES)})")
     parser.add_argument("--variance", type=argtypes.fraction, default=0.99,
                         help="MASC variance threshold in (0, 1] (default 0.99)")
-    parser.add_argument("--sign", choices=["all", "class"], default="all",
+    parser.add_argument("--sign", choices=list(registry.SIGN_MODES), default="all",
                         help="VeLPIC sign from the mean projection of all training rows (default, the authors' "
                              "code) or of the class's rows (the paper's wording)")
     parser.add_argument("--no-transfer", action="store_true",

@@ -29,9 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--data-root", help="folder with the raw dataset files (not needed for digits)")
     data.add_argument("--prepared", help="prepared dataset .npz from `latentgen download`")
     parser.add_argument("--labels", help="label file from `latentgen corrupt` (else corrupted on the fly with --label-seed)")
-    parser.add_argument("--label-seed", type=argtypes.nonnegative_int, default=42,
-                        help="seed for on-the-fly corruption (default 42, the authors')")
-    parser.add_argument("--seed", type=argtypes.nonnegative_int, help="training seed (default 41 + run)")
+    parser.add_argument("--label-seed", type=argtypes.nonnegative_int, default=registry.LABEL_SEED,
+                        help=f"seed for on-the-fly corruption (default {registry.LABEL_SEED}, the authors')")
+    parser.add_argument("--seed", type=argtypes.nonnegative_int,
+                        help=f"training seed (default {registry.TRAIN_SEED_BASE} + run)")
     parser.add_argument("--init-seed", type=argtypes.nonnegative_int,
                         help="initial-weights seed (default: the CNN's fixed 0, else --seed)")
     parser.add_argument("--hparams", choices=list(registry.HPARAM_SOURCES), default="code",
