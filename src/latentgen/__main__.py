@@ -26,6 +26,7 @@ COMMANDS = {
     "table": "table",
     "claims": "claims",
     "repair": "repair",
+    "relabel": "relabel",
     "cluster-check": "cluster_check",
 }
 
