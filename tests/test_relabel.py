@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -225,6 +226,11 @@ def _attempts(base, out, attempts):
     return ends, done.stdout
 
 
+def _label_file(path):
+    lf = read_label_file(path)
+    return {**vars(lf), "true": lf.true.tolist(), "corrupted": lf.corrupted.tolist()}
+
+
 def _without_seconds(path):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in _rows(path)]
 
@@ -245,8 +251,9 @@ def test_resume_after_sigkill_is_bitwise_identical(base, tmp_path):
                                          "train_log.csv"]],
                     [None, 0, ["labels.npz", "layers.csv", "model.pt", "result.csv", "result.json", "train_log.csv"]]]
     assert "resuming after epoch 2" in stdout and "resuming after epoch 4" in stdout
-    for name in ("result.csv", "labels.npz", "layers.csv"):
+    for name in ("result.csv", "layers.csv"):
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+    assert _label_file(out / "labels.npz") == _label_file(reference / "labels.npz")  # its bytes hold a write time
     saved, expected = read_checkpoint(out / "model.pt"), read_checkpoint(reference / "model.pt")
     assert all(torch.equal(saved["model_state"][k], v) for k, v in expected["model_state"].items())
     assert saved["meta"]["labels"] == str((out / "labels.npz").resolve())  # the rest of meta is equal
@@ -258,6 +265,17 @@ def test_resume_after_sigkill_is_bitwise_identical(base, tmp_path):
     again = relabel_and_retrain(base["checkpoint"], base["labels"], out, subspaces="corrupted", prepared=base["npz"],
                                 max_epochs=4, patience=10, save_model=True, device="cpu", verbose=False)
     assert again == read_result(reference / "result.csv") and (out / "result.csv").stat().st_mtime_ns == stamp
+
+    # the declared outputs deleted (as Snakemake does for a failed job): rewritten from resume.pt
+    deleted = tmp_path / "deleted"
+    shutil.copytree(at_epoch2, deleted)
+    for name in ("labels.npz", "layers.csv", "train_log.csv"):
+        (deleted / name).unlink()
+    relabel_and_retrain(base["checkpoint"], base["labels"], deleted, subspaces="corrupted", prepared=base["npz"],
+                        max_epochs=4, patience=10, save_model=True, device="cpu", verbose=False)
+    for name in ("result.csv", "layers.csv"):
+        assert (deleted / name).read_bytes() == (reference / name).read_bytes(), name
+    assert _label_file(deleted / "labels.npz") == _label_file(reference / "labels.npz")
 
     # a relabelled label file changed behind the run's back is refused, not retrained on
     from latentgen.labels import write_label_file

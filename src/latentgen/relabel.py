@@ -40,9 +40,11 @@ Outputs in OUT: ``layers.csv`` (MASC per candidate layer), ``labels.npz``, ``tra
 model as a training checkpoint), ``result.json`` (provenance, listing ``result.csv``'s sha256)
 and, last and atomically, ``result.csv`` (one tidy row, ``RESULT_COLUMNS``): an output that
 exists is complete. Resumable like training: ``OUT/resume.pt`` (model, optimizer, RNG, log,
-early-stopping state, the layer choice and the sha256 of ``labels.npz``) is replaced atomically
-after every epoch; a rerun continues from it, reuses ``labels.npz`` after checking its hash and,
-on the CPU, ends bitwise identical to an uninterrupted run. A folder of another configuration
+early-stopping state, the layer choice, the relabelled labels and their digest) is replaced
+atomically after every epoch; a rerun continues from it, reuses ``labels.npz`` after checking the
+digest of its labels (``training.labels_digest``; a file with other labels is refused, a missing
+one — Snakemake deletes a failed job's declared outputs — is rewritten from the state, as is
+``layers.csv``) and, on the CPU, ends bitwise identical to an uninterrupted run. A folder of another configuration
 (checkpoint bytes, label digest, subspaces, epochs, patience, variance, layers) is refused.
 
 The checkpoint must have been trained on the label file (the digest of its corrupted labels is
@@ -338,9 +340,7 @@ def relabel_and_retrain(checkpoint: str | os.PathLike, labels: str | os.PathLike
         if state.get("run_hash") != run_hash:
             raise ValueError(f"{folder.resume} was written by another configuration (hash {state.get('run_hash')}, "
                              f"this one {run_hash}); delete it to start over, or use another --out")
-        if not folder.labels.is_file() or sha256_file(folder.labels) != state["labels_file_sha256"]:
-            raise ValueError(f"{folder.labels} is missing or not the relabelled label file this run wrote "
-                             "(sha256 differs); delete the folder to start over")
+        _restore_outputs(folder, state, lf, ident)
         model.load_state_dict(state["model_state"])
         optimizer.load_state_dict(state["optimizer_state"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -360,6 +360,7 @@ def relabel_and_retrain(checkpoint: str | os.PathLike, labels: str | os.PathLike
         epoch, stop_reason, log = 0, None, []
 
     relabelled = read_label_file(folder.labels).corrupted
+    relabelled_digest = labels_digest(relabelled)
     labels_file_sha256 = sha256_file(folder.labels)
     x = inputs.train_x[:n].to(dev)
     y = torch.from_numpy(relabelled[:n]).to(dev)
@@ -371,7 +372,8 @@ def relabel_and_retrain(checkpoint: str | os.PathLike, labels: str | os.PathLike
         write_text_atomic(folder.log, _format_csv(LOG_COLUMNS, log))
         _maybe_die(epoch, "log")
         _save_torch({"run_hash": run_hash, "epoch": epoch, "stop_reason": stop_reason, "log": log,
-                     "layer_rows": layer_rows, "chosen": chosen, "labels_file_sha256": labels_file_sha256,
+                     "layer_rows": layer_rows, "chosen": chosen, "relabelled": torch.from_numpy(relabelled),
+                     "labels_sha256": relabelled_digest,
                      "model_state": _cpu_state(model), "optimizer_state": optimizer.state_dict(),
                      "rng": {"torch": torch.get_rng_state(), "shuffle": generator.get_state()},
                      "early_stopping": asdict(stopper), "best_state": best_state}, folder.resume)
@@ -416,7 +418,7 @@ def relabel_and_retrain(checkpoint: str | os.PathLike, labels: str | os.PathLike
         model.load_state_dict(best_state if best_state is not None else _cpu_state(model))
         save_checkpoint(folder.model, model, {**meta, "epoch": int(meta["epoch"]) + best,
                                               "labels": str(folder.labels.resolve()),
-                                              "labels_sha256": labels_digest(relabelled),
+                                              "labels_sha256": relabelled_digest,
                                               "relabel": {**ident, "checkpoint": str(Path(checkpoint).resolve()),
                                                           "layer": row["layer"], "retrain_epoch": best}})
         outputs.append(folder.model)
@@ -432,18 +434,46 @@ def relabel_and_retrain(checkpoint: str | os.PathLike, labels: str | os.PathLike
 def _choose_and_relabel(inputs: RelabelInputs, folder: _Folder, ident: dict, layers: list[str], variance: float,
                         dev: torch.device, batch_size: int) -> tuple[list[dict], int]:
     """MASC per layer, the layer choice, then layers.csv and labels.npz; returns (layer rows, chosen index)."""
-    from latentgen.labels import write_label_file
-
     rows, predictions = masc_per_layer(inputs, ident["subspaces"], layers, variance=variance, device=dev,
                                        batch_size=batch_size)
     chosen = choose_layer(rows)
     for i, row in enumerate(rows):
         row["chosen"] = i == chosen
-    write_text_atomic(folder.layers, _format_csv([*ident, *LAYER_COLUMNS], [{**ident, **r} for r in rows]))
-    lf = inputs.label_file
-    write_label_file(folder.labels, lf.true, predictions[layers[chosen]], seed=lf.seed, degree=lf.degree,
-                     num_classes=lf.num_classes, strict=lf.strict, dataset=lf.dataset or ident["dataset"])
+    _write_layers(folder, ident, rows)
+    _write_labels(folder, inputs.label_file, predictions[layers[chosen]], ident)
     return rows, chosen
+
+
+def _write_layers(folder: _Folder, ident: dict, rows: list[dict]) -> None:
+    write_text_atomic(folder.layers, _format_csv([*ident, *LAYER_COLUMNS], [{**ident, **r} for r in rows]))
+
+
+def _write_labels(folder: _Folder, lf, relabelled: np.ndarray, ident: dict) -> None:
+    from latentgen.labels import write_label_file
+
+    write_label_file(folder.labels, lf.true, relabelled, seed=lf.seed, degree=lf.degree, num_classes=lf.num_classes,
+                     strict=lf.strict, dataset=lf.dataset or ident["dataset"])
+
+
+def _restore_outputs(folder: _Folder, state: dict, lf, ident: dict) -> None:
+    """On resume: labels.npz must hold the labels this run chose (the digest of its labels, as
+    ``training.labels_digest``; the file's bytes carry a write time). A missing one (Snakemake
+    removes a failed job's declared outputs) is rewritten from the resume state, and so is layers.csv."""
+    from latentgen.labels import read_label_file
+    from latentgen.training import labels_digest
+
+    stored = state["relabelled"].numpy()
+    if labels_digest(stored) != state["labels_sha256"]:
+        raise ValueError(f"{folder.resume} is damaged (its relabelled labels do not match their digest); "
+                         "delete it to start over")
+    if folder.labels.exists():
+        found = read_label_file(folder.labels)
+        if labels_digest(found.corrupted) != state["labels_sha256"] or not np.array_equal(found.true, lf.true):
+            raise ValueError(f"{folder.labels} is not the relabelled label file this run wrote (its labels differ "
+                             "from the ones recorded in resume.pt); delete the folder to start over")
+    else:
+        _write_labels(folder, lf, stored, ident)
+    _write_layers(folder, ident, state["layer_rows"])
 
 
 def _result_row(ident, layer_row, log, best, stop_reason, relabelled, lf, n, meta) -> dict:
