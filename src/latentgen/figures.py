@@ -98,6 +98,11 @@ _COLORS = ["tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab
            "tab:cyan", "tab:gray", "gold"]
 
 
+def reproducible_metadata(fmt: str) -> dict | None:
+    """savefig metadata without a creation date, so a rebuilt PDF is byte-identical to the last."""
+    return {"CreationDate": None} if fmt == "pdf" else None
+
+
 def get_figure(name: str) -> FigureSpec:
     try:
         return FIGURES[name]
@@ -312,7 +317,8 @@ def plot_figure(spec: FigureSpec, source: "pd.DataFrame", out: str | os.PathLike
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / height))  # leave room for the title
     out = Path(out)
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format=out.suffix.lstrip(".") or "pdf", dpi=150)
+        fmt = out.suffix.lstrip(".") or "pdf"
+        fig.savefig(tmp, format=fmt, dpi=150, metadata=reproducible_metadata(fmt))
     plt.close(fig)
     return out
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from latentgen.figures import reproducible_metadata
 from latentgen.registry import A_PRIORI_RHO, ARCHITECTURES, REPAIR_REFERENCES
 
 KEYS = ["model", "dataset", "corruption", "run", "epoch"]
@@ -190,7 +191,7 @@ def plot(stats, pdf_path, fmt: str = "pdf"):
     fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
     legend_rows = math.ceil(len(labels) / ncol)
     fig.tight_layout(rect=(0, min(0.4, 0.12 * legend_rows / n_rows + 0.01), 1, 1))
-    fig.savefig(pdf_path, format=fmt)  # the path may be a temporary name without a suffix
+    fig.savefig(pdf_path, format=fmt, metadata=reproducible_metadata(fmt))  # the path may be a temporary name
     plt.close(fig)
 
 
@@ -254,7 +255,7 @@ def plot_epochs(stats, pdf_path, fmt: str = "pdf"):
                 labels.append(lab)
     fig.legend(handles, labels, loc="lower center", ncol=max(1, min(len(labels), 4)), fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, min(0.3, 0.08 * math.ceil(len(labels) / 4) + 0.02), 1, 1))
-    fig.savefig(pdf_path, format=fmt)
+    fig.savefig(pdf_path, format=fmt, metadata=reproducible_metadata(fmt))
     plt.close(fig)
 
 

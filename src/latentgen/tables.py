@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from latentgen import registry
-from latentgen.figures import layer_label, model_label
+from latentgen.figures import layer_label, model_label, reproducible_metadata
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -559,7 +559,8 @@ def plot_table(name: str, table: "pd.DataFrame", out: str | os.PathLike) -> Path
     fig.tight_layout()
     out = Path(out)
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format=out.suffix.lstrip(".") or "pdf")
+        fmt = out.suffix.lstrip(".") or "pdf"
+        fig.savefig(tmp, format=fmt, metadata=reproducible_metadata(fmt))
     plt.close(fig)
     return out
 
