@@ -26,6 +26,7 @@ wildcard_constraints:
     corruption=r"[0-9]+\.[0-9]+",
     run=r"[0-9]+",
     epoch=r"[0-9]+",
+    subspaces="corrupted|true",
 
 
 include: "workflow/rules/data.smk"
@@ -36,6 +37,8 @@ include: "workflow/rules/probes.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/repair.smk"
+include: "workflow/rules/relabel.smk"
+include: "workflow/rules/tables.smk"
 
 
 rule all:
@@ -43,3 +46,4 @@ rule all:
     input:
         [out(f"{fig}.pdf") for fig in config["figures"]["build"]],
         repair_targets,
+        paper2025_targets,

@@ -130,6 +130,21 @@ SCHEMA_CASES = [
     ("device", lambda c: c.update(device="gpu"), "device", "unknown device 'gpu'"),
     ("figure_unknown", lambda c: c["figures"].update(build=["fig3", "fig15"]), "figures.build[1]",
      "unknown figure 'fig15'"),
+    ("probe_family_unknown", lambda c: c.update(probes={"families": ["masc", "lda", "svm"]}), "probes.families",
+     "'svm'"),
+    ("fit_labels_unknown", lambda c: c.update(probes={"fit_labels": ["corrupted", "noisy"]}), "probes.fit_labels",
+     "'noisy'"),
+    ("probes_checkpoints", lambda c: c.update(probes={"checkpoints": "every"}), "probes.checkpoints", "'every'"),
+    ("relabel_model_unknown", lambda c: c.update(relabel={"models": ["mlp_digit"]}), "relabel.models[0]",
+     "did you mean 'mlp_digits'?"),
+    ("relabel_subspaces", lambda c: c.update(relabel={"models": ["mlp_digits"], "subspaces": ["corrupt"]}),
+     "relabel.subspaces[0]", "did you mean 'corrupted'?"),
+    ("relabel_patience", lambda c: c.update(relabel={"models": ["mlp_digits"], "patience": 0}), "relabel.patience",
+     "expected an integer >= 1"),
+    ("table_unknown", lambda c: c.update(tables={"build": ["table_mask"]}), "tables.build[0]",
+     "did you mean 'table_masc'?"),
+    ("table_relabel_without_runs", lambda c: c.update(relabel={"models": []}, tables={"build": ["table_relabel"]}),
+     "tables.build", "'relabel.models' is empty"),
 ]
 
 # refused by the workflow's own checks (workflow/rules/common.smk), and one schema case end to end
@@ -225,3 +240,14 @@ def test_bad_configs_are_refused_before_any_job_runs(tmp_path, demo, repo_root):
         assert proc.returncode != 0, f"{name}: accepted\n{output}"
         assert expect in output, f"{name}: message does not name {expect!r}:\n{output}"
         assert not (work / "results").exists(), f"{name}: a job ran"
+
+
+def test_a_bare_yaml_true_label_set_is_the_word(schema, demo):
+    cfg = _edited(demo, lambda c: c.update(relabel={"models": ["mlp_digits"], "subspaces": ["corrupted", True]},
+                                           probes={"fit_labels": ["corrupted", True]}))
+    resolved = check_config(cfg, schema)
+    assert resolved["relabel"]["subspaces"] == ["corrupted", "true"]
+    assert resolved["probes"]["fit_labels"] == ["corrupted", "true"]
+    assert resolved["tables"]["build"] == ["table_masc", "table_baselines", "table_relabel", "table_sensitivity"]
+    without = check_config(_edited(demo, lambda c: c.pop("relabel", None)), schema)
+    assert "table_relabel" not in without["tables"]["build"]  # only tables whose inputs the config builds

@@ -310,10 +310,7 @@ def _check_figures(cfg: dict) -> None:
 
 def _check_repair(cfg: dict) -> dict:
     repair = dict(cfg["repair"])
-    for i, name in enumerate(repair["models"]):
-        if name not in cfg["models"]:
-            raise ConfigError(f"repair.models[{i}]", f"model {name!r} is not in 'models'{closest(name, cfg['models'])} "
-                                                     f"(configured: {', '.join(cfg['models'])})")
+    _model_names(cfg, repair["models"], "repair.models")
     if repair.get("fisher") is True or repair.get("fisher") == "true":
         print("latentgen: config key 'repair.fisher': 'true' is deprecated, spell it 'exact' (the exact true "
               "Fisher)", file=sys.stderr)
@@ -328,6 +325,55 @@ def _check_repair(cfg: dict) -> dict:
             except ValueError as exc:
                 raise ConfigError(f"repair.layer_sets.{arch}[{i}]", str(exc)) from None
     return repair
+
+
+def _model_names(cfg: dict, names, key: str) -> None:
+    for i, name in enumerate(names):
+        if name not in cfg["models"]:
+            raise ConfigError(f"{key}[{i}]", f"model {name!r} is not in 'models'{closest(name, cfg['models'])} "
+                                             f"(configured: {', '.join(cfg['models'])})")
+
+
+def _check_probes(cfg: dict) -> dict:
+    """The 2025 paper's probes: families and label sets as `latentgen probe` accepts them."""
+    probes = dict(cfg["probes"])
+    accepted = command_options("probe")
+    if probes.get("families") is None:
+        probes["families"] = list(registry.PROBE_FAMILIES)
+    if probes.get("fit_labels") is None:
+        probes["fit_labels"] = list(accepted["fit_labels"].choices or ["corrupted", "true"])
+    for key in ("families", "fit_labels"):
+        probes[key] = [_as_text(v) for v in probes[key]]  # YAML reads a bare `true` as a boolean
+        parse_option("probe", accepted[key], probes[key], f"probes.{key}")
+    return probes
+
+
+def _check_relabel(cfg: dict) -> dict:
+    relabel = dict(cfg["relabel"])
+    _model_names(cfg, relabel["models"], "relabel.models")
+    accepted = command_options("relabel")
+    # YAML reads a bare `true` as a boolean: the label set is the word
+    relabel["subspaces"] = [parse_option("relabel", accepted["subspaces"], s, f"relabel.subspaces[{i}]")
+                            for i, s in enumerate(relabel["subspaces"])]
+    check_command_options("relabel", {k: relabel[k] for k in ("max_epochs", "patience") if relabel.get(k) is not None},
+                          "relabel", workflow_set={})
+    return relabel
+
+
+def _check_tables(cfg: dict) -> dict:
+    from latentgen.tables import TABLES
+
+    tables = dict(cfg["tables"])
+    tables["models"] = list(cfg["models"]) if tables.get("models") is None else tables["models"]
+    if tables.get("build") is None:  # every table whose inputs this config builds
+        tables["build"] = [n for n in TABLES if "relabel" not in TABLES[n].needs or cfg["relabel"]["models"]]
+    _model_names(cfg, tables["models"], "tables.models")
+    for i, name in enumerate(tables["build"]):
+        _name(TABLES, name, f"tables.build[{i}]", "table")
+    if "table_relabel" in tables["build"] and not cfg["relabel"]["models"]:
+        raise ConfigError("tables.build", "table_relabel needs relabel-and-retrain runs, but 'relabel.models' is "
+                                          "empty (add models there, or drop table_relabel)")
+    return tables
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,6 +401,9 @@ def check_config(cfg: Mapping, schema: str | Path | dict) -> dict:
         resolved["figures"] = {**resolved["figures"], "build": list(FIGURES)}
     _check_figures(resolved)
     resolved["repair"] = _check_repair(resolved)
+    resolved["probes"] = _check_probes(resolved)
+    resolved["relabel"] = _check_relabel(resolved)
+    resolved["tables"] = _check_tables(resolved)
     resolved["models"] = resolve_models(resolved)
     return resolved
 

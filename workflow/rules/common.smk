@@ -203,3 +203,110 @@ def repair_targets(wildcards):
     if REPAIR["checkpoints"] == "grid":
         targets.append(out("fig_repair_epochs.pdf"))
     return targets
+
+
+# --------------------------------------------------------------------------------------------
+# the 2025 paper (final-model probes, relabel-and-retrain, tables, claims): configuration,
+# paths and input functions
+
+from latentgen.tables import TABLES  # noqa: E402  (torch-free)
+
+PROBES_2025 = config["probes"]
+RELABEL = config["relabel"]
+TABLES_CFG = config["tables"]
+RELABEL_RESULT = out("relabel/{arch}/{dataset}/c{corruption}/run{run}/{subspaces}/result.csv")
+RELABEL_PROVENANCE = out("relabel/{arch}/{dataset}/c{corruption}/run{run}/{subspaces}/result.json")
+
+
+def run_keys(names):
+    """(arch, dataset, corruption, run) of every run of the models ``names``, as wildcard dicts."""
+    return [dict(arch=MODELS[n]["arch"], dataset=MODELS[n]["dataset"], corruption=c, run=r)
+            for n in names for c in CORRUPTIONS for r in RUNS]
+
+
+def final_epoch(keys):
+    """The final epoch of one run: known once its training (a checkpoint) has finished."""
+    manifest = checkpoints.train.get(**keys).output.manifest
+    return int(json.loads(Path(manifest).read_text())["final_epoch"])
+
+
+def is_2025_checkpoint(wildcards):
+    """Does this checkpoint get the 2025 families (the final one, or any with checkpoints: grid)?"""
+    if PROBES_2025["checkpoints"] == "grid":
+        return True
+    keys = {k: wildcards[k] for k in ("arch", "dataset", "corruption", "run")}
+    return int(wildcards.epoch) == final_epoch(keys)
+
+
+def clean_model_labels(wildcards):
+    """-exp3: a clean model's 2025 checkpoint is also probed with every other degree's labels."""
+    if not PROBES_2025["clean_model_subspaces"] or float(wildcards.corruption) != 0.0:
+        return {}
+    if not is_2025_checkpoint(wildcards):
+        return {}
+    return {c: LABELS.format(dataset=wildcards.dataset, corruption=c) for c in CORRUPTIONS if float(c) > 0}
+
+
+def probe_options(wildcards, input):
+    """`latentgen probe` options: probe_args, plus the 2025 families at the 2025 checkpoints."""
+    options = dict(config["probe_args"])
+    if is_2025_checkpoint(wildcards):
+        options.update(families=PROBES_2025["families"], fit_labels=PROBES_2025["fit_labels"])
+        extra = clean_model_labels(wildcards)
+        if extra:
+            options["extra_labels"] = [f"{c}={path}" for c, path in extra.items()]
+    return command_line("probe", options)
+
+
+def final_probe_files(names):
+    """Input function: the final checkpoint's probe table of every run of the models ``names``."""
+    def files(wildcards):
+        return [PROBES.format(epoch=final_epoch(keys), **keys) for keys in run_keys(names)]
+    return files
+
+
+def train_logs_of(names):
+    return [TRAIN_LOG.format(**keys) for keys in run_keys(names)]
+
+
+def relabel_checkpoint(wildcards):
+    keys = {k: wildcards[k] for k in ("arch", "dataset", "corruption", "run")}
+    manifest = checkpoints.train.get(**keys).output.manifest
+    return str(Path(manifest).parent / "checkpoints" / f"epoch{final_epoch(keys)}.pt")
+
+
+def relabel_results(names):
+    return [RELABEL_RESULT.format(subspaces=s, **keys) for keys in run_keys(names) for s in RELABEL["subspaces"]]
+
+
+def table_inputs(name):
+    """What table ``name`` reads (latentgen.tables.TABLES[name].needs) for the configured models."""
+    needs = (*TABLES[name].needs, *TABLES[name].optional)
+    models = TABLES_CFG["models"]
+    inputs = {}
+    if "probes" in needs:
+        inputs["probes"] = final_probe_files(models)
+    if "train_logs" in needs:
+        inputs["train_logs"] = train_logs_of(models)
+    if "relabel" in needs:
+        inputs["relabel"] = relabel_results([m for m in models if m in RELABEL["models"]])
+    return inputs
+
+
+def claims_metrics():
+    """The TMLR claims read the metrics of the figure groups' models."""
+    names = sorted({n for group in config["figures"]["groups"].values() for n in group})
+    return [METRICS.format(arch=MODELS[n]["arch"], dataset=MODELS[n]["dataset"], corruption=c)
+            for n in names for c in CORRUPTIONS]
+
+
+def paper2025_targets(wildcards):
+    """The 2025 paper's tables (with their bar charts) and claims.csv."""
+    targets = []
+    for name in TABLES_CFG["build"]:
+        targets.append(out(f"{name}.csv"))
+        if TABLES[name].figure:
+            targets.append(out(f"{TABLES[name].figure}.pdf"))
+    if TABLES_CFG["claims"]:
+        targets.append(out("claims.csv"))
+    return targets

@@ -1,6 +1,8 @@
-# Stage 5: the probes of one checkpoint (MASC, VeLPIC and the VeLPIC weight transfer by default,
-# `latentgen probe --families`) on its activations -> a small tidy CSV; then one CSV per run (all
-# its probed checkpoints, known from the run's manifest).
+# Stage 5: the probes of one checkpoint on its activations -> a small tidy CSV; then one CSV per
+# run (all its probed checkpoints, known from the run's manifest). Grid checkpoints get the TMLR
+# figures' MASC, VeLPIC and VeLPIC weight transfer; the final checkpoint (every checkpoint with
+# probes: {checkpoints: grid}) also the 2025 paper's families and label sets (config `probes`),
+# and a clean model's also every other degree's label file (-exp3).
 #
 # The activation file is temp(), but Snakemake defers deleting temp() files while any checkpoint
 # job (here: any training run) is still to finish, which would let activations pile up for the
@@ -13,6 +15,7 @@ rule probe:
         activations=ACTIVATIONS,
         manifest=MANIFEST,
         data=DATA,
+        extra_labels=lambda wildcards: list(clean_model_labels(wildcards).values()),
     output:
         PROBES,
     log:
@@ -21,7 +24,7 @@ rule probe:
         bench_file(f"probe/{TAG}/run{{run}}/epoch{{epoch}}.tsv")
     params:
         checkpoint=checkpoint_file,
-        options=command_line("probe", config["probe_args"]),
+        options=probe_options,
         device=DEVICE,
         gpu=GPU_PREFIX,
         delete_activations="" if workflow.storage_settings.notemp else "--delete-activations",
