@@ -8,8 +8,10 @@ layers`` (JSON), ``last_hidden, head, config_hash, versions`` (JSON), ``labels_s
 under a temporary name and renamed, so a file at the final path is complete unless damaged later;
 ``open_activations`` refuses files without ``complete = 1`` and truncated files.
 
-The model runs in ``eval()`` mode under ``no_grad`` in large batches, and each batch is written
-out before the next is computed, so memory holds one batch per layer (plus HDF5's chunk cache).
+The model runs in ``eval()`` mode under ``no_grad`` in large batches. On the CPU each batch is
+written out before the next is computed, so memory holds one batch per layer (plus HDF5's chunk
+cache); on a GPU batches are gathered into blocks of about ``STREAM_BYTES`` that stream to pinned
+host memory in one asynchronous copy each, while the device computes the next block.
 The training images are the ones the model was trained on (its ``train_subset``, if any), with the
 corrupted labels it was trained on: taken from ``labels`` (a label file) or the label file the
 checkpoint recorded, or recomputed from the recorded seed, and always checked against the
@@ -38,6 +40,7 @@ SPLITS = ("train", "test")
 COMPRESSIONS = ("lzf", "gzip")
 BATCHNORM_MODES = ("eval", "per_sample")
 CHUNK_BYTES = 1 << 20  # about 1 MiB per chunk
+STREAM_BYTES = 256 << 20  # on a GPU: activations gathered per device-to-host copy (two such pinned buffers)
 
 
 def _per_sample_batchnorm(module, args, output):
@@ -139,12 +142,70 @@ def dump_activations(checkpoint: str | os.PathLike, out_h5: str | os.PathLike, *
     return out_h5
 
 
+def _host_blocks(model, x, layers, batch_size, block_bytes: int = STREAM_BYTES):
+    """``(start, {layer: float32 array})`` blocks of ``iter_activations`` on the host.
+
+    CPU: each batch as it comes. GPU: batches are gathered on the device into blocks of about
+    ``block_bytes`` and each block is copied to pinned host memory in one transfer that does not
+    block, so the device computes the next block while the host writes this one (two pinned
+    buffers take turns; a buffer is reused only after its copy has finished and been written).
+    """
+    param = next(model.parameters(), None)
+    if param is None or param.device.type != "cuda":
+        for start, acts in iter_activations(model, x, layers, batch_size):  # an empty split: one empty batch
+            yield start, {layer: acts[layer].cpu().numpy() for layer in layers}
+        return
+    pending = []  # (start, {layer: device tensor}) of the block being gathered
+    in_flight = None  # (start, {layer: pinned host tensor}, event) of the block being copied
+    buffers: list[dict] = [{}, {}]
+    turn = 0
+
+    def launch(block):
+        nonlocal turn
+        start = block[0][0]
+        joined = {layer: torch.cat([acts[layer] for _, acts in block]) for layer in layers}
+        host = {}
+        for layer, tensor in joined.items():
+            buffer = buffers[turn].get(layer)
+            if buffer is None or buffer.shape[0] < tensor.shape[0] or buffer.shape[1:] != tensor.shape[1:]:
+                buffer = buffers[turn][layer] = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+            host[layer] = buffer[:tensor.shape[0]]
+            host[layer].copy_(tensor, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        turn = 1 - turn
+        return start, host, event
+
+    def finish(flight):
+        start, host, event = flight
+        event.synchronize()
+        return start, {layer: tensor.numpy() for layer, tensor in host.items()}
+
+    gathered = 0
+    for start, acts in iter_activations(model, x, layers, batch_size):
+        pending.append((start, acts))
+        gathered += sum(acts[layer].numel() * 4 for layer in layers)
+        if gathered >= block_bytes:
+            flight = launch(pending)
+            pending, gathered = [], 0
+            if in_flight is not None:
+                yield finish(in_flight)  # written while the device works on `flight` and beyond
+            in_flight = flight
+    if pending:
+        flight = launch(pending)
+        if in_flight is not None:
+            yield finish(in_flight)
+        in_flight = flight
+    if in_flight is not None:
+        yield finish(in_flight)
+
+
 def _write_split(h5, split, x, model, layers, batch_size, compression):
     n = len(x)
     datasets = {}
-    for start, acts in iter_activations(model, x, layers, batch_size):  # an empty split: one empty batch
+    for start, blocks in _host_blocks(model, x, layers, batch_size):
         for layer in layers:
-            block = acts[layer].cpu().numpy()
+            block = blocks[layer]
             if layer not in datasets:
                 d = block.shape[1]
                 rows = max(1, min(n, CHUNK_BYTES // (4 * d)))
@@ -152,7 +213,7 @@ def _write_split(h5, split, x, model, layers, batch_size, compression):
                                                     chunks=(rows, d) if n else None,
                                                     compression=compression if n else None)
             datasets[layer][start:start + len(block)] = block
-        del acts
+        del blocks
 
 
 class ActivationFile:
