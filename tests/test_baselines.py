@@ -8,7 +8,7 @@ import torch
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis, QuadraticDiscriminantAnalysis
 from sklearn.neighbors import KNeighborsClassifier
 
-from latentgen.probes import PROBES, LogisticRegressionProbe, NearestClassMean, make_probe
+from latentgen.probes import PROBES, CosineKNN, LogisticRegressionProbe, NearestClassMean, knn_probe, make_probe
 
 
 def blobs(seed, n_per_class=60, d=12, classes=3, spread=4.0):
@@ -38,7 +38,9 @@ def test_registry_names_and_unknown_probe():
 
 def test_knn_lda_qda_are_the_authors_settings():
     knn = make_probe("knn")
-    assert isinstance(knn, KNeighborsClassifier) and knn.n_neighbors == 5 and knn.metric == "cosine"
+    assert isinstance(knn, CosineKNN) and knn.n_neighbors == 5
+    reference = knn_probe()  # what CosineKNN computes (tests/test_probe_families.py: equal on MNIST)
+    assert isinstance(reference, KNeighborsClassifier) and reference.n_neighbors == 5 and reference.metric == "cosine"
     lda, qda = make_probe("lda"), make_probe("qda")
     assert isinstance(lda, LinearDiscriminantAnalysis) and lda.solver == "svd"
     assert isinstance(qda, QuadraticDiscriminantAnalysis) and qda.reg_param == 0

@@ -56,6 +56,7 @@ shuffled with an explicit seed), nearest class mean (cosine), k-NN (k=5, cosine)
 
 from __future__ import annotations
 
+import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -245,9 +246,12 @@ def _canonical_signs(V: np.ndarray) -> np.ndarray:
     return V
 
 
-def _decompose_class(Xk: np.ndarray, variance: float, n_components, device: torch.device, use_torch=None):
-    """Eigenvalues (of X_kᵀX_k, descending, nonzero part), the numerical rank and the r_k leading
-    unit eigenvectors. numpy/LAPACK on the CPU; torch on other devices (``use_torch`` forces it)."""
+def _decompose_class(Xk: np.ndarray, variance: float, n_components, device: torch.device, use_torch=None,
+                     also=()):
+    """Eigenvalues (of X_kᵀX_k, descending, nonzero part), the numerical rank and the leading unit
+    eigenvectors: r_k of them for (``variance``, ``n_components``), or the most that any threshold
+    of ``also`` (more ``(variance, n_components)`` pairs) needs. numpy/LAPACK on the CPU; torch on
+    other devices (``use_torch`` forces it)."""
     use_torch = device.type != "cpu" if use_torch is None else use_torch
     n_k, d = Xk.shape
     live = np.flatnonzero(np.any(Xk != 0, axis=0))  # features not identically zero in this class
@@ -256,10 +260,11 @@ def _decompose_class(Xk: np.ndarray, variance: float, n_components, device: torc
     G = _gram(Xa, use_rows, device, use_torch)
     size = G.shape[0]
     rank = [0]
+    thresholds = [(variance, n_components), *also]
 
     def how_many(w):
         rank[0] = _numerical_rank(w, size)
-        return _n_components(w, rank[0], variance, n_components)
+        return max(_n_components(w, rank[0], v, n) for v, n in thresholds)
 
     eig = _top_eigenpairs_torch if use_torch else _top_eigenpairs_cpu
     w, V = eig(G, how_many) if size else (np.zeros(0), np.zeros((0, 0)))
@@ -270,8 +275,12 @@ def _decompose_class(Xk: np.ndarray, variance: float, n_components, device: torc
         for j in range(0, Xa.shape[1], _ROW_BLOCK):
             V[:, j:j + _ROW_BLOCK] = U @ Xa[:, j:j + _ROW_BLOCK].astype(np.float64)
         V /= np.linalg.norm(V, axis=1, keepdims=True)
-    components = np.zeros((len(V), d))
-    components[:, live] = V
+    if len(live) == d and V.shape == (len(V), d):
+        components = V  # every feature live: no scattered copy (r_k × d float64 can be GBs)
+    else:
+        components = np.zeros((len(V), d))
+        components[:, live] = V
+    del V
     return w, rank[0], _canonical_signs(components)
 
 
@@ -285,20 +294,33 @@ class ClassSubspaces(BaseEstimator):
     ``explained_variance_ratio_[k]``, ``rank_[k]``, ``n_samples_[k]``, ``class_means_[k]``; and
     ``mean_`` (the mean training row). ``classes`` names the expected labels: one without
     training rows is an error (default: the labels present in y).
+
+    **Several thresholds from one fit.** ``extra_variances`` (fractions in (0, 1]) and
+    ``extra_n_components`` (counts) name further thresholds: the fit computes, per class, as many
+    leading eigenvectors as the largest of all thresholds needs (``computed_components_``; with
+    the default 0.99 and the sensitivity thresholds 0.25–0.99 and 1 PC that is no more than
+    0.99 alone needs), and :meth:`at` then gives the subspaces of any of them from the same
+    eigenvalues and eigenvectors — no second decomposition. ``components_`` of every threshold
+    are views of the same arrays.
     """
 
-    def __init__(self, variance=0.99, n_components=None, device="auto"):
+    def __init__(self, variance=0.99, n_components=None, device="auto", extra_variances=(),
+                 extra_n_components=()):
         self.variance = variance
         self.n_components = n_components
         self.device = device
+        self.extra_variances = extra_variances
+        self.extra_n_components = extra_n_components
 
     def fit(self, X, y, classes=None):
         variance = check_variance(self.variance)
         X, y_idx, classes = _check_fit_data(self, X, y, classes)
         n_components = _check_n_components(self.n_components, X.shape[1])
+        also = [(check_variance(v), None) for v in self.extra_variances]
+        also += [(1.0, _check_n_components(n, X.shape[1])) for n in self.extra_n_components]
         device = _device(self.device)
         self.classes_ = classes
-        self.eigenvalues_, self.components_, self.explained_variance_ratio_ = [], [], []
+        self.gram_eigenvalues_, self.computed_components_ = [], []
         self.rank_ = np.zeros(len(classes), dtype=np.int64)
         self.n_samples_ = np.bincount(y_idx, minlength=len(classes))
         self.class_means_ = np.zeros((len(classes), X.shape[1]))
@@ -306,7 +328,7 @@ class ClassSubspaces(BaseEstimator):
         def decompose(k):
             Xk = np.take(X, np.flatnonzero(y_idx == k), axis=0)
             mean = Xk.sum(axis=0, dtype=np.float64) / len(Xk)
-            return (mean, *_decompose_class(Xk, variance, n_components, device))
+            return (mean, *_decompose_class(Xk, variance, n_components, device, also=also))
 
         if device.type == "cpu":
             # one class per worker, each with single-threaded BLAS, as many workers as BLAS has
@@ -321,13 +343,43 @@ class ClassSubspaces(BaseEstimator):
             results = [decompose(k) for k in range(len(classes))]
         for k, (mean, w, rank, P) in enumerate(results):
             self.class_means_[k] = mean
-            self.eigenvalues_.append(w * (2.0 / (2 * self.n_samples_[k] - 1)))
-            self.components_.append(P)
+            self.gram_eigenvalues_.append(w)
+            self.computed_components_.append(P)
             self.rank_[k] = rank
-            self.explained_variance_ratio_.append(w[:len(P)] / w.sum() if len(P) else np.zeros(0))
-        self.n_components_ = np.array([len(P) for P in self.components_], dtype=np.int64)
         self.mean_ = self.n_samples_ @ self.class_means_ / self.n_samples_.sum()
+        self.eigenvalues_ = [w * (2.0 / (2 * n - 1)) for w, n in zip(self.gram_eigenvalues_, self.n_samples_)]
+        self._select(variance, n_components)
         return self
+
+    def _select(self, variance, n_components):
+        """``components_`` and what derives from them for one threshold (views, no copies)."""
+        self.components_, self.explained_variance_ratio_ = [], []
+        for k, (w, computed) in enumerate(zip(self.gram_eigenvalues_, self.computed_components_)):
+            r = _n_components(w, int(self.rank_[k]), variance, n_components)
+            if r > len(computed):
+                raise ValueError(f"class {self.classes_[k]!r} needs {r} components at variance={variance}, "
+                                 f"n_components={n_components}, but the fit computed {len(computed)}: fit with "
+                                 "this threshold in extra_variances / extra_n_components")
+            self.components_.append(computed[:r])
+            self.explained_variance_ratio_.append(w[:r] / w.sum() if r else np.zeros(0))
+        self.n_components_ = np.array([len(P) for P in self.components_], dtype=np.int64)
+
+    def at(self, variance=None, n_components=None) -> "ClassSubspaces":
+        """The subspaces of another threshold — ``variance`` (a fraction) or ``n_components`` (a
+        count, which wins as in the constructor) — from this fit's eigenvalues and eigenvectors,
+        with no new decomposition; a ValueError when the fit did not compute enough components
+        (name the threshold in ``extra_variances`` / ``extra_n_components``)."""
+        check_is_fitted(self)
+        if variance is None and n_components is None:
+            raise ValueError("at() needs a variance or n_components")
+        variance = check_variance(1.0 if variance is None else variance)
+        n_components = _check_n_components(n_components, self.n_features_in_)
+        view = ClassSubspaces(variance, n_components, self.device, self.extra_variances, self.extra_n_components)
+        for name, value in vars(self).items():
+            if name.endswith("_") and not name.startswith("_"):
+                setattr(view, name, value)
+        view._select(variance, n_components)
+        return view
 
 
 # ------------------------------------------------------------------------------------------
@@ -487,10 +539,24 @@ def fit_probes(X, y, *, variance=0.99, n_components=None, sign="all", classes=No
 # baselines (2025 paper, SPEC §10)
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class LogisticRegressionProbe(ClassifierMixin, BaseEstimator):
     """The authors' logistic-regression probe: ``nn.Linear(d, K)`` trained with cross-entropy,
     Adam(lr), ``epochs`` passes over the data in shuffled batches. ``seed`` fixes both the
-    initial weights and the shuffling. Inputs are used as they are (no standardisation)."""
+    initial weights and the shuffling. Inputs are used as they are (no standardisation), held
+    as one tensor on the device (no data loader). On the CPU the loop runs on one torch thread:
+    its products (a batch of 128 rows × d × K) are too small to gain from more, and several
+    threads lose up to 15x on shared cores (measured); one thread also makes the result the
+    same on every machine."""
 
     def __init__(self, epochs=20, batch_size=128, lr=1e-3, seed=0, device="auto"):
         self.epochs = epochs
@@ -517,14 +583,15 @@ class LogisticRegressionProbe(ClassifierMixin, BaseEstimator):
         optimizer = torch.optim.Adam(layer.parameters(), lr=float(self.lr))
         Xt = torch.from_numpy(X).to(device)
         yt = torch.from_numpy(y_idx.astype(np.int64)).to(device)
-        for _ in range(int(self.epochs)):
-            order = torch.randperm(len(X), generator=generator).to(device)
-            for i in range(0, len(X), int(self.batch_size)):
-                batch = order[i:i + int(self.batch_size)]
-                loss = torch.nn.functional.cross_entropy(layer(Xt[batch]), yt[batch])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+        with _torch_threads(1) if device.type == "cpu" else contextlib.nullcontext():
+            for _ in range(int(self.epochs)):
+                order = torch.randperm(len(X), generator=generator).to(device)
+                for i in range(0, len(X), int(self.batch_size)):
+                    batch = order[i:i + int(self.batch_size)]
+                    loss = torch.nn.functional.cross_entropy(layer(Xt[batch]), yt[batch])
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
         self.coef_ = layer.weight.detach().cpu().numpy()
         self.intercept_ = layer.bias.detach().cpu().numpy()
         return self
@@ -543,21 +610,29 @@ class LogisticRegressionProbe(ClassifierMixin, BaseEstimator):
 
 class NearestClassMean(ClassifierMixin, BaseEstimator):
     """Nearest class mean by cosine similarity to the raw class means (the authors' NCM).
-    A zero row (or a zero class mean) has cosine 0."""
+    A zero row (or a zero class mean) has cosine 0. Means and cosines are computed in float64
+    over blocks of rows, so float32 activations are never copied whole to float64."""
 
     def fit(self, X, y):
-        X, y = validate_data(self, X, y, dtype=np.float64, ensure_all_finite=True)
+        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], ensure_all_finite=True)
         check_classification_targets(y)
         self.classes_, y_idx = np.unique(y, return_inverse=True)
-        self.means_ = np.stack([X[y_idx == k].mean(axis=0) for k in range(len(self.classes_))])
+        sums = np.zeros((len(self.classes_), X.shape[1]))
+        for i in range(0, len(X), _ROW_BLOCK):
+            _add_rows_by_class(sums, y_idx[i:i + _ROW_BLOCK], X[i:i + _ROW_BLOCK].astype(np.float64))
+        self.means_ = sums / np.bincount(y_idx, minlength=len(self.classes_))[:, None]
         return self
 
     def decision_function(self, X):
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float64, ensure_all_finite=True)
-        norms = np.linalg.norm(X, axis=1, keepdims=True) * np.linalg.norm(self.means_, axis=1)
-        dots = X @ self.means_.T
-        cosine = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32], ensure_all_finite=True)
+        mean_norms = np.linalg.norm(self.means_, axis=1)
+        cosine = np.empty((len(X), len(self.classes_)))
+        for i in range(0, len(X), _ROW_BLOCK):
+            block = X[i:i + _ROW_BLOCK].astype(np.float64)
+            norms = np.linalg.norm(block, axis=1, keepdims=True) * mean_norms
+            dots = block @ self.means_.T
+            cosine[i:i + _ROW_BLOCK] = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
         return cosine[:, 1] - cosine[:, 0] if len(self.classes_) == 2 else cosine
 
     def predict(self, X):
@@ -566,9 +641,91 @@ class NearestClassMean(ClassifierMixin, BaseEstimator):
         return self.classes_[index]
 
 
+def _add_rows_by_class(sums: np.ndarray, y_idx: np.ndarray, block: np.ndarray) -> None:
+    """``sums[k] += Σ block[y_idx == k]`` for every class k."""
+    for k in np.unique(y_idx):
+        sums[k] += block[y_idx == k].sum(axis=0)
+
+
 def knn_probe(n_neighbors=5, metric="cosine", **params):
     """The authors' k-NN probe: ``KNeighborsClassifier(n_neighbors=5, metric="cosine")``."""
     return KNeighborsClassifier(n_neighbors=n_neighbors, metric=metric, **params)
+
+
+class CosineKNN(ClassifierMixin, BaseEstimator):
+    """k nearest neighbours by cosine distance with a majority vote: scikit-learn's
+    ``KNeighborsClassifier(n_neighbors=5, metric="cosine")`` (the authors' k-NN), computed the
+    same way — its brute force, step for step — so that it returns the same neighbours and
+    predictions, but with the reference rows normalised once instead of once per block of
+    queries (scikit-learn re-normalises all of them for every ~1 GB block of distances).
+
+    Per block of query rows (scikit-learn's block size): ``normalize`` the rows, distances
+    ``1 − x̂·ŷ`` clipped to [0, 2] in the input dtype, ``argpartition`` then ``argsort`` of the k
+    smallest (scikit-learn's ``_kneighbors_reduce_func``). ``predict``: the most common label of
+    the k neighbours, ties to the smallest label (``scipy.stats.mode``). :meth:`kneighbors` and
+    :func:`majority_vote` are separate so that one neighbour search serves several label sets.
+    """
+
+    def __init__(self, n_neighbors=5):
+        self.n_neighbors = n_neighbors
+
+    def fit(self, X, y=None):
+        from sklearn.preprocessing import normalize
+
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_all_finite=True, order="C")
+        k = self.n_neighbors
+        if isinstance(k, bool) or int(k) != k or k < 1:
+            raise ValueError(f"n_neighbors must be a positive integer, got {k!r}")
+        if len(X) < k:
+            raise ValueError(f"{k} neighbours need at least {k} reference rows, got {len(X)}")
+        self.reference_ = normalize(X, copy=True)
+        if y is not None:
+            check_classification_targets(y)
+            if len(y) != len(X):
+                raise ValueError(f"y has {len(y)} labels for {len(X)} rows")
+            self.classes_, self.y_index_ = np.unique(y, return_inverse=True)
+        return self
+
+    def kneighbors(self, X) -> np.ndarray:
+        """Indices (n × k) of each row's k nearest reference rows, nearest first."""
+        from sklearn.preprocessing import normalize
+        from sklearn.utils import gen_batches
+        from sklearn.utils._chunking import get_chunk_n_rows  # the block size scikit-learn uses
+
+        check_is_fitted(self, "reference_")
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32], ensure_all_finite=True, order="C")
+        if X.dtype != self.reference_.dtype:  # scikit-learn's check_pairwise_arrays: both float32, else float64
+            X = X.astype(np.float64)
+        Y = self.reference_ if self.reference_.dtype == X.dtype else self.reference_.astype(np.float64)
+        k = int(self.n_neighbors)
+        out = np.empty((len(X), k), dtype=np.intp)
+        rows = get_chunk_n_rows(row_bytes=8 * len(Y), max_n_rows=len(X))
+        for part in gen_batches(len(X), rows):
+            S = normalize(X[part], copy=True) @ Y.T
+            S *= -1
+            S += 1
+            dist = np.clip(S, 0.0, 2.0)
+            del S
+            nearest = np.argpartition(dist, k - 1, axis=1)[:, :k]
+            order = np.argsort(dist[np.arange(len(dist))[:, None], nearest])
+            out[part] = nearest[np.arange(len(dist))[:, None], order]
+        return out
+
+    def predict(self, X):
+        check_is_fitted(self, "y_index_")
+        return majority_vote(self.kneighbors(X), self.classes_[self.y_index_])
+
+
+def majority_vote(neighbors: np.ndarray, y) -> np.ndarray:
+    """The most common label ``y[j]`` over each row's neighbour indices j; ties go to the
+    smallest label (scikit-learn's k-NN, ``scipy.stats.mode``)."""
+    classes, y_index = np.unique(np.asarray(y), return_inverse=True)
+    votes = y_index[neighbors]
+    counts = np.zeros((len(votes), len(classes)), dtype=np.int64)
+    rows = np.arange(len(votes))
+    for j in range(votes.shape[1]):
+        np.add.at(counts, (rows, votes[:, j]), 1)
+    return classes[counts.argmax(axis=1)]
 
 
 # name → factory(**params) returning an unfitted scikit-learn classifier
@@ -577,7 +734,7 @@ PROBES = {
     "velpic": VeLPIC,
     "logistic": LogisticRegressionProbe,
     "ncm": NearestClassMean,
-    "knn": knn_probe,
+    "knn": CosineKNN,  # scikit-learn's KNeighborsClassifier(5, metric="cosine"), its neighbours reused
     "lda": LinearDiscriminantAnalysis,  # scikit-learn defaults (solver "svd"), as the authors
     "qda": QuadraticDiscriminantAnalysis,  # reg_param=0, as the authors
 }
