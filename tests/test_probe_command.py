@@ -18,7 +18,7 @@ from latentgen.probing import probe_checkpoint, write_probe_csv
 from latentgen.training import default_train_config, load_checkpoint, train
 from latentgen.transfer import transfer_velpic
 
-COLUMNS = ["model", "dataset", "corruption", "run", "epoch", "layer", "probe", "split", "accuracy"]
+COLUMNS = ["model", "dataset", "corruption", "run", "epoch", "layer", "probe", "fit_labels", "split", "accuracy"]
 SPLITS = ["test", "train_corrupted", "train_true"]
 
 
@@ -180,13 +180,13 @@ def test_probe_checkpoint_returns_the_rows_the_cli_writes(mlp_csv, mlp_files, tm
 
 def test_unknown_family_is_refused_by_name(mlp_files, capsys):
     folder, h5 = mlp_files
-    with pytest.raises(ValueError, match="unknown probe family 'lda'.*known: masc, velpic, transfer"):
-        probe_checkpoint(h5, families=["masc", "lda"], device="cpu")
+    with pytest.raises(ValueError, match="unknown probe family 'svm'.*known: masc, velpic, transfer, logistic"):
+        probe_checkpoint(h5, families=["masc", "svm"], device="cpu")
     with pytest.raises(SystemExit) as exit_info:
-        main(["probe", "--activations", str(h5), "--out", str(folder / "x.csv"), "--families", "masc,lda"])
+        main(["probe", "--activations", str(h5), "--out", str(folder / "x.csv"), "--families", "masc,svm"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "unknown probe family 'lda'" in err and "known: masc, velpic, transfer" in err
+    assert "unknown probe family 'svm'" in err and "known: masc, velpic, transfer" in err
     assert not (folder / "x.csv").exists()
 
 

@@ -4,6 +4,12 @@
 concatenation of them, such as one file per run) and each run's ``train_log.csv`` and returns
 the tidy frame; :func:`write_metrics` writes it with its provenance sidecar.
 
+Only the probe rows the TMLR figures read enter the table (:func:`tmlr_rows`): probes
+:data:`TMLR_PROBES` fit on the corrupted labels. A probe CSV with more families or label sets
+(``latentgen probe --families ... --fit-labels corrupted,true``) therefore gives the same table,
+byte for byte, as one with the default families only; its other rows are for the 2025 paper's
+tables (``latentgen.tables``). The table's columns are the figures' (no ``fit_labels``).
+
 Row order: the probe rows by run, then epoch, each checkpoint's rows in the order its probe CSV
 lists them (a stable sort), then the model rows run by run (split test, train_corrupted,
 train_true; epochs ascending). The probe rows of one checkpoint come from one file, so the table
@@ -18,6 +24,40 @@ from typing import Iterable, Mapping
 
 # the model's own accuracy per split: the train log's column
 SPLIT_COLUMNS = {"test": "test_acc", "train_corrupted": "train_acc_corrupted", "train_true": "train_acc_true"}
+# the probe rows the TMLR figures read: these probes, fit on the labels the model was trained with
+TMLR_PROBES = ("masc", "velpic", "transfer", "transfer_bias")
+TMLR_FIT_LABELS = "corrupted"
+
+
+def read_probe_rows(paths: Iterable[str | os.PathLike]):
+    """The TMLR figures' rows of the probe CSVs (:func:`tmlr_rows`), in the figures' columns."""
+    import pandas as pd
+
+    from latentgen.figures import COLUMNS
+
+    paths = list(paths)
+    if not paths:
+        raise ValueError("no metrics files given")
+    frames = []
+    for p in paths:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"metrics file {p} does not exist")
+        frame = pd.read_csv(p, dtype={"layer": str, "probe": str, "split": str, "model": str, "dataset": str,
+                                      "fit_labels": str})
+        missing = [c for c in COLUMNS if c not in frame.columns]
+        if missing:
+            raise ValueError(f"metrics file {p} lacks the columns {', '.join(missing)}")
+        frames.append(tmlr_rows(frame)[COLUMNS])
+    return pd.concat(frames, ignore_index=True)
+
+
+def tmlr_rows(frame):
+    """The rows of a probe frame the TMLR figures use: probe in :data:`TMLR_PROBES`, fit on the
+    corrupted labels (every row of a table without ``fit_labels``, as written before it existed)."""
+    keep = frame["probe"].isin(TMLR_PROBES)
+    if "fit_labels" in frame.columns:
+        keep &= frame["fit_labels"] == TMLR_FIT_LABELS
+    return frame[keep].reset_index(drop=True)
 
 
 def parse_train_logs(items: Iterable[str]) -> dict[int, Path]:
@@ -37,9 +77,12 @@ def collect(probe_paths: Iterable[str | os.PathLike], train_logs: Mapping[int, s
     """The tidy frame: probe rows sorted by run and epoch, then the model rows."""
     import pandas as pd
 
-    from latentgen.figures import COLUMNS, MODEL_LAYER, read_metrics
+    from latentgen.figures import COLUMNS, MODEL_LAYER
 
-    probes = read_metrics(list(probe_paths))
+    probes = read_probe_rows(probe_paths)
+    if probes.empty:
+        raise ValueError(f"the probe CSVs hold no rows of {', '.join(TMLR_PROBES)} fit on the "
+                         f"{TMLR_FIT_LABELS} labels (the TMLR figures' probes)")
     for column in ("model", "dataset", "corruption"):
         values = probes[column].unique()
         if len(values) != 1:

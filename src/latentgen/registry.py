@@ -254,23 +254,67 @@ def expand_layer_set(arch: str, text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class ProbeFamily:
-    """A probe the per-checkpoint probing runs: ``impl`` yields its tidy rows (latentgen.probing)."""
+    """A probe the per-checkpoint probing runs: ``impl`` yields its tidy rows (latentgen.probing).
+
+    ``probes``: the ``probe`` values its rows carry (empty: its own name). ``skip_input``: it
+    does not run on the ``input`` layer (the authors' baselines, SPEC §10). ``extra_labels``: it
+    is also fit on the label sets of other label files (``corrupted@C``, the 2025 paper's -exp3);
+    every family is fit on each of the ``fit_labels`` asked for (:data:`FIT_LABEL_SETS`).
+    ``test_only``: it scores the test split only (the authors' baselines). ``shares_fit``: it
+    reads the layer's shared MASC / VeLPIC decomposition (these run first on each label set, and
+    the decomposition is released before the others run, so that two never coexist).
+    """
 
     name: str
     summary: str
     impl: str
     default: bool = True  # run when no families are asked for
     needs_checkpoint: bool = False  # evaluates the network itself (needs the checkpoint and images)
+    probes: tuple[str, ...] = ()
+    skip_input: bool = False
+    extra_labels: bool = False
+    test_only: bool = False
+    shares_fit: bool = False
 
+    @property
+    def probe_names(self) -> tuple[str, ...]:
+        return self.probes or (self.name,)
+
+
+# the training labels a probe is fit on: the corrupted labels the model was trained with, or the
+# true ones (SPEC §6.7 -exp2); a label file's corrupted labels add ``corrupted@C`` (-exp3)
+FIT_LABEL_SETS = ("corrupted", "true")
+DEFAULT_FIT_LABELS = ("corrupted",)
+EXTRA_LABEL_PREFIX = "corrupted@"
+INPUT_LAYER = "input"  # the flattened image (no baseline runs on it)
+LOGISTIC_SEED = 0  # seed of the logistic-regression probe's initial weights and batch order
+# MASC sensitivity (SPEC §10): (probe name, variance threshold, fixed component count)
+MASC_SENSITIVITY = (("masc_var0.25", 0.25, None), ("masc_var0.5", 0.5, None), ("masc_var0.75", 0.75, None),
+                    ("masc_var0.99", 0.99, None), ("masc_1pc", None, 1))
 
 PROBE_FAMILIES: Mapping[str, ProbeFamily] = _frozen({p.name: p for p in [
     ProbeFamily("masc", "MASC: quadratic class-subspace probe (uncentered ± PCA at variance 0.99)",
-                "latentgen.probing:masc_rows"),
+                "latentgen.probing:masc_rows", extra_labels=True, shares_fit=True),
     ProbeFamily("velpic", "VeLPIC: linear probe, one signed principal vector per class",
-                "latentgen.probing:velpic_rows"),
+                "latentgen.probing:velpic_rows", extra_labels=True, shares_fit=True),
     ProbeFamily("transfer", "the network with VeLPIC's class vectors as its head (bias zeroed; "
                 "transfer_bias rows keep the trained bias)", "latentgen.probing:transfer_rows",
-                needs_checkpoint=True),
+                needs_checkpoint=True, probes=("transfer", "transfer_bias")),
+    ProbeFamily("logistic", "logistic regression: nn.Linear(d, K), Adam 1e-3, 20 epochs, batch 128, shuffled, "
+                "seeded (the authors' baseline)", "latentgen.probing:logistic_rows", default=False,
+                skip_input=True, test_only=True),
+    ProbeFamily("ncm", "nearest class mean, cosine similarity to the raw class means (the authors' baseline)",
+                "latentgen.probing:ncm_rows", default=False, skip_input=True, test_only=True),
+    ProbeFamily("knn", "5 nearest neighbours, cosine distance, majority vote (scikit-learn's brute force, the "
+                "authors' baseline)", "latentgen.probing:knn_rows", default=False, skip_input=True, test_only=True),
+    ProbeFamily("lda", "linear discriminant analysis, scikit-learn defaults (the authors' baseline)",
+                "latentgen.probing:lda_rows", default=False, skip_input=True, test_only=True),
+    ProbeFamily("qda", "quadratic discriminant analysis, scikit-learn defaults (the authors' baseline; a class "
+                "whose covariance is not full rank has no fit: NaN rows, reason logged)",
+                "latentgen.probing:qda_rows", default=False, skip_input=True, test_only=True),
+    ProbeFamily("masc_sensitivity", "MASC at variance 0.25, 0.5, 0.75, 0.99 and with one component, from the "
+                "one decomposition MASC uses", "latentgen.probing:masc_sensitivity_rows", default=False,
+                probes=tuple(name for name, _, _ in MASC_SENSITIVITY), shares_fit=True),
 ]})
 
 
