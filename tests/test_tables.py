@@ -262,3 +262,18 @@ def test_module_and_parser_import_without_torch_pandas_or_matplotlib():
             "heavy = [m for m in ('torch', 'pandas', 'matplotlib', 'numpy') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_probe_that_could_not_be_fit_is_never_a_best_layer_nor_a_silent_number():
+    """NaN rows (the probe job logged why, e.g. QDA on a singular class) make that layer's mean NaN;
+    a key with no layer fit keeps an empty cell."""
+    rows = []
+    for run in (1, 2):
+        rows += _rows(0.4, run, 9, "qda", "corrupted", [0.1, 0.9 if run == 1 else float("nan"), 0.3, 0.2, 0.25])
+        rows += _rows(0.4, run, 9, "lda", "corrupted", [float("nan")] * 5)
+    final = pd.DataFrame(rows, columns=HEADER)
+    qda = tables.best_layers(final, "qda", "corrupted")
+    assert (qda["layer"].tolist(), qda["accuracy"].tolist()) == (["fc2"], [0.3])  # fc1 (0.9 in run 1) is unfit in run 2
+    lda = tables.best_layers(final, "lda", "corrupted")
+    assert lda["layer"].tolist() == [""] and lda["accuracy"].isna().all()
+    assert tables.percent(lda["accuracy"].iloc[0]) == ""

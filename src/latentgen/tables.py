@@ -139,7 +139,8 @@ def read_probe_tables(paths: Sequence[str | os.PathLike]) -> "pd.DataFrame":
     if not paths:
         raise ValueError("no probe tables given")
     frame = pd.concat([_read_csv(p, PROBE_COLUMNS, "probe table") for p in paths], ignore_index=True)
-    for column in ("accuracy", "fit_labels", "layer", "probe", "split"):
+    # an empty accuracy is a probe that could not be fit (the probe job logged why): it stays NaN
+    for column in ("fit_labels", "layer", "probe", "split"):
         if frame[column].isna().any():
             raise ValueError(f"probe table {frame.loc[frame[column].isna(), '_file'].iloc[0]}: empty {column}")
     _check_fractions(frame, ["accuracy"], "probe table")
@@ -236,8 +237,9 @@ def layer_means(final: "pd.DataFrame", probe: str, fit_labels: str, split: str =
     Raises ValueError where a key's layers were probed on different sets of runs."""
     rows = final[(final["probe"] == probe) & (final["fit_labels"] == fit_labels) & (final["split"] == split)
                  & (final["layer"] != INPUT_LAYER)]
-    # one row per run and layer: read_probe_tables refuses duplicates
-    means = rows.groupby([*KEYS, "layer"], sort=False).agg(accuracy=("accuracy", "mean"),
+    # one row per run and layer: read_probe_tables refuses duplicates. A run whose probe could not
+    # be fit (NaN) makes the layer's mean NaN: a mean over fewer runs would not be comparable
+    means = rows.groupby([*KEYS, "layer"], sort=False).agg(accuracy=("accuracy", lambda a: a.mean(skipna=False)),
                                                             runs=("run", "nunique")).reset_index()
     for key, group in means.groupby(KEYS):
         if group["runs"].nunique() > 1:
@@ -256,8 +258,13 @@ def best_layers(final: "pd.DataFrame", probe: str, fit_labels: str, split: str =
         return pd.DataFrame(columns=[*KEYS, "accuracy", "layer", "runs"])
     means["_rank"] = [layer_rank(m, layer) for m, layer in zip(means["model"], means["layer"])]
     means = means.sort_values([*KEYS, "_rank"], kind="stable")
-    best = means.loc[means.groupby(KEYS, sort=False)["accuracy"].idxmax()]  # idxmax: first of equal maxima
-    return best[[*KEYS, "accuracy", "layer", "runs"]].reset_index(drop=True)
+    fitted = means.dropna(subset=["accuracy"])
+    best = fitted.loc[fitted.groupby(KEYS, sort=False)["accuracy"].idxmax()]  # idxmax: first of equal maxima
+    # a key where no layer could be fit keeps a row: accuracy NaN, no layer
+    unfit = means.drop_duplicates(KEYS).merge(best[KEYS], on=KEYS, how="left", indicator=True)
+    unfit = unfit[unfit["_merge"] == "left_only"].assign(accuracy=float("nan"), layer="")
+    best = pd.concat([best, unfit[means.columns]], ignore_index=True) if not unfit.empty else best
+    return best.sort_values(KEYS, kind="stable")[[*KEYS, "accuracy", "layer", "runs"]].reset_index(drop=True)
 
 
 def clean_model_rows(final: "pd.DataFrame") -> "pd.DataFrame":
