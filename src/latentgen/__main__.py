@@ -28,6 +28,7 @@ COMMANDS = {
     "repair": "repair",
     "relabel": "relabel",
     "cluster-check": "cluster_check",
+    "estimate": "estimate",
 }
 
 
