@@ -85,7 +85,8 @@ def demo_run(repo_root, tmp_path_factory):
     watcher.join()
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     print(f"\nsmall workflow run: {seconds:.1f} s, peak activation files alive: {peak['h5']}")
-    return {"work": work, "cfg": cfg, "out": Path(cfg["outdir"]), "peak": peak, "configfile": configfile}
+    return {"work": work, "cfg": cfg, "out": Path(cfg["outdir"]), "peak": peak, "configfile": configfile,
+            "seconds": seconds}
 
 
 @pytest.mark.slow  # uses the module's one real workflow run (about a minute)
@@ -178,6 +179,19 @@ def test_nothing_left_to_do_after_the_run(demo_run, repo_root):
     dry = snakemake(repo_root, demo_run["work"], "-n", configfile=demo_run["configfile"])
     assert dry.returncode == 0, dry.stderr
     assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+@pytest.mark.slow  # uses the module's one real workflow run (about a minute)
+def test_estimate_projects_the_run_within_a_factor_1_5(demo_run, repo_root):
+    """`latentgen estimate` of this configuration, timed on this machine right after the run,
+    against the run's measured wall time (issue 12; the whole demo is compared in the README)."""
+    from latentgen.estimate import estimate
+
+    summary = estimate(demo_run["configfile"], repo_root / "workflow" / "schemas" / "config.schema.yaml",
+                       cores=CORES, device="cpu")
+    projected, measured = summary["projected_wall_seconds"], demo_run["seconds"]
+    print(f"\nestimate: {projected:.1f} s projected for {summary['jobs']} jobs, {measured:.1f} s measured")
+    assert measured / 1.5 <= projected <= measured * 1.5
 
 
 @pytest.mark.slow  # uses the module's one real workflow run (about a minute)
