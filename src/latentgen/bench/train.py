@@ -1,15 +1,18 @@
-"""Training throughput: our preloaded-tensor loop vs a reference-style DataLoader loop (MLP, MNIST, batch 32, SGD, CPU).
+"""Training throughput: our preloaded-tensor loop vs a reference-style DataLoader loop (MLP, MNIST, batch 32, SGD).
 
 Three loops train the paper's MLP (784-128-512-2048-2048-10, the same initial weights) with
-``SGD(lr=1e-3, momentum=0.9)`` at batch size 32 on the CPU, over the same number of MNIST
-training samples, in the same process:
+``SGD(lr=1e-3, momentum=0.9)`` at batch size 32 on ``--device`` (default the CPU), over the same
+number of MNIST training samples, in the same process:
 
 - ours: ``latentgen.training.train_one_epoch`` over the whole training set loaded once into
-  normalised tensors (``latentgen.datasets.load_dataset``), by index slices;
+  normalised tensors (``latentgen.datasets.load_dataset``) and placed as ``train`` places it
+  (``training.place_images``: on a GPU once, as uint8, normalised per batch there), by index slices;
 - reference: ``torchvision.datasets.MNIST`` with per-item ``ToTensor`` + ``Normalize(0.5, 0.5)``
-  and ``DataLoader(batch_size=32, shuffle=False)``, the authors' loop;
+  and ``DataLoader(batch_size=32, shuffle=False)``, the authors' loop (on a GPU: pinned batches,
+  each copied to the device);
 - bare: the shortest possible preloaded loop (slice, zero_grad, forward, loss, backward, step; no
-  bookkeeping), the ceiling of any loop that feeds this model and optimizer from memory.
+  bookkeeping; on a GPU the float32 set on the device), the ceiling of any loop that feeds this
+  model and optimizer from memory.
 
 The loops take turns every ``--chunk`` batches, each side summing its own time, so load from
 other processes on a shared machine hits all alike. The one-time preload is reported separately
@@ -39,14 +42,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=6400, help="training samples per timed pass (default 6400)")
     parser.add_argument("--chunk", type=int, default=10, help="batches per turn; the loops alternate (default 10)")
     parser.add_argument("--threads", type=int, help="torch CPU threads for both sides (default: torch's choice)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
 
 
-def _reference_steps(model, optimizer, batches, samples: int) -> int:
+def _reference_steps(model, optimizer, batches, samples: int, device=None) -> int:
     """The authors' loop over a DataLoader iterator, until ``samples`` more samples are consumed."""
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     seen = correct = 0
     for inputs, labels in batches:
+        if device is not None:  # the authors' per-batch copy to the GPU
+            inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         model.zero_grad()
         output = model(inputs)
         loss = loss_fn(output, labels)
@@ -67,6 +73,21 @@ def _bare_steps(model, optimizer, x, y) -> None:
         optimizer.zero_grad()
         loss_fn(model(x[start:start + 32]), y[start:start + 32]).backward()
         optimizer.step()
+    if x.is_cuda:
+        torch.cuda.synchronize()
+
+
+class _Window:
+    """Rows ``offset:offset + n`` of placed images (``training.PlacedImages``), for the loop's slices."""
+
+    def __init__(self, x, offset: int, n: int):
+        self.x, self.offset, self.n, self.device = x, offset, n, x.device
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, key: slice):
+        return self.x[self.offset + key.start:self.offset + min(key.stop, self.n)]
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -74,8 +95,9 @@ def run(args: argparse.Namespace) -> dict:
     from torchvision import transforms
 
     from latentgen.datasets import load_dataset
+    from latentgen.devices import resolve_device
     from latentgen.models import build_model
-    from latentgen.training import train_one_epoch
+    from latentgen.training import place_images, train_one_epoch
 
     if args.samples < 32 or args.chunk < 1 or (args.threads is not None and args.threads < 1):
         raise ValueError("--samples must be >= 32, --chunk and --threads >= 1")
@@ -84,6 +106,8 @@ def run(args: argparse.Namespace) -> dict:
         raise FileNotFoundError(f"MNIST not found under {root} (expected {root}/MNIST/raw/train-images-idx3-ubyte)")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    dev = resolve_device(args.device)
+    cuda = dev.type == "cuda"
 
     start = time.perf_counter()
     data = load_dataset("mnist", data_root=root)
@@ -91,19 +115,26 @@ def run(args: argparse.Namespace) -> dict:
     reference_set = torchvision.datasets.MNIST(
         root=str(root), train=True, download=False,
         transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))]))
-    loader = torch.utils.data.DataLoader(reference_set, batch_size=32, shuffle=False)
+    loader = torch.utils.data.DataLoader(reference_set, batch_size=32, shuffle=False, pin_memory=cuda)
     chunk = 32 * args.chunk
     samples = min(len(data.train_y), -(-args.samples // chunk) * chunk)
+    # ours: placed as `latentgen train` places it (on the CPU the tensors themselves); bare: float32
+    (x_ours,), placement = place_images([data.train_x], "mnist", dev)
+    y, x_bare = data.train_y.to(dev), data.train_x.to(dev)
+    ref_device = dev if cuda else None
+
+    def window(offset, n):  # rows offset:offset+n as the loop sees them
+        return _Window(x_ours, offset, n) if cuda else x_ours[offset:offset + n]
 
     def fresh():
-        model = build_model("mlp", "mnist", seed=0)  # the same initial weights for every loop
+        model = build_model("mlp", "mnist", seed=0).to(dev)  # the same initial weights for every loop
         return model, torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
     # warm-up (allocator, first-call overheads) on every path
     model, optimizer = fresh()
-    train_one_epoch(model, optimizer, data.train_x[:320], data.train_y[:320], 32, y_true=data.train_y[:320])
-    _reference_steps(model, optimizer, iter(loader), 320)
-    _bare_steps(model, optimizer, data.train_x[:320], data.train_y[:320])
+    train_one_epoch(model, optimizer, window(0, 320), y[:320], 32, y_true=y[:320])
+    _reference_steps(model, optimizer, iter(loader), 320, ref_device)
+    _bare_steps(model, optimizer, x_bare[:320], y[:320])
 
     # the loops take turns chunk by chunk (the order rotating), so load from other processes on a
     # shared machine hits all of them alike
@@ -115,10 +146,10 @@ def run(args: argparse.Namespace) -> dict:
     for i, offset in enumerate(range(0, samples, chunk)):
         part = slice(offset, offset + chunk)
         turns = {
-            "ours": lambda: train_one_epoch(ours_model, ours_opt, data.train_x[part], data.train_y[part], 32,
-                                            y_true=data.train_y[part]),
-            "reference": lambda: _reference_steps(ref_model, ref_opt, ref_batches, chunk),
-            "bare": lambda: _bare_steps(bare_model, bare_opt, data.train_x[part], data.train_y[part]),
+            "ours": lambda: train_one_epoch(ours_model, ours_opt, window(offset, chunk), y[part], 32,
+                                            y_true=y[part]),
+            "reference": lambda: _reference_steps(ref_model, ref_opt, ref_batches, chunk, ref_device),
+            "bare": lambda: _bare_steps(bare_model, bare_opt, x_bare[part], y[part]),
         }
         names = list(turns)
         for name in names[i % 3:] + names[:i % 3]:
@@ -137,6 +168,8 @@ def run(args: argparse.Namespace) -> dict:
     reference_rate = samples / reference_seconds
     bare_rate = samples / seconds["bare"]
     return {
+        "device": str(dev),
+        "ours_placement": placement,
         "ours_samples_per_s": ours_rate,
         "reference_samples_per_s": reference_rate,
         "ratio": ours_rate / reference_rate,
