@@ -142,7 +142,7 @@ def dump_activations(checkpoint: str | os.PathLike, out_h5: str | os.PathLike, *
     return out_h5
 
 
-def _host_blocks(model, x, layers, batch_size, block_bytes: int = STREAM_BYTES):
+def _host_blocks(model, x, layers, batch_size, block_bytes: int | None = None):
     """``(start, {layer: float32 array})`` blocks of ``iter_activations`` on the host.
 
     CPU: each batch as it comes. GPU: batches are gathered on the device into blocks of about
@@ -150,6 +150,7 @@ def _host_blocks(model, x, layers, batch_size, block_bytes: int = STREAM_BYTES):
     block, so the device computes the next block while the host writes this one (two pinned
     buffers take turns; a buffer is reused only after its copy has finished and been written).
     """
+    block_bytes = STREAM_BYTES if block_bytes is None else block_bytes
     param = next(model.parameters(), None)
     if param is None or param.device.type != "cuda":
         for start, acts in iter_activations(model, x, layers, batch_size):  # an empty split: one empty batch
