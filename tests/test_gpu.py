@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from latentgen import training
-from latentgen.training import KILL_ENV, default_train_config, place_images, read_train_log, train
+from latentgen import placement
+from latentgen.placement import place_images
+from latentgen.training import KILL_ENV, default_train_config, read_train_log, train
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here (pytest -m gpu needs one)")]
@@ -44,7 +45,7 @@ def test_images_go_to_the_device_once_as_uint8_and_normalise_there_bit_for_bit(d
 
 
 def test_pinned_fallback_when_the_images_do_not_fit(monkeypatch):
-    monkeypatch.setattr(training, "DEVICE_DATA_FRACTION", 0.0)
+    monkeypatch.setattr(placement, "DEVICE_DATA_FRACTION", 0.0)
     x = _normalised_uint8(1000)
     (placed,), where = place_images([x], "mnist", "cuda")
     assert not placed.on_device and "pinned" in where
@@ -59,7 +60,7 @@ def test_pinned_fallback_when_the_images_do_not_fit(monkeypatch):
 def test_training_on_the_device_and_through_pinned_batches_agree(tmp_path, digits, monkeypatch):
     config = default_train_config("mlp", "digits", corruption=0.4, max_epochs=4, shuffle=True, lr=0.01)
     on_device = train(config, tmp_path / "device", dataset=digits, device="cuda", verbose=False)
-    monkeypatch.setattr(training, "DEVICE_DATA_FRACTION", 0.0)
+    monkeypatch.setattr(placement, "DEVICE_DATA_FRACTION", 0.0)
     pinned = train(config, tmp_path / "pinned", dataset=digits, device="cuda", verbose=False)
     assert on_device["final_epoch"] == pinned["final_epoch"] == 4
     assert abs(on_device["final_test_acc"] - pinned["final_test_acc"]) <= 0.02

@@ -124,7 +124,7 @@ def dump_activations(checkpoint: str | os.PathLike, out_h5: str | os.PathLike, *
         with atomic_path(out_h5) as tmp:
             with h5py.File(tmp, "w") as h5:
                 for split in SPLITS:
-                    _write_split(h5, split, inputs[split], model, layers, int(batch_size), compression)
+                    write_split(h5, split, inputs[split], model, layers, int(batch_size), compression)
                 h5.create_dataset("train/labels_true", data=dataset.train_y[:n_train].numpy().astype(np.int64))
                 h5.create_dataset("train/labels_corrupted", data=np.asarray(corrupted[:n_train], dtype=np.int64))
                 h5.create_dataset("test/labels", data=dataset.test_y.numpy().astype(np.int64))
@@ -201,7 +201,7 @@ def _host_blocks(model, x, layers, batch_size, block_bytes: int | None = None):
         yield finish(in_flight)
 
 
-def _write_split(h5, split, x, model, layers, batch_size, compression):
+def write_split(h5, split, x, model, layers, batch_size, compression):
     n = len(x)
     datasets = {}
     for start, blocks in _host_blocks(model, x, layers, batch_size):

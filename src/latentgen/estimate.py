@@ -11,7 +11,7 @@ random images of the real shape (flagged ``random``).
   batch size, × batches per epoch; per epoch also the test evaluation and the resume state (bytes ÷
   measured ``torch.save`` rate); epochs from :data:`RECORDED_EPOCHS` (SPEC §4) where ``max_epochs``
   is unset, else ``max_epochs`` (also a cap on the recorded ones); 500 where nothing is recorded.
-- **activations**: ``activations._write_split`` (hooked forward, compressed HDF5) on a sample.
+- **activations**: ``activations.write_split`` (hooked forward, compressed HDF5) on a sample.
 - **probe** (one thread, per layer shape, random activations of the real width with feature scales
   (1+j)^-α): the shared MASC/VeLPIC fit on ``FIT_CLASSES`` classes scaled by the cost model
   K·(w_e·e³ + w_g·n_k·d·e)/workers (e = min(d, n_k); w_e, w_g measured seconds per flop of an eigh
@@ -330,7 +330,8 @@ def _measure_train(model_cfg, data: _Data, device, threads: int, save_rate: floa
     import torch
     from latentgen import forward
     from latentgen.models import build_model
-    from latentgen.training import make_optimizer, place_images, train_one_epoch
+    from latentgen.placement import place_images
+    from latentgen.training import make_optimizer, train_one_epoch
     _threads(threads)
     config = _train_config(model_cfg)
     n = config.train_subset or data.n_train
@@ -356,7 +357,7 @@ def _measure_train(model_cfg, data: _Data, device, threads: int, save_rate: floa
 
 def _measure_activations(model, data: _Data, n_train: int, cfg: dict, device, threads: int, folder: Path) -> dict:
     import h5py
-    from latentgen.activations import _write_split
+    from latentgen.activations import write_split
     from latentgen.forward import check_layers, layer_sizes
     _threads(threads)
     options = check_command_options("activations", cfg.get("activation_args", {}), "activation_args")
@@ -369,7 +370,7 @@ def _measure_activations(model, data: _Data, n_train: int, cfg: dict, device, th
     with h5py.File(path, "w") as h5:  # what `latentgen activations` does per split, on a sample
         def write():
             groups.append(f"s{len(groups)}")
-            _write_split(h5, groups[-1], part, model, layers, bs, compression)
+            write_split(h5, groups[-1], part, model, layers, bs, compression)
         per_image = _seconds(write, device, ACTIVATION_BUDGET_S, 20, threads) / len(part)
     with h5py.File(path, "r") as h5:
         read = _timed(lambda: [h5[f"{g}/{layer}"][...] for g in groups for layer in layers], "cpu")

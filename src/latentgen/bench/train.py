@@ -6,7 +6,7 @@ number of MNIST training samples, in the same process:
 
 - ours: ``latentgen.training.train_one_epoch`` over the whole training set loaded once into
   normalised tensors (``latentgen.datasets.load_dataset``) and placed as ``train`` places it
-  (``training.place_images``: on a GPU once, as uint8, normalised per batch there), by index slices;
+  (``placement.place_images``: on a GPU once, as uint8, normalised per batch there), by index slices;
 - reference: ``torchvision.datasets.MNIST`` with per-item ``ToTensor`` + ``Normalize(0.5, 0.5)``
   and ``DataLoader(batch_size=32, shuffle=False)``, the authors' loop (on a GPU: pinned batches,
   each copied to the device);
@@ -78,7 +78,7 @@ def _bare_steps(model, optimizer, x, y) -> None:
 
 
 class _Window:
-    """Rows ``offset:offset + n`` of placed images (``training.PlacedImages``), for the loop's slices."""
+    """Rows ``offset:offset + n`` of placed images (``placement.PlacedImages``), for the loop's slices."""
 
     def __init__(self, x, offset: int, n: int):
         self.x, self.offset, self.n, self.device = x, offset, n, x.device
@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> dict:
     from latentgen.datasets import load_dataset
     from latentgen.devices import resolve_device
     from latentgen.models import build_model
-    from latentgen.training import place_images, train_one_epoch
+    from latentgen.placement import place_images
+    from latentgen.training import train_one_epoch
 
     if args.samples < 32 or args.chunk < 1 or (args.threads is not None and args.threads < 1):
         raise ValueError("--samples must be >= 32, --chunk and --threads >= 1")
