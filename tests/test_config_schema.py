@@ -65,7 +65,7 @@ def test_every_registered_pair_is_accepted_and_every_other_refused(schema, demo,
     for dataset in registry.DATASETS:
         cfg = _edited(demo, lambda c: c.update(models={"mlp_digits": {"arch": arch, "dataset": dataset}},
                                                figures={"groups": {"main": ["mlp_digits"]}, "build": ["fig3"]},
-                                               repair={}))
+                                               repair={}, relabel={}))
         if dataset in registry.ARCHITECTURES[arch].datasets:
             check_config(cfg, schema)
         else:
