@@ -216,6 +216,7 @@ def test_repair_over_the_checkpoint_grid(repo_root, tmp_path):
     cfg["figures"] = {"build": [], "groups": {"main": ["mlp_digits"]}, "model_epoch0": "repeat"}
     cfg["repair"] = {"models": ["mlp_digits"], "checkpoints": "grid", "rhos": [1.0, 0.8], "methods": ["kfac"],
                      "layer_sets": {"mlp": ["fc4", "fc1+fc4"]}}
+    cfg["relabel"], cfg["tables"] = {"models": []}, {"build": [], "claims": False}
     configfile.write_text(yaml.safe_dump(cfg))
     result = snakemake(repo_root, tmp_path, "--cores", str(CORES), configfile=configfile)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -248,7 +249,7 @@ def _job_counts(output: str) -> dict[str, int]:
     return counts
 
 
-def test_dry_run_of_the_full_config_lists_108_trainings(repo_root, tmp_path):
+def test_dry_run_of_the_full_config_lists_144_trainings_108_probed_on_the_grid(repo_root, tmp_path):
     start = time.monotonic()
     dry = snakemake(repo_root, tmp_path, "-n", "--quiet", "rules", configfile=repo_root / "config.yaml")
     seconds = time.monotonic() - start
@@ -256,10 +257,14 @@ def test_dry_run_of_the_full_config_lists_108_trainings(repo_root, tmp_path):
     counts = _job_counts(dry.stdout + dry.stderr)
     cfg = yaml.safe_load((repo_root / "config.yaml").read_text())
     n_models, n_corruptions, n_runs = len(cfg["models"]), len(cfg["corruptions"]), len(cfg["runs"])
-    assert n_models * n_corruptions * n_runs == 108
-    assert counts["train"] == 108
-    assert counts["run_probes"] == 108
-    assert counts["metrics"] == n_models * n_corruptions
+    tmlr = {n for group in cfg["figures"]["groups"].values() for n in group}  # the TMLR figures' models
+    assert n_models * n_corruptions * n_runs == 144 and len(tmlr) * n_corruptions * n_runs == 108
+    assert counts["train"] == 144
+    assert counts["run_probes"] == 108  # grid checkpoints: the TMLR figures' runs only
+    assert counts["metrics"] == len(tmlr) * n_corruptions
+    assert counts["relabel"] == len(cfg["relabel"]["models"]) * n_corruptions * n_runs * 2
+    assert all(counts[name] == 1 for name in ("table_masc", "table_baselines", "table_relabel", "table_sensitivity",
+                                                "claims"))
     assert counts["download"] == len({m["dataset"] for m in cfg["models"].values()})
     assert all(counts[f"fig{i}"] == 1 for i in range(1, 15))
     print(f"\nsnakemake -n of config.yaml: {seconds:.1f} s, {counts.get('total')} jobs before the checkpoints")
@@ -326,6 +331,7 @@ def test_a_job_killed_mid_way_is_not_taken_as_complete_and_resumes(repo_root, tm
     cfg["models"] = {"mlp_digits": {"arch": "mlp", "dataset": "digits", "max_epochs": 400}}
     cfg["figures"] = {"build": ["fig13"], "groups": {"main": ["mlp_digits"]}}
     cfg["repair"] = {"models": []}
+    cfg["relabel"], cfg["tables"] = {"models": []}, {"build": [], "claims": False}
     configfile.write_text(yaml.safe_dump(cfg))
     run_dir = Path(cfg["outdir"]) / "runs" / "mlp" / "digits" / "c1.0" / "run1"
     log = run_dir / "train_log.csv"
@@ -370,3 +376,40 @@ def test_a_job_killed_mid_way_is_not_taken_as_complete_and_resumes(repo_root, tm
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
+
+
+@pytest.mark.slow  # uses the module's one real workflow run (about a minute)
+def test_the_2025_paper_targets(demo_run):
+    """Final checkpoints probed with every family on both label sets; relabel-and-retrain per run and
+    subspaces; the tables recomputed from the probe rows; claims.csv with a verdict per claim."""
+    from latentgen import tables
+
+    out, cfg = demo_run["out"], demo_run["cfg"]
+    finals = []
+    for model in cfg["models"].values():
+        for c in cfg["corruptions"]:
+            for run in cfg["runs"]:
+                folder = out / "runs" / model["arch"] / model["dataset"] / f"c{c}" / f"run{run}"
+                final = json.loads((folder / "manifest.json").read_text())["final_epoch"]
+                probes = out / "probes" / model["arch"] / model["dataset"] / f"c{c}" / f"run{run}" / f"epoch{final}.csv"
+                finals.append(probes)
+                rows = pd.read_csv(probes)
+                assert {"logistic", "ncm", "knn", "lda", "qda", "masc_1pc", "masc_var0.25", "transfer"} <= set(rows.probe)
+                assert set(rows.fit_labels) == {"corrupted", "true"}
+                for subspaces in ("corrupted", "true"):
+                    result = out / "relabel" / model["arch"] / model["dataset"] / f"c{c}" / f"run{run}" / subspaces
+                    assert len(pd.read_csv(result / "result.csv")) == 1
+                    assert provenance.verify_sidecar(result / "result.json") == []
+    table = pd.read_csv(out / "table_masc.csv")
+    assert len(table) == len(cfg["models"]) * len(cfg["corruptions"])
+    final = tables.final_rows(tables.read_probe_tables(finals))
+    for row in table.itertuples():
+        best = tables.best_layers(final, "masc", "true")
+        best = best[(best.model == row.model) & (best.corruption == row.corruption)]
+        assert (row.masc_true, row.masc_true_layer) == (best.accuracy.iloc[0], best.layer.iloc[0])
+    for name in ("table_masc", "table_baselines", "table_relabel", "table_sensitivity"):
+        assert (out / f"{name}.tex").read_text().count("\\toprule") == 1 and (out / f"{name}.md").is_file()
+        assert provenance.verify_sidecar(out / f"{name}.json") == []
+    assert (out / "fig_table_masc.pdf").read_bytes()[:5] == b"%PDF-"
+    claims = pd.read_csv(out / "claims.csv")
+    assert set(claims.verdict) <= {"holds", "does not hold", "not evaluable"} and len(claims) >= 10
