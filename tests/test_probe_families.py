@@ -339,13 +339,25 @@ def test_knn_is_scikit_learns_cosine_5nn(mnist_layers, layer):
         assert value(frame, layer, "knn", fit_labels) == np.mean(predicted == labels["test"])
 
 
-def test_lda_is_scikit_learn(mnist_layers):
+def test_lda_is_scikit_learn_bit_for_bit(mnist_layers):
     acts, labels = mnist_layers
     frame = layer_rows(acts, labels, "fc4", ["lda"])
+    X, T = acts.array("train", "fc4"), acts.array("test", "fc4")
     for fit_labels in ("corrupted", "true"):
-        lda = LinearDiscriminantAnalysis().fit(acts.array("train", "fc4"), labels[f"train_{fit_labels}"])
-        expected = np.mean(lda.predict(acts.array("test", "fc4")) == labels["test"])
+        lda = LinearDiscriminantAnalysis().fit(X, labels[f"train_{fit_labels}"])
+        lean = probes_module.fit_lda(X, labels[f"train_{fit_labels}"])  # what the family fits
+        assert sorted(vars(lean)) == sorted(vars(lda))
+        for name, fitted in vars(lda).items():
+            if isinstance(fitted, np.ndarray):
+                assert fitted.dtype == getattr(lean, name).dtype and np.array_equal(fitted, getattr(lean, name)), name
+        expected = np.mean(lda.predict(T) == labels["test"])
+        assert np.array_equal(lean.predict(T), lda.predict(T))
         assert value(frame, "fc4", "lda", fit_labels) == expected
+    # two classes (scikit-learn's binary special case) and float64
+    two = labels["train_true"] % 2
+    lda = LinearDiscriminantAnalysis().fit(X[:, :300].astype(np.float64), two)
+    lean = probes_module.fit_lda(X[:, :300].astype(np.float64), two)
+    assert np.array_equal(lda.coef_, lean.coef_) and np.array_equal(lda.intercept_, lean.intercept_)
 
 
 def test_qda_is_scikit_learn_where_it_fits_and_nan_where_it_refuses(mnist_layers, caplog):
@@ -430,3 +442,33 @@ def test_warnings_are_logged_naming_family_and_layer(mnist_layers, caplog):
     with caplog.at_level(logging.WARNING, logger="latentgen.probing"):
         _run_family(warns, registry.PROBE_FAMILIES["lda"], context, context.with_labels("true"))
     assert "lda on layer 'fc1' (fit_labels=true): UserWarning: variables are collinear" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------
+# the benchmark's family timing and memory measurement, at small sizes
+
+
+def test_bench_times_every_family_and_measures_memory(mnist_layers):
+    import types
+
+    from latentgen.bench import probes as bench
+
+    acts, labels = mnist_layers
+    args = types.SimpleNamespace(families=None, fit_labels="corrupted,true", corruption=0.5, device="cpu",
+                                 variance=0.99)
+    result = bench.time_families(acts.array("train", "fc1"), labels["train_true"], acts.array("test", "fc1"),
+                                 labels["test"], args)
+    layer_families = [n for n, f in registry.PROBE_FAMILIES.items() if not f.needs_checkpoint]
+    assert result["families"] == ",".join(layer_families)
+    for name in layer_families:
+        for fit_labels in ("corrupted", "true"):
+            assert result[f"family_{name}_{fit_labels}_s"] >= 0
+    assert result["families_ratio"] == pytest.approx(result["families_all_s"] / result["families_alone_s"])
+    assert sum(v for k, v in result.items() if k.startswith("family_")) <= result["families_all_s"]
+    assert 0.1 < result["accuracy_masc_true"] <= 1 and np.isnan(result["accuracy_qda_true"])
+
+    spec = {"width": 256, "n_train": 800, "n_test": 100, "families": "ncm,qda", "seed": 0, "device": "cpu",
+            "fit_labels": ["corrupted"]}
+    measured = bench.memory_child(spec)
+    assert measured["peak_bytes"] >= measured["before_bytes"] > 0
+    assert measured["nan_rows"] == 1  # QDA: 80 rows per class for 256 features

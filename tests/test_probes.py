@@ -434,3 +434,39 @@ def test_benchmark_reference_procedure_agrees():
     vectors = bench.reference_velpic(X, bench.reference_subspaces(X, y, classes, 1))
     np.testing.assert_allclose(vectors.numpy(), velpic.class_vectors_, atol=1e-6)
     np.testing.assert_array_equal(bench.reference_velpic_predict(X_test, vectors), velpic.predict(X_test))
+
+
+# ------------------------------------------------------------------------------------------
+# several thresholds from one decomposition (the sensitivity study)
+
+
+@pytest.mark.parametrize("shape", ["d<n staged", "d>n small"])
+def test_one_fit_serves_every_threshold(shape, monkeypatch):
+    n_per_class, d = SHAPES[shape]
+    rng = np.random.default_rng(zlib.crc32(f"thresholds {shape}".encode()))
+    X, y = relu_subspace_data(rng, n_per_class, d)
+    X_test, _ = relu_subspace_data(rng, 40, d)
+    calls = []
+    original = probes._decompose_class
+    monkeypatch.setattr(probes, "_decompose_class", lambda *a, **k: calls.append(1) or original(*a, **k))
+    shared = probes.ClassSubspaces(0.99, extra_variances=(0.25, 0.5, 0.75), extra_n_components=(1,),
+                                   device="cpu").fit(X, y)
+    assert len(calls) == 3  # one decomposition per class, whatever the thresholds
+    monkeypatch.setattr(probes, "_decompose_class", original)
+    for params in ({"variance": 0.25}, {"variance": 0.5}, {"variance": 0.75}, {"variance": 0.99},
+                   {"n_components": 1}):
+        view = shared.at(**params)
+        alone = MASC(device="cpu", **params).fit(X, y)
+        assert view.n_components_.tolist() == alone.n_components_.tolist()
+        for P, Q, computed in zip(view.components_, alone.components_, shared.computed_components_):
+            assert np.shares_memory(P, computed)  # a view: no copy, no recomputation
+            np.testing.assert_allclose(projector(P), projector(Q), atol=1e-9)
+        np.testing.assert_array_equal(MASC.from_subspaces(view).predict(X_test), alone.predict(X_test))
+    assert shared.at(variance=0.99).n_components_.tolist() == shared.n_components_.tolist()
+    # 0.99 needs the most components: the extra thresholds cost no extra eigenvectors
+    plain = probes.ClassSubspaces(0.99, device="cpu").fit(X, y)
+    assert [len(c) for c in plain.computed_components_] == [len(c) for c in shared.computed_components_]
+    with pytest.raises(ValueError, match="fit with this threshold in extra_variances"):
+        probes.ClassSubspaces(0.5, device="cpu").fit(X, y).at(variance=0.99)
+    with pytest.raises(ValueError, match="needs a variance or n_components"):
+        shared.at()

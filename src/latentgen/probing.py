@@ -433,11 +433,12 @@ def knn_rows(layer: LayerContext) -> list[ProbeRow]:
 
 
 def lda_rows(layer: LayerContext) -> list[ProbeRow]:
-    """scikit-learn's ``LinearDiscriminantAnalysis()`` (solver ``svd``), as the authors."""
-    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    """scikit-learn's ``LinearDiscriminantAnalysis()`` (solver ``svd``), as the authors; fitted by
+    :func:`latentgen.probes.fit_lda` (scikit-learn's arithmetic, bit for bit, in a third less memory)."""
+    from latentgen.probes import fit_lda
 
     _check_rows(layer)
-    return layer.score("lda", LinearDiscriminantAnalysis().fit(layer.train, layer.fit_y), TEST_ONLY)
+    return layer.score("lda", fit_lda(layer.train, layer.fit_y), TEST_ONLY)
 
 
 def qda_rows(layer: LayerContext) -> list[ProbeRow]:
