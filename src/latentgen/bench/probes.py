@@ -14,6 +14,32 @@ once before and once after the reference; ``ours_s`` is their mean (shared cores
 during a long run). ``ratio`` = reference_s / ours_s (wall clock); ``cpu_ratio`` the same in
 process CPU seconds. ``agreement`` is the smaller of the two probes' fractions of test rows
 predicted identically; ``n_components_match`` compares r per class with the reference's.
+
+**Every family** (``families_*``, skipped with ``--no-families``): the same fc4 layer probed as
+``latentgen probe`` probes one layer (``latentgen.probing.probe_layer``: fit, then the test and,
+for MASC, VeLPIC and the sensitivity, the training rows), with "corrupted" labels made by the
+authors' corruption (``--corruption``, seed 42) and the true ones. ``families_alone_s``: MASC +
+VeLPIC on the corrupted labels alone (today's probing of a layer); ``families_all_s``: every
+layer family (``--families``) on both label sets (``--fit-labels``), in one pass;
+``families_ratio`` = all / alone. ``family_<name>_<labels>_s`` is each family's own wall time
+in that pass (MASC's includes the decomposition MASC, VeLPIC and the sensitivity share; the
+k-NN's neighbour search is made once, on the first label set). ``--no-reference`` skips the
+authors' procedure (minutes).
+
+**ResNet-18 peak memory** (``--resnet-memory``, instead of the above): the probes of one layer
+of the ResNet's widest width (16,384 features, 50,000 training and 10,000 test rows, 10
+classes; the probe job holds one layer at a time), on seeded random ReLU-like data (full rank:
+the most MASC components any data can need). Each family alone and all of them together, as
+one probe job runs them (``--memory-groups``), run on the ``--fit-labels`` sets in a fresh
+process whose peak RSS (``ru_maxrss``) is reported, beside the RSS before probing (interpreter,
+libraries and the layer's arrays). ``--scales`` shrinks the layer: width, training and test
+rows all by the factor s, so that every array the probes make (n·d, d², n_k², r·d) shrinks by
+s² — except k-NN's distance blocks, capped at scikit-learn's 1 GiB working memory; the peaks
+measured at several s are fitted with ``a + b·s²`` and extrapolated to s = 1 (full size;
+``--scales 1`` measures it, for the full-rank MASC predictions hours on two cores). The peak of
+all families together is the largest family's plus what freed memory the allocator keeps,
+which a quadratic in s does not model: ``families_max_full_size_peak_gib`` is the largest
+single-family extrapolation.
 """
 
 from __future__ import annotations
@@ -39,6 +65,20 @@ def add_arguments(parser) -> None:
     parser.add_argument("--variance", type=float, default=0.99)
     parser.add_argument("--seed", type=int, default=0, help="MLP initialisation seed")
     parser.add_argument("--device", default="auto", help="device for our probes: auto, cpu or cuda")
+    parser.add_argument("--no-reference", action="store_true", help="skip the authors' procedure (its timing)")
+    parser.add_argument("--no-families", action="store_true", help="skip the timing of every probe family")
+    parser.add_argument("--families", default=None,
+                        help="layer families to time, comma-separated (default: every layer family)")
+    parser.add_argument("--fit-labels", default="corrupted,true",
+                        help="label sets the families are fit on (default corrupted,true; also --resnet-memory's)")
+    parser.add_argument("--corruption", type=float, default=0.6,
+                        help="degree of the corrupted labels the families are fit on (default 0.6)")
+    parser.add_argument("--resnet-memory", action="store_true",
+                        help="measure the peak memory of the probes on one ResNet-18-wide layer instead")
+    parser.add_argument("--scales", default="0.0625,0.125,0.25",
+                        help="--resnet-memory: layer scales measured (1 = 16384 features, 50000 + 10000 rows)")
+    parser.add_argument("--memory-groups", default="each,all",
+                        help="--resnet-memory: measure each family alone (each), all together (all), or both")
     parser.add_argument("--reference-blas-threads", type=int, default=None,
                         help="limit the reference's BLAS threads (default: the library's own choice); "
                              "1 shields it from multi-threaded BLAS collapsing on shared cores")
@@ -151,6 +191,8 @@ def _ours(x_train, y_train, x_test, args) -> dict:
 
 
 def run(args) -> dict:
+    if args.resnet_memory:
+        return resnet_memory(args)
     root = Path(args.data_root)
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -163,6 +205,12 @@ def run(args) -> dict:
     data_s = time.perf_counter() - t0
     classes = np.unique(y_train)
 
+    families = {} if args.no_families else time_families(x_train, y_train, x_test, y_test, args)
+    if args.no_reference:
+        return {"data": data, "n_train": int(len(x_train)), "n_test": int(len(x_test)),
+                "n_features": int(x_train.shape[1]), "device": _resolved(args.device), "cpus": os.cpu_count(),
+                "load_average_1min_before": load_before, "load_average_1min_after": os.getloadavg()[0],
+                "data_s": data_s, **families}
     # ours runs before and after the (long) reference and is averaged, so that a change of load
     # on shared cores during the run does not favour either side
     before = _ours(x_train, y_train, x_test, args)
@@ -223,7 +271,187 @@ def run(args) -> dict:
         "cpu_ratio": reference_cpu_s / mean["cpu_s"],
         "masc_test_accuracy": float(np.mean(before["masc_pred"] == y_test)),
         "velpic_test_accuracy": float(np.mean(before["velpic_pred"] == y_test)),
+        **families,
     }
+
+
+# ------------------------------------------------------------------------------------------
+# every family
+
+
+class _Arrays:
+    """What ``LayerContext`` reads from an activations file, from arrays in memory."""
+
+    def __init__(self, train: dict, test: dict):
+        self.arrays = {"train": train, "test": test}
+
+    def array(self, split, layer):
+        return self.arrays[split][layer]
+
+
+def _layer_families(names: str | None) -> list:
+    from latentgen import registry
+
+    chosen = [n.strip() for n in names.split(",")] if names else [
+        n for n, f in registry.PROBE_FAMILIES.items() if not f.needs_checkpoint]
+    for name in chosen:
+        if registry.get_probe_family(name).needs_checkpoint:
+            raise ValueError(f"family {name!r} runs the network: it cannot be timed on a layer")
+    return [(registry.PROBE_FAMILIES[n], registry.load(registry.PROBE_FAMILIES[n].impl))
+            for n in registry.PROBE_FAMILIES if n in chosen]
+
+
+def _options(families: list, device, variance: float = 0.99):
+    from latentgen import registry
+    from latentgen.devices import resolve_device
+    from latentgen.probing import ProbeOptions
+
+    extra_v, extra_n = (), ()
+    if any(f.name == "masc_sensitivity" for f, _ in families):
+        extra_v = tuple(v for _, v, n in registry.MASC_SENSITIVITY if n is None)
+        extra_n = tuple(n for _, _, n in registry.MASC_SENSITIVITY if n is not None)
+    return ProbeOptions(variance, "all", 1000, resolve_device(device), registry.LOGISTIC_SEED, extra_v, extra_n)
+
+
+def _layer_context(x_train, x_test, labels, options, name="fc4"):
+    from latentgen.probing import LayerContext
+
+    classes = np.arange(int(max(labels["train_true"].max(), labels["test"].max())) + 1)
+    return LayerContext(_Arrays({name: x_train}, {name: x_test}), name, ("bench", "bench", 0.0, 1, 0), labels,
+                        classes, options)
+
+
+def time_families(x_train, y_true, x_test, y_test, args) -> dict:
+    """MASC + VeLPIC alone, then every family on both label sets, on one layer (module docstring)."""
+    from latentgen import registry
+    from latentgen.labels import corrupt_labels
+    from latentgen.probes import LogisticRegressionProbe
+    from latentgen.probing import probe_layer, resolve_fit_labels
+
+    num_classes = int(max(y_true.max(), y_test.max())) + 1
+    labels = {"test": y_test, "train_true": y_true,
+              "train_corrupted": corrupt_labels(y_true, args.corruption, num_classes, seed=registry.LABEL_SEED)}
+    families = _layer_families(args.families)
+    fit_labels = resolve_fit_labels(args.fit_labels)
+    # first calls pay one-off costs (torch's autograd and Adam, scikit-learn imports): not a family's
+    warm = np.random.default_rng(0).random((64, 8), dtype=np.float32)
+    LogisticRegressionProbe(epochs=1, device=args.device).fit(warm, np.arange(64) % 2)
+    import sklearn.discriminant_analysis  # noqa: F401
+
+    alone = [(f, impl) for f, impl in _layer_families("masc,velpic")]
+    context = _layer_context(x_train, x_test, labels, _options(alone, args.device, args.variance))
+    t0 = time.perf_counter()
+    probe_layer(context, alone, {"corrupted": None}, ("corrupted",))
+    alone_s = time.perf_counter() - t0
+
+    timings: dict[str, float] = {}
+    context = _layer_context(x_train, x_test, labels, _options(families, args.device, args.variance))
+    t0 = time.perf_counter()
+    rows = probe_layer(context, families, dict.fromkeys(fit_labels), fit_labels,
+                       on_family=lambda name, labels_, s: timings.__setitem__(f"family_{name}_{labels_}_s", s))
+    all_s = time.perf_counter() - t0
+    per_family = {f.name: sum(v for k, v in timings.items() if k.startswith(f"family_{f.name}_")) for f, _ in families}
+    slowest = max(per_family, key=per_family.get)
+    accuracies = {f"accuracy_{r.probe}_{r.fit_labels}": r.accuracy for r in rows if r.split == "test"}
+    return {"families": ",".join(f.name for f, _ in families), "families_fit_labels": ",".join(fit_labels),
+            "families_alone_s": alone_s, "families_all_s": all_s, "families_ratio": all_s / alone_s,
+            "families_slowest": slowest, "families_slowest_s": per_family[slowest], **timings, **accuracies}
+
+
+# ------------------------------------------------------------------------------------------
+# ResNet-18 peak memory
+
+RESNET_WIDTH, RESNET_TRAIN, RESNET_TEST, RESNET_CLASSES = 16384, 50000, 10000, 10
+
+
+def _random_layer(n: int, d: int, seed: int) -> np.ndarray:
+    """Seeded ReLU(N(0, 1)) rows, float32, made in place (no float64 copy)."""
+    x = np.random.default_rng(seed).standard_normal((n, d), dtype=np.float32)
+    np.maximum(x, 0, out=x)
+    return x
+
+
+def _rss_bytes(field: str = "VmRSS") -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def memory_child(spec: dict) -> dict:
+    """In a fresh process: one layer of ``spec`` shape, the families of ``spec``, peak RSS."""
+    import resource
+
+    from latentgen.labels import corrupt_labels
+    from latentgen.probing import probe_layer
+
+    n, d, n_test = spec["n_train"], spec["width"], spec["n_test"]
+    rng = np.random.default_rng(spec["seed"])
+    y_true = rng.integers(0, RESNET_CLASSES, n)
+    labels = {"test": rng.integers(0, RESNET_CLASSES, n_test), "train_true": y_true,
+              "train_corrupted": corrupt_labels(y_true, 0.6, RESNET_CLASSES, seed=42)}
+    x_train, x_test = _random_layer(n, d, spec["seed"] + 1), _random_layer(n_test, d, spec["seed"] + 2)
+    families = _layer_families(spec["families"])
+    context = _layer_context(x_train, x_test, labels, _options(families, spec["device"]), name="l0")
+    before = _rss_bytes()
+    t0 = time.perf_counter()
+    fit_labels = tuple(spec.get("fit_labels", ("corrupted", "true")))
+    rows = probe_layer(context, families, dict.fromkeys(fit_labels), fit_labels)
+    seconds = time.perf_counter() - t0
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, _rss_bytes("VmHWM"))
+    return {"before_bytes": before, "peak_bytes": peak, "seconds": seconds,
+            "nan_rows": sum(1 for r in rows if r.accuracy != r.accuracy)}
+
+
+def _run_child(spec: dict, timeout: float | None) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from latentgen.bench.probes import memory_child; "
+            "print('RESULT ' + json.dumps(memory_child(json.loads(sys.argv[1]))))")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True,
+                          timeout=timeout)
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"memory measurement of {spec['families']} at width {spec['width']} failed "
+                       f"(exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+
+
+def resnet_memory(args) -> dict:
+    """Peak RSS of one ResNet-wide layer's probes, per family and all together (module docstring)."""
+    gib = float(1 << 30)
+    scales = sorted(float(s) for s in args.scales.split(","))
+    families = [f.name for f, _ in _layer_families(args.families)]
+    wanted = {g.strip() for g in args.memory_groups.split(",")}
+    groups = [*(families if "each" in wanted else []), *([",".join(families)] if "all" in wanted else [])]
+    result: dict = {"width": RESNET_WIDTH, "n_train": RESNET_TRAIN, "n_test": RESNET_TEST, "classes": RESNET_CLASSES,
+                    "scales": ",".join(map(str, scales)), "cpus": os.cpu_count(),
+                    "load_average_1min_before": os.getloadavg()[0]}
+    for group in groups:
+        label = "all" if "," in group else group
+        peaks = []
+        for s in scales:
+            spec = {"width": max(1, round(RESNET_WIDTH * s)), "n_train": max(RESNET_CLASSES * 4, round(RESNET_TRAIN * s)),
+                    "n_test": max(1, round(RESNET_TEST * s)), "families": group, "seed": args.seed,
+                    "device": args.device, "fit_labels": args.fit_labels.split(",")}
+            measured = _run_child(spec, timeout=None)
+            peaks.append(measured["peak_bytes"])
+            result[f"{label}_s{s:g}_peak_gib"] = measured["peak_bytes"] / gib
+            result[f"{label}_s{s:g}_before_gib"] = measured["before_bytes"] / gib
+            result[f"{label}_s{s:g}_seconds"] = measured["seconds"]
+            result[f"{label}_s{s:g}_nan_rows"] = measured["nan_rows"]
+        if len(scales) >= 2:  # peak = a + b s², least squares
+            A = np.stack([np.ones(len(scales)), np.square(scales)], axis=1)
+            (a, b), *_ = np.linalg.lstsq(A, np.array(peaks, dtype=float), rcond=None)
+            result[f"{label}_full_size_peak_gib"] = (a + b) / gib
+    singles = [result[f"{f}_full_size_peak_gib"] for f in families if f"{f}_full_size_peak_gib" in result]
+    if singles:
+        result["families_max_full_size_peak_gib"] = max(singles)
+    result["load_average_1min_after"] = os.getloadavg()[0]
+    return result
 
 
 def _resolved(device) -> str:
