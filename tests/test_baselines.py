@@ -8,7 +8,7 @@ import torch
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis, QuadraticDiscriminantAnalysis
 from sklearn.neighbors import KNeighborsClassifier
 
-from latentgen.probes import PROBES, CosineKNN, LogisticRegressionProbe, NearestClassMean, knn_probe, make_probe
+from latentgen.baselines import PROBES, CosineKNN, LogisticRegressionProbe, NearestClassMean, knn_probe, make_probe
 
 
 def blobs(seed, n_per_class=60, d=12, classes=3, spread=4.0):

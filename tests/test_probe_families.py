@@ -15,13 +15,15 @@ import torch
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis, QuadraticDiscriminantAnalysis
 from sklearn.neighbors import KNeighborsClassifier
 
+from latentgen import baselines
 from latentgen import probes as probes_module
 from latentgen import registry
 from latentgen.__main__ import main
 from latentgen.activations import dump_activations, open_activations
 from latentgen.labels import corrupt_dataset, corrupt_labels, read_label_file, write_label_file
 from latentgen.metrics import write_metrics
-from latentgen.probes import MASC, LogisticRegressionProbe, NearestClassMean, fit_probes
+from latentgen.baselines import LogisticRegressionProbe, NearestClassMean
+from latentgen.probes import MASC, fit_probes
 from latentgen.probing import (COLUMNS, LayerContext, ProbeOptions, _run_family, probe_checkpoint, probe_layer,
                                write_probe_csv)
 
@@ -332,7 +334,7 @@ def test_knn_is_scikit_learns_cosine_5nn(mnist_layers, layer):
     X, T = acts.array("train", layer), acts.array("test", layer)
     for fit_labels in ("corrupted", "true"):
         reference = KNeighborsClassifier(n_neighbors=5, metric="cosine").fit(X, labels[f"train_{fit_labels}"])
-        ours = probes_module.CosineKNN(5).fit(X, labels[f"train_{fit_labels}"])
+        ours = baselines.CosineKNN(5).fit(X, labels[f"train_{fit_labels}"])
         assert np.array_equal(ours.kneighbors(T), reference.kneighbors(T, return_distance=False))
         predicted = reference.predict(T)
         assert np.array_equal(ours.predict(T), predicted)
@@ -345,7 +347,7 @@ def test_lda_is_scikit_learn_bit_for_bit(mnist_layers):
     X, T = acts.array("train", "fc4"), acts.array("test", "fc4")
     for fit_labels in ("corrupted", "true"):
         lda = LinearDiscriminantAnalysis().fit(X, labels[f"train_{fit_labels}"])
-        lean = probes_module.fit_lda(X, labels[f"train_{fit_labels}"])  # what the family fits
+        lean = baselines.fit_lda(X, labels[f"train_{fit_labels}"])  # what the family fits
         assert sorted(vars(lean)) == sorted(vars(lda))
         for name, fitted in vars(lda).items():
             if isinstance(fitted, np.ndarray):
@@ -356,7 +358,7 @@ def test_lda_is_scikit_learn_bit_for_bit(mnist_layers):
     # two classes (scikit-learn's binary special case) and float64
     two = labels["train_true"] % 2
     lda = LinearDiscriminantAnalysis().fit(X[:, :300].astype(np.float64), two)
-    lean = probes_module.fit_lda(X[:, :300].astype(np.float64), two)
+    lean = baselines.fit_lda(X[:, :300].astype(np.float64), two)
     assert np.array_equal(lda.coef_, lean.coef_) and np.array_equal(lda.intercept_, lean.intercept_)
 
 

@@ -294,26 +294,26 @@ MASC_SENSITIVITY = (("masc_var0.25", 0.25, None), ("masc_var0.5", 0.5, None), ("
 
 PROBE_FAMILIES: Mapping[str, ProbeFamily] = _frozen({p.name: p for p in [
     ProbeFamily("masc", "MASC: quadratic class-subspace probe (uncentered ± PCA at variance 0.99)",
-                "latentgen.probing:masc_rows", extra_labels=True, shares_fit=True),
+                "latentgen.probe_families:masc_rows", extra_labels=True, shares_fit=True),
     ProbeFamily("velpic", "VeLPIC: linear probe, one signed principal vector per class",
-                "latentgen.probing:velpic_rows", extra_labels=True, shares_fit=True),
+                "latentgen.probe_families:velpic_rows", extra_labels=True, shares_fit=True),
     ProbeFamily("transfer", "the network with VeLPIC's class vectors as its head (bias zeroed; "
-                "transfer_bias rows keep the trained bias)", "latentgen.probing:transfer_rows",
+                "transfer_bias rows keep the trained bias)", "latentgen.probe_families:transfer_rows",
                 needs_checkpoint=True, probes=("transfer", "transfer_bias")),
     ProbeFamily("logistic", "logistic regression: nn.Linear(d, K), Adam 1e-3, 20 epochs, batch 128, shuffled, "
-                "seeded (the authors' baseline)", "latentgen.probing:logistic_rows", default=False,
+                "seeded (the authors' baseline)", "latentgen.probe_families:logistic_rows", default=False,
                 skip_input=True, test_only=True),
     ProbeFamily("ncm", "nearest class mean, cosine similarity to the raw class means (the authors' baseline)",
-                "latentgen.probing:ncm_rows", default=False, skip_input=True, test_only=True),
+                "latentgen.probe_families:ncm_rows", default=False, skip_input=True, test_only=True),
     ProbeFamily("knn", "5 nearest neighbours, cosine distance, majority vote (scikit-learn's brute force, the "
-                "authors' baseline)", "latentgen.probing:knn_rows", default=False, skip_input=True, test_only=True),
+                "authors' baseline)", "latentgen.probe_families:knn_rows", default=False, skip_input=True, test_only=True),
     ProbeFamily("lda", "linear discriminant analysis, scikit-learn defaults (the authors' baseline)",
-                "latentgen.probing:lda_rows", default=False, skip_input=True, test_only=True),
+                "latentgen.probe_families:lda_rows", default=False, skip_input=True, test_only=True),
     ProbeFamily("qda", "quadratic discriminant analysis, scikit-learn defaults (the authors' baseline; a class "
                 "whose covariance is not full rank has no fit: NaN rows, reason logged)",
-                "latentgen.probing:qda_rows", default=False, skip_input=True, test_only=True),
+                "latentgen.probe_families:qda_rows", default=False, skip_input=True, test_only=True),
     ProbeFamily("masc_sensitivity", "MASC at variance 0.25, 0.5, 0.75, 0.99 and with one component, from the "
-                "one decomposition MASC uses", "latentgen.probing:masc_sensitivity_rows", default=False,
+                "one decomposition MASC uses", "latentgen.probe_families:masc_sensitivity_rows", default=False,
                 probes=tuple(name for name, _, _ in MASC_SENSITIVITY), shares_fit=True),
 ]})
 

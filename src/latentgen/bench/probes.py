@@ -325,7 +325,7 @@ def time_families(x_train, y_true, x_test, y_test, args) -> dict:
     """MASC + VeLPIC alone, then every family on both label sets, on one layer (module docstring)."""
     from latentgen import registry
     from latentgen.labels import corrupt_labels
-    from latentgen.probes import LogisticRegressionProbe
+    from latentgen.baselines import LogisticRegressionProbe
     from latentgen.probing import probe_layer, resolve_fit_labels
 
     num_classes = int(max(y_true.max(), y_test.max())) + 1
