@@ -125,9 +125,12 @@ def model_label(model: str, dataset: str) -> str:
     return f"{arch.label if arch else model}-{data.label if data else dataset}"
 
 
-def read_metrics(paths: Sequence[str | os.PathLike]) -> "pd.DataFrame":
-    """Concatenate tidy CSVs, checking their columns."""
+def read_metrics(paths: Sequence[str | os.PathLike], rows=None) -> "pd.DataFrame":
+    """Concatenate tidy CSVs, checking their columns; ``rows(frame)``, if given, picks the rows kept
+    from each file (``metrics.tmlr_rows`` for probe tables)."""
     import pandas as pd
+
+    paths = list(paths)
 
     if not paths:
         raise ValueError("no metrics files given")
@@ -135,11 +138,12 @@ def read_metrics(paths: Sequence[str | os.PathLike]) -> "pd.DataFrame":
     for p in paths:
         if not Path(p).is_file():
             raise FileNotFoundError(f"metrics file {p} does not exist")
-        frame = pd.read_csv(p, dtype={"layer": str, "probe": str, "split": str, "model": str, "dataset": str})
+        frame = pd.read_csv(p, dtype={"layer": str, "probe": str, "split": str, "model": str, "dataset": str,
+                                      "fit_labels": str})
         missing = [c for c in COLUMNS if c not in frame.columns]
         if missing:
             raise ValueError(f"metrics file {p} lacks the columns {', '.join(missing)}")
-        frames.append(frame[COLUMNS])
+        frames.append((frame if rows is None else rows(frame))[COLUMNS])
     return pd.concat(frames, ignore_index=True)
 
 

@@ -31,24 +31,9 @@ TMLR_FIT_LABELS = "corrupted"
 
 def read_probe_rows(paths: Iterable[str | os.PathLike]):
     """The TMLR figures' rows of the probe CSVs (:func:`tmlr_rows`), in the figures' columns."""
-    import pandas as pd
+    from latentgen.figures import read_metrics
 
-    from latentgen.figures import COLUMNS
-
-    paths = list(paths)
-    if not paths:
-        raise ValueError("no metrics files given")
-    frames = []
-    for p in paths:
-        if not Path(p).is_file():
-            raise FileNotFoundError(f"metrics file {p} does not exist")
-        frame = pd.read_csv(p, dtype={"layer": str, "probe": str, "split": str, "model": str, "dataset": str,
-                                      "fit_labels": str})
-        missing = [c for c in COLUMNS if c not in frame.columns]
-        if missing:
-            raise ValueError(f"metrics file {p} lacks the columns {', '.join(missing)}")
-        frames.append(tmlr_rows(frame)[COLUMNS])
-    return pd.concat(frames, ignore_index=True)
+    return read_metrics(paths, rows=tmlr_rows)
 
 
 def tmlr_rows(frame):
