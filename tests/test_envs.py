@@ -116,3 +116,28 @@ def test_every_rule_has_log_benchmark_conda_and_threads(repo_root):
         for directive in ("log", "benchmark", "conda", "threads"):
             found = len(re.findall(rf"^[ \t]+{directive}:", text, flags=re.M))
             assert found == n_rules, f"{path.name}: {n_rules} rules but {found} {directive}: directives"
+
+
+def test_pyproject_declares_every_package_the_library_imports(repo_root):
+    """A package imported by ``src/latentgen`` but reaching the install only through another
+    dependency (jsonschema through snakemake, Pillow through torchvision) breaks an install
+    without that other package; found on a GPU machine whose image had torch but no snakemake."""
+    import ast
+    import tomllib
+
+    imported = set()
+    for path in (repo_root / "src" / "latentgen").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.partition(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.partition(".")[0])
+    imported -= set(sys.stdlib_module_names) | {"latentgen"}
+    assert {"torch", "numpy", "h5py"} <= imported  # the scan sees imports at all
+    declared = {Requirement(r).name.lower() for r in tomllib.loads(
+        (repo_root / "pyproject.toml").read_text())["project"]["dependencies"]}
+    providers = metadata.packages_distributions()
+    for module in sorted(imported):
+        dists = {d.lower() for d in providers.get(module, [])}
+        assert dists, f"src/latentgen imports {module}, which no installed distribution provides"
+        assert dists & declared, f"src/latentgen imports {module} ({', '.join(sorted(dists))}), not in pyproject's dependencies"
