@@ -17,7 +17,9 @@ random images of the real shape (flagged ``random``).
   K·(w_e·e³ + w_g·n_k·d·e)/workers (e = min(d, n_k); w_e, w_g measured seconds per flop of an eigh
   and a Gram product; the sample's remainder by rows); scores on ``SCORE_ROWS`` rows by rows (MASC's
   also by r); baselines on ``BASELINE_ROWS`` rows by rows (k-NN by rows²); the HDF5 read; the
-  transfer's forward passes.
+  transfer's forward passes. On a GPU (:func:`probe_sample`, :func:`fit_seconds`): the whole layer
+  (every class, up to ``GPU_PROBE_BYTES``; classes are decomposed one after another there) and
+  ``GPU_SCORE_ROWS`` scored rows — times of small matrices would overstate a GPU's full-size work.
 - **repair**: ``repair.collect_factors`` on ``REPAIR_ROWS`` inputs × rows; an eigh per factor (cubic
   beyond ``EIGH_MAX``); per evaluation a forward pass and four float64 GEMMs per edited layer.
 - **relabel**: activations, MASC fits and ``relabel.max_epochs`` epochs (an upper bound).
@@ -74,6 +76,11 @@ PRIORITY = {"probe": 2, "activations": 1, "run_probes": 3}
 TRAIN_STEPS, TRAIN_BUDGET_S, ACTIVATION_BUDGET_S, SAMPLE_BYTES = 300, 2.0, 0.5, 48 << 20
 PROBE_ROWS_PER_CLASS, PROBE_BYTES, FIT_CLASSES, SCORE_ROWS = 384, 96 << 20, 4, 1024
 SPECTRUM_ALPHA, REPAIR_ROWS, EIGH_MAX = 1.0, 256, 1024
+# On a GPU the probe sample is the whole layer (every class, up to GPU_PROBE_BYTES of rows; the
+# ResNet-18's widest, 50,000 × 16,384, is 3.05 GiB) and GPU_SCORE_ROWS scored rows: small matrices
+# leave a GPU mostly idle, so times taken at the CPU's sample sizes and scaled by flops overstate a
+# full-size layer many times (measured on an H200: 3-50×; the fit at the CPU's flop rates more still).
+GPU_PROBE_BYTES, GPU_SCORE_ROWS = 7 << 29, 16384
 # families that fit on their own (the baselines): BASELINE_ROWS rows at full width, scaled linearly
 # in rows, but k-NN (each scored row against every training row) quadratically
 BASELINE_ROWS, QUADRATIC_FAMILIES = 512, ("knn",)
@@ -403,24 +410,53 @@ def _context(m: int, k: int, d: int, options, rows: np.ndarray | None = None):
     if rows is None:
         rng = np.random.default_rng(d)
         scales = ((1.0 + rng.permutation(d)) ** -SPECTRUM_ALPHA).astype(np.float32)
-        rows = np.abs(rng.standard_normal((m * k, d), dtype=np.float32)) * scales
+        rows = rng.standard_normal((m * k, d), dtype=np.float32)  # in place: a GPU sample is GBs
+        np.abs(rows, out=rows)
+        rows *= scales
     labels = dict.fromkeys(("test", "train_corrupted", "train_true"), np.repeat(np.arange(k), m)[:len(rows)])
     return LayerContext(types.SimpleNamespace(array=lambda split, layer: rows), "layer", ("m", "d", 0.0, 1, 0),
                         labels, np.arange(k), options)
 
 
-def _measure_probe_layer(d, k, n_train, n_test, families: dict, options, weights, workers: int) -> dict:
-    """Seconds on a full layer of width ``d``: ``fit`` (the shared decomposition) and each family's own."""
-    n_k, k_s = max(1, n_train // k), min(k, FIT_CLASSES)
+def _is_cuda(device) -> bool:
+    return getattr(device, "type", str(device)) == "cuda"
+
+
+def probe_sample(d: int, k: int, n_train: int, gpu: bool) -> tuple[int, int, int, int]:
+    """(rows per class of the real layer, classes sampled, rows per sampled class, rows scored)
+    of the probe sample of a layer of width ``d`` with ``k`` classes and ``n_train`` rows."""
+    n_k = max(1, n_train // k)
+    if gpu:  # as many whole classes as GPU_PROBE_BYTES holds (at least two: a probe needs two classes)
+        k_s = max(2, min(k, GPU_PROBE_BYTES // (4 * n_k * d)))
+        m = max(2, min(n_k, GPU_PROBE_BYTES // (4 * k_s * d)))
+        return n_k, k_s, m, min(m * k_s, GPU_SCORE_ROWS)
+    k_s = min(k, FIT_CLASSES)
     m = max(2, min(n_k, PROBE_ROWS_PER_CLASS, PROBE_BYTES // (4 * k_s * d)))
-    ctx = _context(m, k_s, d, options)
-    fit = _timed(lambda: ctx.probes, options.device)
+    return n_k, k_s, m, min(m * k_s, SCORE_ROWS)  # the fit is shared: few rows scored (MASC: rows × d × Σr)
+
+
+def fit_seconds(fit: float, d: int, k: int, n_k: int, k_s: int, m: int, weights, workers: int, gpu: bool) -> float:
+    """The shared MASC/VeLPIC fit of a whole layer from ``fit`` seconds on ``k_s`` classes of ``m`` rows.
+
+    CPU: per class the flop model w_e·e³ + w_g·n_k·d·e (e = min(d, n_k)) at the measured one-thread
+    rates, plus the sample's remainder scaled by rows; classes decomposed ``workers`` at a time (one
+    per BLAS thread). GPU: classes one after another, each the sample's time per class (whole
+    classes unless two exceed GPU_PROBE_BYTES, then scaled by the same flop count's ratio)."""
     (e, e_s), (w_e, w_g) = (min(d, n_k), min(d, m)), weights
     model, model_s = w_e * e ** 3 + w_g * n_k * d * e, w_e * e_s ** 3 + w_g * m * d * e_s  # per class
-    # classes are decomposed ``workers`` at a time (one per BLAS thread); the rest: passes over the rows
-    out = {"fit": k * (model + max(0.0, fit / k_s - model_s) * n_k / m) / min(k, workers)}
+    if gpu:
+        return k * fit / k_s * model / model_s
+    return k * (model + max(0.0, fit / k_s - model_s) * n_k / m) / min(k, workers)
+
+
+def _measure_probe_layer(d, k, n_train, n_test, families: dict, options, weights, workers: int) -> dict:
+    """Seconds on a full layer of width ``d``: ``fit`` (the shared decomposition) and each family's own."""
+    n_k, k_s, m, scored = probe_sample(d, k, n_train, _is_cuda(options.device))
+    ctx = _context(m, k_s, d, options)
+    fit = _timed(lambda: ctx.probes, options.device)
+    out = {"fit": fit_seconds(fit, d, k, n_k, k_s, m, weights, workers, _is_cuda(options.device))}
+    e, e_s = min(d, n_k), min(d, m)
     r = k * (_spectrum_r(e, options.variance) + 1) / (k_s * (_spectrum_r(e_s, options.variance) + 1))
-    scored = min(m * k_s, SCORE_ROWS)  # the shared fit scores a few rows only (MASC's scores cost rows × d × Σr)
     scoring = _context(m, k_s, d, options, ctx.train[:scored])
     scoring.__dict__.update({key: v for key, v in ctx.__dict__.items() if key in ("subspaces", "probes")})
     m_b = max(2, min(n_k, BASELINE_ROWS // k, SAMPLE_BYTES // (4 * k * d)))
