@@ -77,6 +77,25 @@ def test_batch_size_does_not_change_the_dump(cnn_run, cnn_dump, tmp_path):
             np.testing.assert_allclose(a.array("train", layer), b.array("train", layer), rtol=1e-5, atol=1e-6)
 
 
+def test_compressions_store_the_same_values(cnn_run, cnn_dump, tmp_path):
+    """``none`` (for GPUs, where HDF5's one-threaded lzf bounds the dump) and gzip store exactly
+    lzf's values; each file says its filter."""
+    from latentgen import registry
+
+    assert registry.ACTIVATION_COMPRESSIONS[0] == "lzf"  # the default
+    with open_activations(cnn_dump) as reference:
+        for compression in ("none", "gzip"):
+            path = dump_activations(cnn_run / "checkpoints" / "epoch2.pt", tmp_path / f"{compression}.h5",
+                                    compression=compression, device="cpu")
+            with open_activations(path) as acts:
+                assert acts.layers == reference.layers
+                for split in ("train", "test"):
+                    for layer in acts.layers:
+                        ds = acts.dataset(split, layer)
+                        assert ds.compression == (None if compression == "none" else compression)
+                        np.testing.assert_array_equal(acts.array(split, layer), reference.array(split, layer))
+
+
 def test_truncated_and_incomplete_files_are_refused(cnn_dump, tmp_path):
     data = cnn_dump.read_bytes()
     (tmp_path / "truncated.h5").write_bytes(data[: len(data) // 2])

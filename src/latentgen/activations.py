@@ -33,12 +33,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from latentgen import registry
 from latentgen._io import atomic_path, package_versions
 from latentgen.forward import check_layers, iter_activations
 
 SPLITS = ("train", "test")
-COMPRESSIONS = ("lzf", "gzip")
-BATCHNORM_MODES = ("eval", "per_sample")
+COMPRESSIONS, BATCHNORM_MODES = registry.ACTIVATION_COMPRESSIONS, registry.BATCHNORM_MODES
 CHUNK_BYTES = 1 << 20  # about 1 MiB per chunk
 STREAM_BYTES = 256 << 20  # on a GPU: activations gathered per device-to-host copy (two such pinned buffers)
 
@@ -212,7 +212,7 @@ def write_split(h5, split, x, model, layers, batch_size, compression):
                 rows = max(1, min(n, CHUNK_BYTES // (4 * d)))
                 datasets[layer] = h5.create_dataset(f"{split}/{layer}", shape=(n, d), dtype="float32",
                                                     chunks=(rows, d) if n else None,
-                                                    compression=compression if n else None)
+                                                    compression=compression if n and compression != "none" else None)
             datasets[layer][start:start + len(block)] = block
         del blocks
 

@@ -1,6 +1,6 @@
 """Dump one checkpoint's probe-layer activations (full train and test sets) to an HDF5 file.
 
-Writes FILE.h5 with train/<layer>, test/<layer> (float32 N×d, compressed), train/labels_true,
+Writes FILE.h5 with train/<layer>, test/<layer> (float32 N×d, compressed unless --compression none), train/labels_true,
 train/labels_corrupted and test/labels, and root attributes naming the model, dataset,
 corruption, run, epoch and config hash; complete=1 is set last and the file appears only when
 finished. The corrupted labels are the checkpoint's own: from --labels, else the label file the
@@ -24,8 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", help="the label file the model was trained with (checked against the checkpoint)")
     parser.add_argument("--layers", help="comma-separated probe layers (default: all of the model's)")
     parser.add_argument("--batch-size", type=argtypes.positive_int, default=500, help="images per forward pass (default 500)")
-    parser.add_argument("--compression", choices=["lzf", "gzip"], default="lzf", help="HDF5 compression (lossless)")
-    parser.add_argument("--batchnorm", choices=["eval", "per_sample"], default="eval",
+    parser.add_argument("--compression", choices=registry.ACTIVATION_COMPRESSIONS,
+                        default=registry.ACTIVATION_COMPRESSIONS[0],
+                        help="HDF5 compression, lossless (default lzf; none writes at disk speed, for fast GPUs)")
+    parser.add_argument("--batchnorm", choices=registry.BATCHNORM_MODES, default=registry.BATCHNORM_MODES[0],
                         help="BatchNorm in eval mode (default) or per-image statistics as the authors' ResNet dumps (D9)")
     parser.add_argument("--device", choices=list(registry.DEVICE_CHOICES), default="auto",
                         help="auto = CUDA when available")
