@@ -1,9 +1,9 @@
 """Dump one checkpoint's probe-layer activations (full train and test sets) to an HDF5 file.
 
-Writes FILE.h5 with train/<layer>, test/<layer> (float32 N×d, compressed unless --compression none), train/labels_true,
-train/labels_corrupted and test/labels, and root attributes naming the model, dataset,
-corruption, run, epoch and config hash; complete=1 is set last and the file appears only when
-finished. The corrupted labels are the checkpoint's own: from --labels, else the label file the
+Writes FILE.h5 with train/<layer>, test/<layer> (float32 N×d, compressed unless --compression
+none), train/labels_true, train/labels_corrupted and test/labels, and root attributes naming the
+model, dataset, corruption, run, epoch and config hash; complete=1 is set last and the file
+appears only when finished. The corrupted labels are the checkpoint's own: from --labels, else the label file the
 checkpoint recorded, else recomputed from its recorded seed; all are checked against the
 checkpoint's labels digest. The data source defaults to what the checkpoint recorded.
 """
