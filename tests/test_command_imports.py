@@ -11,7 +11,7 @@ import pytest
 
 from latentgen.__main__ import COMMANDS
 
-HEAVY = ("torch", "numpy", "pandas", "scipy", "sklearn", "h5py", "matplotlib", "latentgen.probes")
+HEAVY = ("torch", "numpy", "pandas", "scipy", "sklearn", "h5py", "matplotlib", "latentgen.probes", "latentgen.repair")
 
 CHECK = """
 import sys
@@ -28,6 +28,16 @@ def test_command_module_and_parser_import_nothing_heavy(name):
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "", f"latentgen {name}: building its parser imported {done.stdout.strip()}"
+
+
+@pytest.mark.parametrize("module", ["latentgen.claims", "latentgen.tables"])
+def test_library_modules_behind_light_commands_import_nothing_heavy(module):
+    """The claims and tables modules name their inputs at Snakefile parse time: pandas and the
+    rest are imported inside the functions that read data."""
+    code = f"import sys, {module}\nprint(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"importing {module} imported {done.stdout.strip()}"
 
 
 def test_probe_family_option_follows_the_registry():

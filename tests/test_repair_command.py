@@ -115,20 +115,6 @@ def test_fisher_true_is_a_deprecated_alias_of_exact(files, capsys):
     assert json.loads(outputs["true"].with_suffix(".json").read_text())["config"]["fisher"] == "exact"
 
 
-def test_parser_imports_nothing_heavy():
-    """The workflow builds the repair parser at Snakefile parse time: torch, numpy or the repair
-    package must not be imported by the module or its add_arguments."""
-    import subprocess
-    import sys
-
-    code = ("import argparse, sys\n"
-            "from latentgen.commands import repair\n"
-            "repair.add_arguments(argparse.ArgumentParser())\n"
-            "heavy = [m for m in ('torch', 'numpy', 'pandas', 'latentgen.repair') if m in sys.modules]\n"
-            "assert not heavy, heavy\n")
-    subprocess.run([sys.executable, "-c", code], check=True)
-
-
 @pytest.mark.parametrize("args, message", [
     # rho is range-checked by its argument type (argtypes.fraction), so the workflow's config
     # check refuses it before any job; the library's check_rho still guards direct callers

@@ -50,6 +50,19 @@ unit_interval = _number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")
 open_unit_interval = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
+def check_fraction(value, name: str) -> float:
+    """``value`` as a float in (0, 1] for the library's own callers (MASC's variance, the repair's
+    rho); a ValueError naming ``name`` otherwise. The commands refuse the same range through
+    :data:`fraction`."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}") from None
+    if not 0.0 < number <= 1.0:  # also rejects NaN
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+    return number
+
+
 def json_object(text) -> dict:
     """A JSON object (e.g. --model-options '{"pool_stride": 1}')."""
     if isinstance(text, dict):

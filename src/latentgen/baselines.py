@@ -21,7 +21,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from latentgen.devices import resolve_device
-from latentgen.probes import MASC, VeLPIC
+from latentgen.probes import MASC, ClassScoreClassifier, VeLPIC
 
 _ROW_BLOCK = 4096  # rows per float64 block when summing class means (no whole float64 copy)
 
@@ -37,7 +37,7 @@ def _torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-class LogisticRegressionProbe(ClassifierMixin, BaseEstimator):
+class LogisticRegressionProbe(ClassScoreClassifier):
     """The authors' logistic-regression probe: ``nn.Linear(d, K)`` trained with cross-entropy,
     Adam(lr), ``epochs`` passes over the data in shuffled batches. ``seed`` fixes both the
     initial weights and the shuffling. Inputs are used as they are (no standardisation), held
@@ -84,19 +84,14 @@ class LogisticRegressionProbe(ClassifierMixin, BaseEstimator):
         self.intercept_ = layer.bias.detach().cpu().numpy()
         return self
 
-    def decision_function(self, X):
+    def class_scores(self, X) -> np.ndarray:
+        """The logits (float32, as the authors' nn.Linear)."""
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float32, ensure_all_finite=True)
-        logits = X @ self.coef_.T + self.intercept_
-        return logits[:, 1] - logits[:, 0] if len(self.classes_) == 2 else logits
-
-    def predict(self, X):
-        decision = self.decision_function(X)
-        index = (decision > 0).astype(np.int64) if decision.ndim == 1 else decision.argmax(axis=1)
-        return self.classes_[index]
+        return X @ self.coef_.T + self.intercept_
 
 
-class NearestClassMean(ClassifierMixin, BaseEstimator):
+class NearestClassMean(ClassScoreClassifier):
     """Nearest class mean by cosine similarity to the raw class means (the authors' NCM).
     A zero row (or a zero class mean) has cosine 0. Means and cosines are computed in float64
     over blocks of rows, so float32 activations are never copied whole to float64."""
@@ -111,9 +106,9 @@ class NearestClassMean(ClassifierMixin, BaseEstimator):
         self.means_ = sums / np.bincount(y_idx, minlength=len(self.classes_))[:, None]
         return self
 
-    def decision_function(self, X):
-        check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32], ensure_all_finite=True)
+    def class_scores(self, X) -> np.ndarray:
+        """Cosine similarity of each row to each class mean (float64)."""
+        X = self._validate_predict_input(X)
         mean_norms = np.linalg.norm(self.means_, axis=1)
         cosine = np.empty((len(X), len(self.classes_)))
         for i in range(0, len(X), _ROW_BLOCK):
@@ -121,12 +116,7 @@ class NearestClassMean(ClassifierMixin, BaseEstimator):
             norms = np.linalg.norm(block, axis=1, keepdims=True) * mean_norms
             dots = block @ self.means_.T
             cosine[i:i + _ROW_BLOCK] = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
-        return cosine[:, 1] - cosine[:, 0] if len(self.classes_) == 2 else cosine
-
-    def predict(self, X):
-        decision = self.decision_function(X)
-        index = (decision > 0).astype(np.int64) if decision.ndim == 1 else decision.argmax(axis=1)
-        return self.classes_[index]
+        return cosine
 
 
 def _add_rows_by_class(sums: np.ndarray, y_idx: np.ndarray, block: np.ndarray) -> None:

@@ -68,6 +68,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from latentgen import registry
+from latentgen.argtypes import check_fraction
 
 SIGN_MODES = registry.SIGN_MODES
 _ROW_BLOCK = 4096  # rows (or columns) per float64 block when accumulating a Gram matrix
@@ -99,13 +100,7 @@ def _as_tensor(a: np.ndarray, device: torch.device, dtype: torch.dtype | None = 
 
 def check_variance(variance) -> float:
     """``variance`` as a float in (0, 1] (MASC's threshold); ValueError otherwise."""
-    try:
-        value = float(variance)
-    except (TypeError, ValueError):
-        raise ValueError(f"variance must be a number in (0, 1], got {variance!r}") from None
-    if not 0.0 < value <= 1.0:  # also rejects NaN
-        raise ValueError(f"variance must be in (0, 1], got {variance!r}")
-    return value
+    return check_fraction(variance, "variance")
 
 
 def _check_n_components(n_components, n_features: int):
@@ -395,8 +390,9 @@ def _copy_input_attributes(source, target):
         target.feature_names_in_ = source.feature_names_in_
 
 
-class _ClassScoreClassifier(ClassifierMixin, BaseEstimator):
-    """Shared predict logic: one score per class, higher is closer; ties → lowest class index."""
+class ClassScoreClassifier(ClassifierMixin, BaseEstimator):
+    """Shared predict logic of the probes that score classes (MASC, VeLPIC and the baselines
+    logistic regression and NCM): one score per class, higher is closer; ties → lowest class index."""
 
     def class_scores(self, X) -> np.ndarray:
         raise NotImplementedError
@@ -415,6 +411,9 @@ class _ClassScoreClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         return validate_data(self, X, reset=False, dtype=[np.float64, np.float32], ensure_all_finite=True)
 
+
+
+class _AngleProbe(ClassScoreClassifier):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         # angle probes through the origin are built for high-dimensional layers; on scikit-learn's
@@ -423,7 +422,7 @@ class _ClassScoreClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
 
-class MASC(_ClassScoreClassifier):
+class MASC(_AngleProbe):
     """Minimum Angle Subspace Classifier (Ketha & Ramaswamy 2025), as the authors implement it.
 
     ``variance`` in (0, 1]: keep components up to and including the one whose cumulative
@@ -474,7 +473,7 @@ class MASC(_ClassScoreClassifier):
         return out
 
 
-class VeLPIC(_ClassScoreClassifier):
+class VeLPIC(_AngleProbe):
     """Vector Linear Probe Intermediate-layer Classifier (TMLR 2026), as the authors implement it.
 
     Class vector v_k = top principal direction of class k's ± augmented data, flipped when the

@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 
 from latentgen import argtypes, registry
+from latentgen.commands import add_data_source
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint file (RUN/checkpoints/epochE.pt)")
     parser.add_argument("--out", required=True, help="HDF5 file to write")
-    data = parser.add_mutually_exclusive_group()
-    data.add_argument("--data-root", help="folder with the raw dataset files (not needed for digits)")
-    data.add_argument("--prepared", help="prepared dataset .npz from `latentgen download`")
+    add_data_source(parser)
     parser.add_argument("--labels", help="the label file the model was trained with (checked against the checkpoint)")
     parser.add_argument("--layers", help="comma-separated probe layers (default: all of the model's)")
     parser.add_argument("--batch-size", type=argtypes.positive_int, default=500, help="images per forward pass (default 500)")

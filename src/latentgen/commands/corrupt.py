@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from latentgen import argtypes, registry
+from latentgen.commands import add_data_source
 
 STRICT_MASK = {"auto": None, "yes": True, "no": False}
 
@@ -21,9 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=argtypes.nonnegative_int, default=registry.LABEL_SEED,
                         help=f"numpy seed (default {registry.LABEL_SEED}, as the authors)")
     parser.add_argument("--out", required=True, help="label file to write (.npz)")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--data-root", help="folder with the raw files")
-    source.add_argument("--prepared", help="prepared dataset .npz from `latentgen download`")
+    add_data_source(parser)
     parser.add_argument("--strict-mask", choices=list(STRICT_MASK), default="auto",
                         help="mask rand < c instead of <= c; auto = as the authors' code (only Tiny ImageNet)")
 

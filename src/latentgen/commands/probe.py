@@ -30,6 +30,7 @@ import argparse
 from pathlib import Path
 
 from latentgen import argtypes, registry
+from latentgen.commands import add_data_source
 
 # the families run when --families is not given (registry order)
 DEFAULT_FAMILIES = tuple(name for name, family in registry.PROBE_FAMILIES.items() if family.default)
@@ -73,9 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--activations", required=True, help="activations file (.h5) from `latentgen activations`")
     parser.add_argument("--out", required=True, help="tidy CSV to write")
     parser.add_argument("--checkpoint", help="checkpoint for the transfer (default: the one recorded in the file)")
-    data = parser.add_mutually_exclusive_group()
-    data.add_argument("--data-root", help="folder with the raw dataset files (default: as the checkpoint recorded)")
-    data.add_argument("--prepared", help="prepared dataset .npz from `latentgen download`")
+    add_data_source(parser, "folder with the raw dataset files (default: as the checkpoint recorded)")
     parser.add_argument("--families", type=families, nargs="+", metavar="NAME[,NAME...]", default=None,
                         help="probe families to run, comma-separated or several values (default: "
                              f"{','.join(DEFAULT_FAMILIES)}; known: {', '.join(registry.PROBE_FAMILIES)})")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 
 from latentgen import argtypes, registry
+from latentgen.commands import add_data_source
 
 SUBSPACES = ("corrupted", "true")  # latentgen.relabel.SUBSPACES (checked by the tests)
 
@@ -30,9 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="the run's final checkpoint (RUN/checkpoints/epochE.pt)")
     parser.add_argument("--labels", required=True, help="label file .npz the checkpoint was trained on")
     parser.add_argument("--out", required=True, help="folder to write")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--prepared", help="prepared dataset .npz from `latentgen download`")
-    source.add_argument("--data-root", help="folder with the raw dataset files (not needed for digits)")
+    add_data_source(parser)
     parser.add_argument("--subspaces", choices=SUBSPACES, required=True,
                         help="labels the MASC subspaces are fit on: corrupted (the paper's main run) or true")
     parser.add_argument("--max-epochs", type=argtypes.nonnegative_int, default=30,

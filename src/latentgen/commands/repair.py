@@ -28,6 +28,7 @@ import sys
 
 from latentgen import registry
 from latentgen.argtypes import fraction, json_object, nonnegative_int, positive_int
+from latentgen.commands import add_data_source
 
 FISHER_DEPRECATED = "latentgen repair: --fisher true is deprecated; use --fisher exact (the same exact true Fisher)"
 
@@ -57,9 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint .pt (from `latentgen train`)")
     parser.add_argument("--labels", required=True, help="label file .npz the checkpoint was trained on")
     parser.add_argument("--out", required=True, help="tidy CSV to write")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--prepared", help="prepared dataset .npz from `latentgen download`")
-    source.add_argument("--data-root", help="folder with the raw dataset files")
+    add_data_source(parser)
     parser.add_argument("--layer-sets", nargs="+", metavar="SET",
                         help="layer sets, e.g. fc1+fc4 hidden all (default: the registry's for the architecture, "
                              "CURVATURE.md §5.4's for the MLP/CNN)")

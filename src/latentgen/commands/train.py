@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 from latentgen import argtypes, registry
+from latentgen.commands import add_data_source
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,9 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="label corruption degree c in [0, 1]")
     parser.add_argument("--run", required=True, type=argtypes.positive_int, help="run number (1, 2, 3, ...)")
     parser.add_argument("--out", required=True, help="run folder to write")
-    data = parser.add_mutually_exclusive_group()
-    data.add_argument("--data-root", help="folder with the raw dataset files (not needed for digits)")
-    data.add_argument("--prepared", help="prepared dataset .npz from `latentgen download`")
+    add_data_source(parser)
     parser.add_argument("--labels", help="label file from `latentgen corrupt` (else corrupted on the fly with --label-seed)")
     parser.add_argument("--label-seed", type=argtypes.nonnegative_int, default=registry.LABEL_SEED,
                         help=f"seed for on-the-fly corruption (default {registry.LABEL_SEED}, the authors')")

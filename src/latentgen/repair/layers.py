@@ -12,6 +12,7 @@ from typing import Iterable
 from torch import nn
 
 from latentgen import registry
+from latentgen.argtypes import check_fraction
 from latentgen.forward import head_name, linear_layers
 
 BIAS_MODES = ("keep", "homogeneous")
@@ -69,13 +70,7 @@ def layers_in_sets(model: nn.Module, layer_sets: Iterable[str]) -> list[str]:
 
 def check_rho(rho) -> float:
     """``rho`` as a float in (0, 1]; a ValueError naming it otherwise."""
-    try:
-        value = float(rho)
-    except (TypeError, ValueError):
-        raise ValueError(f"rho must be a number in (0, 1], got {rho!r}") from None
-    if not 0.0 < value <= 1.0:  # also rejects NaN
-        raise ValueError(f"rho must be in (0, 1], got {rho!r}")
-    return value
+    return check_fraction(rho, "rho")
 
 
 def check_bias(bias: str) -> str:
