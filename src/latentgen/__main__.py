@@ -20,6 +20,7 @@ COMMANDS = {
     "train": "train",
     "activations": "activations",
     "probe": "probe",
+    "probe-run": "probe_run",
     "concat": "concat",
     "metrics": "metrics",
     "figure": "figure",

@@ -69,7 +69,7 @@ def per_sample_batchnorm(model: nn.Module):
             handle.remove()
 
 
-def _corrupted_labels_for(meta: dict, true_labels: np.ndarray, labels) -> np.ndarray:
+def corrupted_labels_for(meta: dict, true_labels: np.ndarray, labels) -> np.ndarray:
     """The corrupted labels the checkpoint was trained on, verified by their digest."""
     from latentgen.training import TrainConfig, labels_digest, resolve_labels
 
@@ -87,26 +87,11 @@ def _corrupted_labels_for(meta: dict, true_labels: np.ndarray, labels) -> np.nda
     return corrupted
 
 
-def dump_activations(checkpoint: str | os.PathLike, out_h5: str | os.PathLike, *, data_root=None, prepared=None,
-                     labels=None, batch_size: int = 500, device: str | torch.device = "auto", layers=None,
-                     compression: str = "lzf", batchnorm: str = "eval", dataset=None) -> Path:
-    """Write the activations of ``checkpoint`` to ``out_h5`` (see the module docstring); returns the path.
-
-    ``data_root``/``prepared`` default to what the checkpoint recorded; ``dataset`` may be an
-    already loaded ``LoadedDataset``.
-    """
+def checkpoint_dataset(meta: dict, *, data_root=None, prepared=None, dataset=None):
+    """The dataset a checkpoint was trained on (a ``LoadedDataset``): ``dataset`` if given, else from
+    ``data_root`` / ``prepared``, else from where the checkpoint's run read it; checked by name."""
     from latentgen.datasets import load_dataset
-    from latentgen.training import load_checkpoint
 
-    if int(batch_size) < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    if compression not in COMPRESSIONS:
-        raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
-    if batchnorm not in BATCHNORM_MODES:
-        raise ValueError(f"batchnorm must be one of {', '.join(BATCHNORM_MODES)}, got {batchnorm!r}")
-    checkpoint = Path(checkpoint)
-    model, meta = load_checkpoint(checkpoint, device=device)
-    layers = check_layers(model, layers)
     if dataset is None:
         recorded = meta.get("data") or {}
         if data_root is None and prepared is None:
@@ -115,12 +100,57 @@ def dump_activations(checkpoint: str | os.PathLike, out_h5: str | os.PathLike, *
         dataset = load_dataset(meta["dataset"], data_root=data_root, prepared=prepared)
     if dataset.name != meta["dataset"]:
         raise ValueError(f"dataset {dataset.name!r} given for a checkpoint trained on {meta['dataset']!r}")
-    corrupted = _corrupted_labels_for(meta, dataset.train_y.numpy(), labels)
+    return dataset
+
+
+def check_activation_options(batch_size: int, batchnorm: str, compression: str = "none") -> None:
+    if int(batch_size) < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
+    if batchnorm not in BATCHNORM_MODES:
+        raise ValueError(f"batchnorm must be one of {', '.join(BATCHNORM_MODES)}, got {batchnorm!r}")
+
+
+def activation_meta(checkpoint: Path, meta: dict, model, layers: list[str], batchnorm: str) -> dict:
+    """The metadata of one checkpoint's activations (the HDF5 file's root attributes, JSON ones
+    decoded): what a probe reads about them, whether from a file or from memory."""
+    return {
+        "model": meta["arch"], "dataset": meta["dataset"], "corruption": float(meta.get("corruption", 0.0)),
+        "run": int(meta.get("run", 0)), "epoch": int(meta["epoch"]), "checkpoint": str(Path(checkpoint).resolve()),
+        "layers": list(layers), "last_hidden": model.last_hidden, "head": model.head,
+        "num_classes": int(meta["num_classes"]), "config_hash": str(meta.get("config_hash", "")),
+        "labels_sha256": str(meta.get("labels_sha256", "")), "batchnorm": batchnorm,
+        "versions": package_versions(), "checkpoint_meta": meta,
+    }
+
+
+def batchnorm_mode(model: nn.Module, batchnorm: str):
+    """The context a forward pass for activations runs in (``per_sample``: the authors' ResNet passes)."""
+    return per_sample_batchnorm(model) if batchnorm == "per_sample" else contextlib.nullcontext()
+
+
+def dump_activations(checkpoint: str | os.PathLike, out_h5: str | os.PathLike, *, data_root=None, prepared=None,
+                     labels=None, batch_size: int = 500, device: str | torch.device = "auto", layers=None,
+                     compression: str = "lzf", batchnorm: str = "eval", dataset=None) -> Path:
+    """Write the activations of ``checkpoint`` to ``out_h5`` (see the module docstring); returns the path.
+
+    ``data_root``/``prepared`` default to what the checkpoint recorded; ``dataset`` may be an
+    already loaded ``LoadedDataset``.
+    """
+    from latentgen.training import load_checkpoint
+
+    check_activation_options(batch_size, batchnorm, compression)
+    checkpoint = Path(checkpoint)
+    model, meta = load_checkpoint(checkpoint, device=device)
+    layers = check_layers(model, layers)
+    dataset = checkpoint_dataset(meta, data_root=data_root, prepared=prepared, dataset=dataset)
+    corrupted = corrupted_labels_for(meta, dataset.train_y.numpy(), labels)
     n_train = meta.get("train_subset") or len(dataset.train_y)
 
     inputs = {"train": dataset.train_x[:n_train], "test": dataset.test_x}
     out_h5 = Path(out_h5)
-    with per_sample_batchnorm(model) if batchnorm == "per_sample" else contextlib.nullcontext():
+    with batchnorm_mode(model, batchnorm):
         with atomic_path(out_h5) as tmp:
             with h5py.File(tmp, "w") as h5:
                 for split in SPLITS:
@@ -128,21 +158,17 @@ def dump_activations(checkpoint: str | os.PathLike, out_h5: str | os.PathLike, *
                 h5.create_dataset("train/labels_true", data=dataset.train_y[:n_train].numpy().astype(np.int64))
                 h5.create_dataset("train/labels_corrupted", data=np.asarray(corrupted[:n_train], dtype=np.int64))
                 h5.create_dataset("test/labels", data=dataset.test_y.numpy().astype(np.int64))
-                attrs = {
-                    "model": meta["arch"], "dataset": meta["dataset"], "corruption": float(meta.get("corruption", 0.0)),
-                    "run": int(meta.get("run", 0)), "epoch": int(meta["epoch"]), "checkpoint": str(checkpoint.resolve()),
-                    "layers": json.dumps(layers), "last_hidden": model.last_hidden, "head": model.head,
-                    "num_classes": int(meta["num_classes"]), "config_hash": str(meta.get("config_hash", "")),
-                    "labels_sha256": str(meta.get("labels_sha256", "")), "batchnorm": batchnorm,
-                    "versions": json.dumps(package_versions()), "checkpoint_meta": json.dumps(meta, default=str),
-                }
+                attrs = activation_meta(checkpoint, meta, model, layers, batchnorm)
+                for key in ("layers", "versions"):
+                    attrs[key] = json.dumps(attrs[key])
+                attrs["checkpoint_meta"] = json.dumps(meta, default=str)
                 for key, value in attrs.items():
                     h5.attrs[key] = value
                 h5.attrs["complete"] = 1  # last: its presence means every dataset above is written
     return out_h5
 
 
-def _host_blocks(model, x, layers, batch_size, block_bytes: int | None = None):
+def host_blocks(model, x, layers, batch_size, block_bytes: int | None = None):
     """``(start, {layer: float32 array})`` blocks of ``iter_activations`` on the host.
 
     CPU: each batch as it comes. GPU: batches are gathered on the device into blocks of about
@@ -204,7 +230,7 @@ def _host_blocks(model, x, layers, batch_size, block_bytes: int | None = None):
 def write_split(h5, split, x, model, layers, batch_size, compression):
     n = len(x)
     datasets = {}
-    for start, blocks in _host_blocks(model, x, layers, batch_size):
+    for start, blocks in host_blocks(model, x, layers, batch_size):
         for layer in layers:
             block = blocks[layer]
             if layer not in datasets:

@@ -74,3 +74,20 @@ def json_object(text) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
     return value
+
+
+_BYTE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def byte_size(text) -> int:
+    """A positive number of bytes: ``1000000``, ``512M``, ``8G``, ``1.5T`` (binary units; a trailing
+    ``B`` / ``iB`` is accepted)."""
+    raw = str(text).strip().upper().removesuffix("IB").removesuffix("B")
+    unit = raw[-1:] if raw[-1:] in _BYTE_UNITS else ""
+    try:
+        value = float(raw[:len(raw) - len(unit)]) * _BYTE_UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size in bytes such as 8G or 512M, got {text!r}") from None
+    if not value >= 1 or value != value:
+        raise argparse.ArgumentTypeError(f"expected a positive size in bytes, got {text!r}")
+    return int(value)

@@ -285,9 +285,12 @@ class CheckpointContext:
         return self.hidden("corrupted")
 
     def load_model(self):
-        """``(model, checkpoint meta)`` on the probing device, checked against the activations file."""
+        """``(model, checkpoint meta)`` on the probing device, checked against the activations file
+        (activations held in memory come with their network: that one)."""
         from latentgen.training import load_checkpoint
 
+        if getattr(self.acts, "model", None) is not None:
+            return self.acts.model, self.meta["checkpoint_meta"]
         model, ckpt_meta = load_checkpoint(self.checkpoint, device=self.options.device)
         for name in ("arch", "dataset", "epoch"):
             expected = self.meta["model" if name == "arch" else name]
@@ -300,9 +303,12 @@ class CheckpointContext:
         """``(train_x, test_x)``: the network inputs of the file's training and test rows.
 
         From ``data_root`` / ``prepared``, else from where the checkpoint's run read its data;
-        refused when their true training labels differ from the file's."""
+        refused when their true training labels differ from the file's. Activations held in
+        memory come with their images: those."""
         from latentgen.datasets import load_dataset
 
+        if hasattr(self.acts, "images"):
+            return self.acts.images()
         data_root, prepared = self.data_root, self.prepared
         labels_true = self.labels["train_true"]
         n_train = len(labels_true)
@@ -406,8 +412,10 @@ def probe_checkpoint(activations, *, families: Sequence[str] | str | None = None
                      fit_labels: Sequence[str] | str | None = None, extra_labels=None,
                      checkpoint: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None,
                      prepared: str | os.PathLike | None = None, variance: float = 0.99, sign: str = "all",
-                     batch_size: int = 1000, device="auto", seed: int = registry.LOGISTIC_SEED) -> list[ProbeRow]:
-    """Probe one checkpoint's activations file (a path or an open ``ActivationFile``).
+                     batch_size: int = 1000, device="auto", seed: int = registry.LOGISTIC_SEED,
+                     input_cache=None) -> list[ProbeRow]:
+    """Probe one checkpoint's activations: a file (a path or an open ``ActivationFile``) or
+    activations held in memory (``latentgen.checkpoint_activations.CheckpointActivations``).
 
     ``families``: probe family names of the registry (default: its defaults, MASC, VeLPIC and the
     transfer). ``fit_labels``: the label sets every family is fit on (``corrupted``, ``true``;
@@ -416,9 +424,10 @@ def probe_checkpoint(activations, *, families: Sequence[str] | str | None = None
     families (default: the one the file recorded); ``data_root`` / ``prepared``: its images
     (default: where the checkpoint's run read them). ``variance`` / ``sign``: MASC's threshold and
     VeLPIC's sign rule; ``batch_size``: images per forward pass; ``device``: ``auto``, ``cpu``,
-    ``cuda`` or ``cuda:N``; ``seed``: the logistic-regression probe's.
+    ``cuda`` or ``cuda:N``; ``seed``: the logistic-regression probe's; ``input_cache``: where
+    the ``input`` layer's rows are reused from (``latentgen.run_probing.InputRowCache``).
     """
-    from latentgen.activations import ActivationFile, open_activations
+    from latentgen.activations import open_activations
     from latentgen.devices import resolve_device
     from latentgen.probes import SIGN_MODES, check_variance
 
@@ -439,10 +448,11 @@ def probe_checkpoint(activations, *, families: Sequence[str] | str | None = None
                            extra_n_components)
     loaded = [(f, registry.load(f.impl)) for f in chosen]
 
-    if isinstance(activations, ActivationFile):
-        return _probe(activations, loaded, label_sets, extra_labels, options, checkpoint, data_root, prepared)
+    if not isinstance(activations, (str, os.PathLike)):  # an open file, or activations in memory
+        return _probe(activations, loaded, label_sets, extra_labels, options, checkpoint, data_root, prepared,
+                      input_cache)
     with open_activations(activations) as acts:
-        return _probe(acts, loaded, label_sets, extra_labels, options, checkpoint, data_root, prepared)
+        return _probe(acts, loaded, label_sets, extra_labels, options, checkpoint, data_root, prepared, input_cache)
 
 
 def _failed_rows(layer: LayerContext, family: registry.ProbeFamily, where: str, exc: Exception) -> list[ProbeRow]:
@@ -466,15 +476,16 @@ def _run_family(impl: Callable, family: registry.ProbeFamily, context, layer: La
 
 def probe_layer(base: LayerContext, layer_families: list, sets: Mapping[str, np.ndarray | None],
                 label_sets: Sequence[str], velpics: dict | None = None,
-                on_family: Callable[[str, str, float], None] | None = None) -> list[ProbeRow]:
+                on_family: Callable[[str, str, float], None] | None = None, input_cache=None) -> list[ProbeRow]:
     """The rows of the layer families ``[(registry entry, impl), ...]`` on one layer (``base``: its
     context on the corrupted labels), fit on each label set of ``sets`` (``{name: training labels
     or None}``; a name not in ``label_sets`` only for families with ``extra_labels``), in row
     order. One decomposition at a time: the families that share it (``shares_fit``) run first
     on each label set, then it is released, then the others run. ``velpics``: where to
     keep each label set's VeLPIC (the transfer's); ``on_family(family, label set, seconds)`` is
-    told each family's wall time. The layer's arrays are released at the end (but ``test`` when
-    VeLPICs are kept)."""
+    told each family's wall time. ``input_cache`` (``latentgen.run_probing.InputRowCache``): rows of
+    the ``input`` layer, which no checkpoint changes, reused instead of refit. The layer's arrays
+    are released at the end (but ``test`` when VeLPICs are kept)."""
     import time
 
     produced: dict[tuple[int, int], list[ProbeRow]] = {}
@@ -488,11 +499,17 @@ def probe_layer(base: LayerContext, layer_families: list, sets: Mapping[str, np.
                 continue
             if family.skip_input and base.name == registry.INPUT_LAYER:
                 continue
+            cached = input_cache is not None and base.name == registry.INPUT_LAYER
+            if cached and (rows := input_cache.get(view, family.name)) is not None:
+                produced[(i, j)] = rows
+                continue
             if not family.shares_fit:
                 _keep_velpic(view, label_set, label_sets, velpics)
                 view.release_fit()
             start = time.perf_counter()
             produced[(i, j)] = _run_family(impl, family, view, view)
+            if cached:
+                input_cache.put(view, family.name, produced[(i, j)])
             if on_family is not None:
                 on_family(family.name, label_set, time.perf_counter() - start)
         _keep_velpic(view, label_set, label_sets, velpics)
@@ -507,7 +524,7 @@ def _keep_velpic(view: LayerContext, label_set: str, label_sets: Sequence[str], 
 
 
 def _probe(acts, loaded: list, label_sets: tuple, extra_labels, options: ProbeOptions, checkpoint, data_root,
-           prepared) -> list[ProbeRow]:
+           prepared, input_cache=None) -> list[ProbeRow]:
     meta = acts.meta
     layer_families = [(f, impl) for f, impl in loaded if not f.needs_checkpoint]
     checkpoint_families = [(f, impl) for f, impl in loaded if f.needs_checkpoint]
@@ -535,7 +552,7 @@ def _probe(acts, loaded: list, label_sets: tuple, extra_labels, options: ProbeOp
     for name in acts.layers if layer_families else ():
         keep_hidden = bool(checkpoint_families) and name == last_hidden
         rows += probe_layer(context.layer(name), layer_families, sets, label_sets,
-                            velpics=context.velpics if keep_hidden else None)
+                            velpics=context.velpics if keep_hidden else None, input_cache=input_cache)
         if not keep_hidden:
             del context.layers[name]
     for family, impl in checkpoint_families:

@@ -1,0 +1,176 @@
+"""One checkpoint's activations held in memory, computed where the probes run: no HDF5 round trip.
+
+:class:`CheckpointActivations` is read like an activations file (``latentgen.activations.ActivationFile``:
+``path``, ``meta``, ``layers``, ``array(split, layer)``, ``labels(split, kind)``, ``sizes()``),
+so :func:`latentgen.probing.probe_checkpoint` takes either. Its arrays are the ones
+``latentgen activations`` would write, value for value: the same forward passes
+(``latentgen.activations.host_blocks``, the same batch size and BatchNorm mode) gathered into
+float32 arrays in host memory instead of HDF5 datasets.
+
+**Memory.** Layers are computed in *groups*: asking for a layer that is not held runs the
+forward passes once for that layer and the following ones, as many as fit in ``memory_budget``
+bytes (train + test rows × width × 4 per layer), and drops the previous group. The probes walk
+the layers in order, so each layer is computed once per checkpoint and at most one group is
+alive. A layer that alone exceeds the budget is a ``MemoryError`` naming it and the bytes it
+needs. The default budget is half the free memory of the job's device (the host's available
+memory on the CPU, the GPU's free memory on a GPU, since activations of a GPU job are gathered
+there first).
+
+The network and its images stay loaded (:attr:`model`, :meth:`images`), so the transfer family
+does not load them again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from latentgen.activations import (activation_meta, batchnorm_mode, check_activation_options, checkpoint_dataset,
+                                   corrupted_labels_for, host_blocks)
+from latentgen.forward import check_layers, layer_sizes
+
+BYTES_PER_VALUE = 4  # float32 activations
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes free for activations on ``device``: the GPU's free memory, or the host's available memory."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """Half of :func:`available_memory`: the other half is the probes' working memory."""
+    return available_memory(device) // 2
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError  # unreachable
+
+
+def layer_groups(widths: dict[str, int], rows: int, budget: int) -> list[list[str]]:
+    """Consecutive layers packed greedily into groups of at most ``budget`` bytes (``rows`` rows of
+    float32 each); a layer that alone needs more is a MemoryError naming it and its bytes."""
+    groups: list[list[str]] = []
+    used = budget + 1
+    for name, width in widths.items():
+        need = rows * width * BYTES_PER_VALUE
+        if need > budget:
+            raise MemoryError(f"layer {name!r} needs {format_bytes(need)} ({rows} rows × {width} float32) but the "
+                              f"memory budget is {format_bytes(budget)}; raise --memory-budget or free memory")
+        if used + need > budget:
+            groups.append([])
+            used = 0
+        groups[-1].append(name)
+        used += need
+    return groups
+
+
+class CheckpointActivations:
+    """The activations of one checkpoint (train and test sets, every probe layer), computed on
+    demand and held in memory; read like an activations file (module docstring).
+
+    ``model`` / ``meta``: the loaded checkpoint (``latentgen.training.load_checkpoint``) on the
+    device the forward passes run on; ``dataset``: its ``LoadedDataset``; ``corrupted``: the
+    training labels the model was trained on (``latentgen.activations.corrupted_labels_for``).
+    """
+
+    def __init__(self, checkpoint: str | os.PathLike, model, meta: dict, dataset, corrupted: np.ndarray, *,
+                 layers=None, batch_size: int = 500, batchnorm: str = "eval", memory_budget: int | None = None):
+        check_activation_options(batch_size, batchnorm)
+        self.path = Path(checkpoint)
+        self.model = model
+        self.batch_size = int(batch_size)
+        self.batchnorm = batchnorm
+        self.layers = check_layers(model, layers)
+        n_train = meta.get("train_subset") or len(dataset.train_y)
+        self._inputs = {"train": dataset.train_x[:n_train], "test": dataset.test_x}
+        self._labels = {"train_true": dataset.train_y[:n_train].numpy().astype(np.int64),
+                        "train_corrupted": np.asarray(corrupted[:n_train], dtype=np.int64),
+                        "test_true": dataset.test_y.numpy().astype(np.int64)}
+        self.meta = activation_meta(self.path, meta, model, self.layers, batchnorm)
+        device = next(model.parameters()).device
+        self.memory_budget = default_memory_budget(device) if memory_budget is None else int(memory_budget)
+        rows = n_train + len(dataset.test_x)
+        self._widths = layer_sizes(model, self.layers)
+        self._groups = layer_groups(self._widths, rows, self.memory_budget)  # fails before any forward pass
+        self._held: dict[tuple[str, str], np.ndarray] = {}
+        self.forward_passes = 0  # groups computed (a test reads it)
+
+    @classmethod
+    def load(cls, checkpoint: str | os.PathLike, *, device="auto", data_root=None, prepared=None, labels=None,
+             dataset=None, **options) -> "CheckpointActivations":
+        """Load ``checkpoint`` on ``device`` with its dataset (or ``dataset``) and verified labels."""
+        from latentgen.training import load_checkpoint
+
+        model, meta = load_checkpoint(checkpoint, device=device)
+        dataset = checkpoint_dataset(meta, data_root=data_root, prepared=prepared, dataset=dataset)
+        corrupted = corrupted_labels_for(meta, dataset.train_y.numpy(), labels)
+        return cls(checkpoint, model, meta, dataset, corrupted, **options)
+
+    # -- read like an ActivationFile ------------------------------------------------------------
+
+    def array(self, split: str, layer: str) -> np.ndarray:
+        if split not in self._inputs:
+            raise ValueError(f"unknown split {split!r}; splits: {', '.join(self._inputs)}")
+        if layer not in self._widths:
+            raise ValueError(f"layer {layer!r} is not probed here; layers: {', '.join(self.layers)}")
+        if (split, layer) not in self._held:
+            self._compute(next(group for group in self._groups if layer in group))
+        return self._held[(split, layer)]
+
+    def labels(self, split: str, kind: str = "true") -> np.ndarray:
+        key = f"{split}_{kind}"
+        if key not in self._labels:
+            raise ValueError(f"no {kind!r} labels for split {split!r} (train: true, corrupted; test: true)")
+        return self._labels[key]
+
+    def sizes(self) -> dict[str, int]:
+        return dict(self._widths)
+
+    def images(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(train_x, test_x)``: the network inputs of the training and test rows."""
+        return self._inputs["train"], self._inputs["test"]
+
+    def release(self) -> None:
+        """Drop every held array (the probes keep what they still use)."""
+        self._held.clear()
+
+    def close(self) -> None:
+        self.release()
+
+    def __enter__(self) -> "CheckpointActivations":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the forward passes -----------------------------------------------------------------------
+
+    def _compute(self, group: list[str]) -> None:
+        self._held.clear()  # one group alive at a time
+        for split, x in self._inputs.items():
+            arrays = {name: np.empty((len(x), self._widths[name]), dtype=np.float32) for name in group}
+            with batchnorm_mode(self.model, self.batchnorm):
+                for start, blocks in host_blocks(self.model, x, group, self.batch_size):
+                    for name in group:
+                        block = blocks[name]
+                        arrays[name][start:start + len(block)] = block
+            for name in group:
+                self._held[(split, name)] = arrays[name]
+        self.forward_passes += 1
