@@ -32,7 +32,6 @@ wildcard_constraints:
 include: "workflow/rules/data.smk"
 include: "workflow/rules/labels.smk"
 include: "workflow/rules/train.smk"
-include: "workflow/rules/activations.smk"
 include: "workflow/rules/probes.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/figures.smk"

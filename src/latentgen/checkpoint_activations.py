@@ -11,7 +11,7 @@ float32 arrays in host memory instead of HDF5 datasets.
 forward passes once for that layer and the following ones, as many as fit in ``memory_budget``
 bytes (train + test rows × width × 4 per layer), and drops the previous group. The probes walk
 the layers in order, so each layer is computed once per checkpoint and at most one group is
-alive. A layer that alone exceeds the budget is a ``MemoryError`` naming it and the bytes it
+alive. A layer that alone exceeds the budget is a :class:`MemoryBudgetError` naming it and the bytes it
 needs. The default budget is half the free memory of the job's device (the host's available
 memory on the CPU, the GPU's free memory on a GPU, since activations of a GPU job are gathered
 there first).
@@ -63,15 +63,19 @@ def format_bytes(n: float) -> str:
     raise AssertionError  # unreachable
 
 
+class MemoryBudgetError(ValueError):
+    """A layer's activations do not fit in the memory budget (the message names it and its bytes)."""
+
+
 def layer_groups(widths: dict[str, int], rows: int, budget: int) -> list[list[str]]:
     """Consecutive layers packed greedily into groups of at most ``budget`` bytes (``rows`` rows of
-    float32 each); a layer that alone needs more is a MemoryError naming it and its bytes."""
+    float32 each); a layer that alone needs more is a MemoryBudgetError naming it and its bytes."""
     groups: list[list[str]] = []
     used = budget + 1
     for name, width in widths.items():
         need = rows * width * BYTES_PER_VALUE
         if need > budget:
-            raise MemoryError(f"layer {name!r} needs {format_bytes(need)} ({rows} rows × {width} float32) but the "
+            raise MemoryBudgetError(f"layer {name!r} needs {format_bytes(need)} ({rows} rows × {width} float32) but the "
                               f"memory budget is {format_bytes(budget)}; raise --memory-budget or free memory")
         if used + need > budget:
             groups.append([])

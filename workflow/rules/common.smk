@@ -13,11 +13,14 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from latentgen import registry  # noqa: E402
 from latentgen.config import check_config, command_line, corruption_tag  # noqa: E402
 from latentgen.figures import FIGURES  # noqa: E402
+from latentgen.plan import GPU_RULES, LAYOUT, PRIORITY, JobPlan  # noqa: E402
 
 # the whole configuration checked (schema, registry names, every command option by the command's
 # own parser) and its defaults filled in, before any job; a bad key stops here, naming it
 config.update(check_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"))
 
+# every job of the build, and what each needs (latentgen.plan): the input functions below read it
+PLAN = JobPlan(config)
 OUT = config["outdir"].rstrip("/")
 DEVICE = config["device"]
 CUDA = DEVICE == "cuda"
@@ -43,16 +46,14 @@ def bench_file(path):
     return f"{OUT}/benchmarks/{path}"
 
 
-DATA = out("data/{dataset}.npz")
-LABELS = out("labels/{dataset}/c{corruption}.npz")
-RUN = out("runs/{arch}/{dataset}/c{corruption}/run{run}")
-MANIFEST = out("runs/{arch}/{dataset}/c{corruption}/run{run}/manifest.json")
-TRAIN_LOG = out("runs/{arch}/{dataset}/c{corruption}/run{run}/train_log.csv")
-ACTIVATIONS = out("activations/{arch}/{dataset}/c{corruption}/run{run}/epoch{epoch}.h5")
-PROBES = out("probes/{arch}/{dataset}/c{corruption}/run{run}/epoch{epoch}.csv")
-RUN_PROBES = out("probes/{arch}/{dataset}/c{corruption}/run{run}.csv")
-METRICS = out("metrics/{arch}/{dataset}/c{corruption}.csv")
-METRICS_PROVENANCE = out("metrics/{arch}/{dataset}/c{corruption}.json")
+DATA = out(LAYOUT["data"])
+LABELS = out(LAYOUT["labels"])
+MANIFEST = out(LAYOUT["manifest"])
+TRAIN_LOG = out(LAYOUT["train_log"])
+RUN_PROBES = out(LAYOUT["run_probes"])
+FINAL_PROBES = out(LAYOUT["final_probes"])
+METRICS = out(LAYOUT["metrics"])
+METRICS_PROVENANCE = out(LAYOUT["metrics_provenance"])
 TAG = "{arch}/{dataset}/c{corruption}"  # log and benchmark names below log_file()/bench_file()
 
 
@@ -69,21 +70,17 @@ os.environ.update(
 # Jobs run `python -m latentgen.prefork COMMAND`, which is `python -m latentgen.prefork COMMAND` unless
 # `prefork: true` asks for a warm, forking server (no 2–4 s of imports per job).
 os.environ.update(LATENTGEN_PREFORK="1" if config["prefork"] else "0")
-# GPU jobs take a GPU of their own (Snakemake's gpu resource only counts them)
+# GPU jobs (latentgen.plan.GPU_RULES) take a GPU of their own (Snakemake's gpu resource only counts them)
 GPU_PREFIX = "python -m latentgen.gpu_slots --" if CUDA else ""
-GPU = 1 if CUDA else 0
+
+
+def gpu_of(rule):
+    """The `gpu` resource of ``rule``'s jobs: 1 for the plan's GPU rules on a CUDA build."""
+    return 1 if CUDA and rule in GPU_RULES else 0
 
 
 def model_of(wildcards):
     return MODEL_BY_PAIR[(wildcards.arch, wildcards.dataset)]
-
-
-def probed_epochs(manifest_path, model):
-    """Epochs to probe for one finished run: the saved grid epochs, plus the final one if asked."""
-    manifest = json.loads(Path(manifest_path).read_text())
-    final = int(manifest["final_epoch"])
-    return [e for e in sorted(int(e) for e in manifest["epochs"])
-            if registry.on_grid(e, **model["grid"]) or (e == final and model["probe_final"])]
 
 
 def provenance_config(wildcards):
@@ -105,24 +102,12 @@ def train_options(wildcards):
     return command_line("train", options)
 
 
-def checkpoint_file(wildcards, input):
-    return str(Path(input.manifest).parent / "checkpoints" / f"epoch{wildcards.epoch}.pt")
-
-
-def run_probe_files(wildcards):
-    """The probe CSVs of one run: known only once its training (a checkpoint) has finished.
-    Each run resolves its own checkpoint here, so all runs train in parallel."""
-    manifest = checkpoints.train.get(**wildcards).output.manifest
-    epochs = probed_epochs(manifest, model_of(wildcards))
-    return [PROBES.format(epoch=e, **wildcards) for e in epochs]
-
-
 def train_log_args(wildcards, input):
     return " ".join(f"{run}={path}" for run, path in zip(RUNS, input.logs))
 
 
 def figure_rows(fig):
-    return [corruption_tag(c) for c in FIGURES[fig].rows(config["corruptions"])]
+    return PLAN.figure_rows(fig)
 
 
 def figure_metrics(fig):
@@ -143,6 +128,24 @@ OWN_FINAL = " ".join(f"{m['arch']}:{m['dataset']}" for m in MODELS.values() if m
 
 # figures whose model group the configuration fills (the others cannot be built)
 BUILDABLE = [fig for fig in FIGURES if config["figures"]["groups"].get(FIGURES[fig].group) and figure_rows(fig)]
+
+
+def probe_run_options(wildcards):
+    """`latentgen probe-run` options of one run (latentgen.plan.JobPlan.probe_run_options)."""
+    name = NAME_BY_PAIR[(wildcards.arch, wildcards.dataset)]
+    return command_line("probe-run", PLAN.probe_run_options(name, wildcards.corruption, wildcards.dataset))
+
+
+def keep_activations_option(wildcards):
+    """`activations: keep`: the run's activation files are written as an export."""
+    if config["activations"] != "keep":
+        return ""
+    return "--keep-activations " + shlex.quote(out(LAYOUT["activations"].format(**wildcards)))
+
+
+def clean_model_labels(wildcards):
+    """-exp3: a clean model's 2025 checkpoints are also probed with every other degree's labels."""
+    return [LABELS.format(dataset=wildcards.dataset, corruption=c) for c in PLAN.clean_model_degrees(wildcards.corruption)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,15 +181,13 @@ def repair_tables(which):
     def tables(wildcards):
         files = []
         for name in REPAIR["models"]:
-            model = MODELS[name]
             for corruption in CORRUPTIONS:
                 for run in RUNS:
-                    keys = dict(arch=model["arch"], dataset=model["dataset"], corruption=corruption, run=run)
-                    manifest = checkpoints.train.get(**keys).output.manifest
+                    keys = PLAN.run_wildcards(name, corruption, run)
+                    checkpoints.train.get(**keys)  # the run's epochs are known once it is trained
+                    epochs = PLAN.repair_epochs(name, corruption, run)
                     if which == "final":
-                        epochs = [int(json.loads(Path(manifest).read_text())["final_epoch"])]
-                    else:
-                        epochs = probed_epochs(manifest, model)
+                        epochs = [PLAN.run_epochs(name, corruption, run)[1]]
                     files += [REPAIR_TABLE.format(epoch=e, **keys) for e in epochs]
         return files
 
@@ -230,39 +231,9 @@ def final_epoch(keys):
     return int(json.loads(Path(manifest).read_text())["final_epoch"])
 
 
-def is_2025_checkpoint(wildcards):
-    """Does this checkpoint get the 2025 families (the final one, or any with checkpoints: grid)?"""
-    if PROBES_2025["checkpoints"] == "grid":
-        return True
-    keys = {k: wildcards[k] for k in ("arch", "dataset", "corruption", "run")}
-    return int(wildcards.epoch) == final_epoch(keys)
-
-
-def clean_model_labels(wildcards):
-    """-exp3: a clean model's 2025 checkpoint is also probed with every other degree's labels."""
-    if not PROBES_2025["clean_model_subspaces"] or float(wildcards.corruption) != 0.0:
-        return {}
-    if not is_2025_checkpoint(wildcards):
-        return {}
-    return {c: LABELS.format(dataset=wildcards.dataset, corruption=c) for c in CORRUPTIONS if float(c) > 0}
-
-
-def probe_options(wildcards, input):
-    """`latentgen probe` options: probe_args, plus the 2025 families at the 2025 checkpoints."""
-    options = dict(config["probe_args"])
-    if is_2025_checkpoint(wildcards):
-        options.update(families=PROBES_2025["families"], fit_labels=PROBES_2025["fit_labels"])
-        extra = clean_model_labels(wildcards)
-        if extra:
-            options["extra_labels"] = [f"{c}={path}" for c, path in extra.items()]
-    return command_line("probe", options)
-
-
 def final_probe_files(names):
-    """Input function: the final checkpoint's probe table of every run of the models ``names``."""
-    def files(wildcards):
-        return [PROBES.format(epoch=final_epoch(keys), **keys) for keys in run_keys(names)]
-    return files
+    """The final checkpoint's probe table of every run of the models ``names``."""
+    return [FINAL_PROBES.format(**keys) for keys in run_keys(names)]
 
 
 def train_logs_of(names):

@@ -1,59 +1,40 @@
-# Stage 5: the probes of one checkpoint on its activations -> a small tidy CSV; then one CSV per
-# run (all its probed checkpoints, known from the run's manifest). Grid checkpoints get the TMLR
-# figures' MASC, VeLPIC and VeLPIC weight transfer; the final checkpoint (every checkpoint with
-# probes: {checkpoints: grid}) also the 2025 paper's families and label sets (config `probes`),
-# and a clean model's also every other degree's label file (-exp3).
-#
-# The activation file is temp(), but Snakemake defers deleting temp() files while any checkpoint
-# job (here: any training run) is still to finish, which would let activations pile up for the
-# whole experiment; so the probe job deletes its own input once its table is written
-# (`--delete-activations`; not with --notemp).
+# Stage 4: one job per training run probes every checkpoint the build needs (latentgen probe-run):
+# on the run's device it computes each checkpoint's activations into memory and fits the probe
+# families there — no activation file unless `activations: keep` exports one. Runs of the figure
+# groups' models are probed at every grid checkpoint (their run table feeds the metrics), the
+# others at the final checkpoint only; the final checkpoint also gets the 2025 paper's families
+# and label sets (config `probes`; every checkpoint with probes: {checkpoints: grid}), and a clean
+# model's also every other degree's label file (-exp3). Input-layer rows are fit once and shared
+# between jobs (probes/input-cache). Interrupted? The job resumes from its last probed checkpoint.
 
 
-rule probe:
+rule probe_run:
     input:
-        activations=ACTIVATIONS,
         manifest=MANIFEST,
         data=DATA,
-        extra_labels=lambda wildcards: list(clean_model_labels(wildcards).values()),
+        labels=LABELS,
+        extra_labels=clean_model_labels,
     output:
-        PROBES,
+        run=RUN_PROBES,
+        final=FINAL_PROBES,
     log:
-        log_file(f"probe/{TAG}/run{{run}}/epoch{{epoch}}.log"),
+        log_file(f"probe_run/{TAG}/run{{run}}.log"),
     benchmark:
-        bench_file(f"probe/{TAG}/run{{run}}/epoch{{epoch}}.tsv")
+        bench_file(f"probe_run/{TAG}/run{{run}}.tsv")
     params:
-        checkpoint=checkpoint_file,
-        options=probe_options,
+        options=probe_run_options,
+        keep=keep_activations_option,
+        cache=out(LAYOUT["input_cache"]),
         device=DEVICE,
         gpu=GPU_PREFIX,
-        delete_activations="" if workflow.storage_settings.notemp else "--delete-activations",
-    group:
-        "probe_checkpoint"
-    priority: 2
+    priority: PRIORITY["probe_run"]
     threads: THREADS["probe"]
     resources:
-        gpu=GPU,
+        gpu=gpu_of("probe_run"),
     conda:
         "../../envs/probe.yaml"
     shell:
-        "{params.gpu} python -m latentgen.prefork probe --activations {input.activations}"
-        " --checkpoint {params.checkpoint} --prepared {input.data} --device {params.device} --threads {threads}"
-        " {params.options} {params.delete_activations} --out {output} > {log} 2>&1"
-
-
-rule run_probes:
-    input:
-        run_probe_files,
-    output:
-        RUN_PROBES,
-    log:
-        log_file(f"run_probes/{TAG}/run{{run}}.log"),
-    benchmark:
-        bench_file(f"run_probes/{TAG}/run{{run}}.tsv")
-    priority: 3
-    threads: 1
-    conda:
-        "../../envs/plot.yaml"
-    shell:
-        "python -m latentgen.prefork concat --inputs {input} --out {output} > {log} 2>&1"
+        "{params.gpu} python -m latentgen.prefork probe-run --run-dir $(dirname {input.manifest})"
+        " --prepared {input.data} --labels {input.labels} --device {params.device} --threads {threads}"
+        " {params.options} {params.keep} --input-cache {params.cache}"
+        " --out {output.run} --final-out {output.final} > {log} 2>&1"

@@ -23,7 +23,7 @@ rule relabel:
         config_json=lambda wildcards: json.dumps({"relabel": RELABEL, "seeds": SEEDS}, sort_keys=True),
     threads: THREADS["train"]
     resources:
-        gpu=GPU,
+        gpu=gpu_of("relabel"),
     conda:
         "../../envs/train.yaml"
     shell:

@@ -27,7 +27,7 @@ rule repair:
         config_json=lambda wildcards: json.dumps({"repair": REPAIR, "seeds": SEEDS}, sort_keys=True),
     threads: THREADS["repair"]
     resources:
-        gpu=GPU,
+        gpu=gpu_of("repair"),
     conda:
         "../../envs/probe.yaml"
     shell:

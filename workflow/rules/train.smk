@@ -23,7 +23,7 @@ checkpoint train:
         gpu=GPU_PREFIX,
     threads: THREADS["train"]
     resources:
-        gpu=GPU,
+        gpu=gpu_of("train"),
     conda:
         "../../envs/train.yaml"
     shell:
