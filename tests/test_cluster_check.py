@@ -397,16 +397,15 @@ def test_gpu_request_on_a_partition_without_gpus(tmp_path):
 def test_time_memory_cpus_and_gpu_count_beyond_the_partition(tmp_path):
     profile = _profile(tmp_path, lambda t: t.replace('"debug"', '"short"').replace("runtime: 720", "runtime: 45")
                        .replace("mem_mb: 1000\n  group_slot", "mem_mb: 64000\n  group_slot")
-                       .replace("gpu: 1\n    runtime: 15\n    mem_mb: 1000\n  probe", "gpu: 2\n    runtime: 15\n"
-                                "    mem_mb: 1000\n  probe"),
-                       extra="set-threads: [probe=16]\n")
+                       .replace("gpu: 1\n    runtime: 240", "gpu: 2\n    runtime: 240"),
+                       extra="set-threads: [probe_run=16]\n")
     failed = _levels(check_cluster(profile, FakeSlurm(sinfo=SITE_SINFO, accounts="local\n")))
     topics = sorted(f.topic for f in failed)
     text = " | ".join(f.message for f in failed)
     assert "runtime 45 min exceeds the time limit of 'short' (30 min)" in text
     assert "mem_mb 64000 exceeds the largest node of 'short' (32000 MB)" in text
-    assert "rules activations: ask for 2 GPUs; nodes of 'short' have at most 1" in text
-    assert "rules probe: 16 threads but nodes of 'short' have 8 CPUs" in text
+    assert "rules probe_run: ask for 2 GPUs; nodes of 'short' have at most 1" in text
+    assert "rules probe_run: 16 threads but nodes of 'short' have 8 CPUs" in text
     # the default request too: 64000 MB is more than a 'short' node has
     assert topics.count("memory") == len([r for r in profile.requests if r.mem_mb == 64000])
 

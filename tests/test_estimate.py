@@ -31,7 +31,7 @@ def make_config(repo_root, tmp_path, **changes) -> dict:
     return check_config(cfg, repo_root / SCHEMA)
 
 
-COST = E.ModelCost(train_start=1.0, train_epoch=2.0, checkpoint=0.5, activations=3.0, probe=5.0, repair=7.0,
+COST = E.ModelCost(train_start=1.0, train_epoch=2.0, checkpoint=0.5, forward=3.0, probe=5.0, repair=7.0,
                    activation_bytes=1000)
 NO_SMALL = {k: 0.0 for k in E.SMALL_JOBS}
 
@@ -51,32 +51,53 @@ def test_expected_epochs_follow_the_spec_table_and_the_cap():
 def test_plan_and_schedule_on_known_per_job_times(repo_root, tmp_path):
     cfg = make_config(repo_root, tmp_path)
     jobs = E.plan(cfg, {"mlp_digits": COST}, cores=1, job_overhead=0.0, small=NO_SMALL)
-    # 4 epochs on the grid (0, 1, 2, 4): 4 probed checkpoints, 4 saved (the final one is on the grid)
+    # the jobs of latentgen.plan: 4 epochs, on the grid 0, 1, 2, 4 (the final one is on the grid)
     count = {}
     for job in jobs:
         count[job.stage] = count.get(job.stage, 0) + 1
-    tables = count.pop("table", 0)  # the 2025 paper's tables, where the config has them (1 s each here)
-    assert tables == len((cfg.get("tables") or {}).get("build") or []) if "probes" in cfg else tables == 0
-    assert count == {"download": 1, "corrupt": 2, "train": 4, "activations": 16, "probe": 16, "run_probes": 4,
-                     "metrics": 2, "figure": 2}
-    jobs = [j for j in jobs if j.stage != "table"]
+    assert count == {"download": 1, "corrupt": 2, "train": 4, "probe_run": 4, "metrics": 2, "figure": 2,
+                     "table": len(cfg["tables"]["build"]) + 1}  # the 2025 tables and the claims (1 s each here)
     train = 1.0 + 4 * 2.0 + 4 * 0.5
     assert all(j.seconds == train for j in jobs if j.stage == "train")
-    total = 4 * train + 16 * 3.0 + 16 * 5.0
+    probe_run = 4 * (3.0 + 5.0)  # one job per run: forward passes and probes of its 4 checkpoints
+    assert all(j.seconds == probe_run for j in jobs if j.stage == "probe_run")
+    total = 4 * train + 4 * probe_run
     assert sum(j.seconds for j in jobs) == pytest.approx(total)
     assert E.simulate(jobs, cores=1) == pytest.approx(total)  # one core: everything in sequence
-    # many cores: the longest chain, train -> activations -> probe (the small jobs cost nothing here)
-    assert E.simulate(jobs, cores=64) == pytest.approx(train + 3.0 + 5.0)
-    # two cores: the four runs train in two waves, then their 32 probe-checkpoint jobs fill both cores
+    # many cores: the longest chain, train -> probe_run (the small jobs cost nothing here)
+    assert E.simulate(jobs, cores=64) == pytest.approx(train + probe_run)
     two = E.simulate(jobs, cores=2)
     assert total / 2 <= two <= total / 2 + train
     summary = E.summarise(cfg, {"mlp_digits": COST}, jobs, cores=1, gpus=0)
-    assert summary["jobs"] == len(jobs) == 47
+    assert summary["jobs"] == len(jobs) == 19
     assert summary["device_hours"] == pytest.approx(total / 3600)
     assert summary["projected_wall_seconds"] == pytest.approx(E.WORKFLOW_START_S + total)
     rows = {(r["model"], r["stage"]): r for r in summary["rows"]}
-    assert rows["mlp_digits", "probe"]["jobs"] == 16 and rows["mlp_digits", "probe"]["seconds_per_job"] == 5.0
-    assert rows["mlp_digits", "activations"]["activation_file_gb"] == 1000 / 1e9
+    assert rows["mlp_digits", "probe_run"]["jobs"] == 4 and rows["mlp_digits", "probe_run"]["seconds_per_job"] == 32
+    assert rows["mlp_digits", "probe_run"]["activations_gb"] == 1000 / 1e9
+
+
+def test_the_input_layer_is_fit_once_per_probe_job_and_the_final_checkpoint_priced_apart(repo_root, tmp_path):
+    cfg = make_config(repo_root, tmp_path, corruptions=[0.0, 0.6], runs=[1])
+    cost = E.ModelCost(1.0, 2.0, 0.5, forward=3.0, probe=5.0, probe_final=11.0, probe_final_labels=2.0,
+                       probe_input=1.0, load=0.25)
+    jobs = {j.seconds for j in E.plan(cfg, {"mlp_digits": cost}, cores=1, job_overhead=0.0, small=NO_SMALL)
+            if j.stage == "probe_run"}
+    # epochs 0, 1, 2 tracked (their input rows reused after the first), the final 4 with the 2025 families;
+    # the clean model also fits its subspaces on the other degree's labels (one extra label set)
+    base = 0.25 + 3 * (3.0 + 5.0) - 3 * 1.0 + 3.0 + 11.0
+    assert jobs == {base, base + 2.0}
+
+
+def test_a_model_only_the_tables_read_is_probed_at_its_final_checkpoint_only(repo_root, tmp_path):
+    models = {"mlp_digits": {"arch": "mlp", "dataset": "digits", "max_epochs": 4},
+              "cnn_digits": {"arch": "cnn", "dataset": "digits", "max_epochs": 4}}
+    cfg = make_config(repo_root, tmp_path, models=models, corruptions=[0.6], runs=[1],
+                      tables={"models": ["mlp_digits", "cnn_digits"]})
+    costs = {"mlp_digits": COST, "cnn_digits": COST}
+    jobs = E.plan(cfg, costs, cores=1, job_overhead=0.0, small=NO_SMALL)
+    probe = {j.model: j.seconds for j in jobs if j.stage == "probe_run"}
+    assert probe == {"mlp_digits": 4 * (3.0 + 5.0), "cnn_digits": 3.0 + 5.0}  # the figures' model: the whole grid
 
 
 def test_job_overhead_threads_and_gpus(repo_root, tmp_path):
@@ -84,6 +105,7 @@ def test_job_overhead_threads_and_gpus(repo_root, tmp_path):
     jobs = E.plan(cfg, {"mlp_digits": COST}, cores=2, gpus=1, job_overhead=0.25, small=NO_SMALL)
     train = [j for j in jobs if j.stage == "train"]
     assert all(j.threads == 2 and j.gpu and j.seconds == 1.0 + 8.0 + 2.0 + 0.25 for j in train)  # capped at cores
+    assert all(j.gpu for j in jobs if j.stage == "probe_run")
     assert not any(j.gpu for j in jobs if j.stage in ("download", "metrics", "figure"))
     gpu_seconds = sum(j.seconds for j in jobs if j.gpu)
     assert E.simulate(jobs, cores=64, gpus=1) >= gpu_seconds  # one GPU: its jobs in sequence
@@ -99,15 +121,15 @@ def test_repair_jobs_final_or_grid(repo_root, tmp_path):
     assert sum(j.stage == "figure" for j in jobs) == 2 and sum(j.stage == "fig_repair" for j in jobs) == 1
     grid = make_config(repo_root, tmp_path, repair={"models": ["mlp_digits"], "checkpoints": "grid"})
     jobs = E.plan(grid, {"mlp_digits": COST}, cores=1, job_overhead=0.0, small=NO_SMALL)
-    assert [j.seconds for j in jobs if j.stage == "repair"] == [4 * 7.0] * 4  # every probed checkpoint
+    assert [j.seconds for j in jobs if j.stage == "repair"] == [7.0] * 16  # every probed checkpoint, one job each
+    assert sum(j.stage == "fig_repair" for j in jobs) == 2  # and the figure over the epochs
 
 
 def test_probe_final_adds_the_final_epoch(repo_root, tmp_path):
     models = {"mlp_digits": {"arch": "mlp", "dataset": "digits", "max_epochs": 5, "probe_final": True}}
     cfg = make_config(repo_root, tmp_path, models=models, runs=[1], corruptions=[0.2])
     jobs = E.plan(cfg, {"mlp_digits": COST}, cores=1, job_overhead=0.0, small=NO_SMALL)
-    assert sum(j.stage == "probe" for j in jobs) == 5  # 0, 1, 2, 4 and the final 5
-    assert E.probed_epochs(5, {"dense_until": 2, "dense_step": 2, "step": 2}, False) == ([0, 1, 2, 4], 5)
+    assert [j.seconds for j in jobs if j.stage == "probe_run"] == [5 * (3.0 + 5.0)]  # 0, 1, 2, 4 and the final 5
 
 
 def test_probe_sample_and_fit_scaling_on_cpu_and_gpu():
@@ -168,18 +190,17 @@ def test_a_missing_dataset_is_timed_on_random_data_and_flagged(tmp_path, quick, 
     assert {"projected_wall_seconds", "device_hours", "jobs"} <= set(summary)
     cfg = load_config(path, "workflow/schemas/config.schema.yaml")
     tables = len((cfg.get("tables") or {}).get("build") or []) if "probes" in cfg else 0  # the 2025 tables
-    # download, corrupt, train, 4 checkpoints (0, 1, 2, 4) × (activations, probe), run_probes, metrics,
-    # fig1, repair, fig_repair
-    assert summary["jobs"] == 1 + 1 + 1 + 4 + 4 + 1 + 1 + 1 + 1 + 1 + tables
+    # download, corrupt, train, probe_run, metrics, fig1, repair, fig_repair, the tables and claims
+    assert summary["jobs"] == 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + tables + 1
     assert summary["projected_wall_seconds"] > 0 and summary["epoch_sources"] == {"cnn_mnist": ["max_epochs"]}
     assert all(r["data"] == "random" for r in summary["rows"] if r["model"] == "cnn_mnist")
     # (60,000 + 10,000) images × (784 + 576 + 3 × 250) values × 4 bytes
-    assert summary["largest_activation_file_gb"] == pytest.approx(70000 * (784 + 576 + 750) * 4 / 1e9)
+    assert summary["largest_activations_gb"] == pytest.approx(70000 * (784 + 576 + 750) * 4 / 1e9)
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert rows[-1]["model"] == "(total)" and float(rows[-1]["projected_wall_seconds"]) == pytest.approx(
         summary["projected_wall_seconds"])
-    assert {r["stage"] for r in rows} >= {"train", "activations", "probe", "repair"}
+    assert {r["stage"] for r in rows} >= {"train", "probe_run", "repair"}
 
 
 def test_the_table_names_the_random_data(tmp_path, quick, capsys, one_torch_thread):
@@ -187,7 +208,7 @@ def test_the_table_names_the_random_data(tmp_path, quick, capsys, one_torch_thre
     assert main(["estimate", "--configfile", str(path), "--cores", "2", "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "projected wall time on 2 CPU cores" in text and "random" not in text  # digits ships with scikit-learn
-    assert "mlp_digits" in text and "activations" in text
+    assert "mlp_digits" in text and "probe_run" in text
 
 
 @pytest.mark.parametrize("argv, config, message", [

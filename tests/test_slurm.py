@@ -36,6 +36,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from latentgen import plan
+
 pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +48,7 @@ CLUSTER_DIR = Path("/tmp/slurm-local")  # the script's default --dir
 SLURM_CONF = CLUSTER_DIR / "etc" / "slurm.conf"
 # rules the workflow runs on the submit host (localrules), never through SLURM
 LOCAL_RULES = {"download", "all"}
-GPU_RULES = {"train", "activations", "probe"}
+GPU_RULES = set(plan.GPU_RULES)  # the rules that ask for a GPU (the profile sets them)
 
 
 def _env() -> dict:
@@ -273,7 +275,7 @@ def test_figure3_through_slurm_equals_a_local_run(slurm_cluster, tmp_path):
             ran_on_slurm.update(_inner_rules(log))
     expected = collections.Counter({rule: n for rule, n in finished.items() if rule not in LOCAL_RULES})
     assert ran_on_slurm == expected
-    assert {"corrupt", "train", "activations", "probe", "run_probes", "metrics", "fig3"} <= set(expected)
+    assert {"corrupt", "train", "probe_run", "metrics", "fig3"} <= set(expected)
 
     # -- GPU rules got a GPU (sbatch --gpus=1 → gres/gpu=1), the others none
     for jobid, log in submissions.items():
@@ -294,11 +296,11 @@ def test_figure3_through_slurm_equals_a_local_run(slurm_cluster, tmp_path):
                 assert "TresPerNode=" not in shown.stdout
     assert visible >= 1
 
-    # -- grouping: all checkpoints' activations + probe in one submission, run_probes + metrics in one
+    # -- grouping: the metrics tables travel together; one probe job probes the run's checkpoints
     groups = collections.Counter(Path(log).parent.name for log in submissions.values()
                                  if Path(log).parent.name.startswith("group_"))
-    assert groups == {"group_probe_checkpoint_activations_probe": 1, "group_summarize_metrics_run_probes": 1}
-    assert expected["activations"] == expected["probe"] == 2  # epochs 0 and 1
+    assert groups == {"group_summarize_metrics": 1}
+    assert expected["probe_run"] == 1  # epochs 0 and 1 of the one run
 
     # -- the killed training: a second train job, which resumed (earlier checkpoints untouched)
     train_jobs = sorted((j for j, log in submissions.items() if "/rule_train/" in log), key=int)

@@ -4,6 +4,7 @@ linter, and a job killed mid-way."""
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import os
@@ -60,33 +61,24 @@ def on_grid(epoch, grid):
 
 @pytest.fixture(scope="module")
 def demo_run(repo_root, tmp_path_factory):
-    """One real run of the small configuration; records the activation files alive over time."""
+    """One real run of the small configuration."""
     work = tmp_path_factory.mktemp("workflow")
     cfg, configfile = small_config(repo_root, work)
-    activations = Path(cfg["outdir"]) / "activations"
-    peak = {"h5": 0, "samples": 0}
-    done = threading.Event()
-
-    def watch():
-        while not done.is_set():
-            # os.walk skips folders Snakemake removes mid-scan (rglob would raise and end the watch)
-            alive = sum(name.endswith(".h5") for _, _, names in os.walk(activations) for name in names)
-            peak["h5"] = max(peak["h5"], alive)
-            peak["samples"] += 1
-            time.sleep(0.02)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
     start = time.monotonic()
     result = snakemake(repo_root, work, "--cores", str(CORES), "--max-jobs-per-timespan", "500/5s",
                        configfile=configfile)
     seconds = time.monotonic() - start
-    done.set()
-    watcher.join()
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    print(f"\nsmall workflow run: {seconds:.1f} s, peak activation files alive: {peak['h5']}")
-    return {"work": work, "cfg": cfg, "out": Path(cfg["outdir"]), "peak": peak, "configfile": configfile,
-            "seconds": seconds}
+    print(f"\nsmall workflow run: {seconds:.1f} s")
+    finished = collections.Counter(re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", result.stdout + result.stderr))
+    return {"work": work, "cfg": cfg, "out": Path(cfg["outdir"]), "configfile": configfile, "seconds": seconds,
+            "finished": finished}
+
+
+def checked(repo_root, configfile) -> dict:
+    from latentgen.config import load_config
+
+    return load_config(configfile, repo_root / "workflow" / "schemas" / "config.schema.yaml")
 
 
 @pytest.mark.slow  # uses the module's one real workflow run (about a minute)
@@ -149,11 +141,22 @@ def test_every_corruption_and_run_has_the_expected_epochs(demo_run):
 
 
 @pytest.mark.slow  # uses the module's one real workflow run (about a minute)
-def test_activations_are_deleted_and_bounded_by_running_jobs(demo_run):
-    out = demo_run["out"]
-    assert not list(out.rglob("*.h5")), "activation files left behind"
-    assert demo_run["peak"]["samples"] > 10
-    assert 1 <= demo_run["peak"]["h5"] <= CORES, f"{demo_run['peak']['h5']} activation files alive at once"
+def test_no_activation_file_is_written_and_one_probe_job_per_run(demo_run):
+    out, cfg = demo_run["out"], demo_run["cfg"]
+    assert not list(out.rglob("*.h5")), "activations are held in memory: no file"
+    runs = len(cfg["models"]) * len(cfg["corruptions"]) * len(cfg["runs"])
+    assert demo_run["finished"]["probe_run"] == demo_run["finished"]["train"] == runs
+    assert not {"activations", "probe", "run_probes"} & set(demo_run["finished"])
+
+
+@pytest.mark.slow  # uses the module's one real workflow run (about a minute)
+def test_the_plan_lists_the_jobs_snakemake_ran(demo_run, repo_root):
+    """latentgen.plan, with the runs' epochs read from their manifests, against Snakemake's log."""
+    from latentgen.plan import JobPlan
+
+    plan = JobPlan(checked(repo_root, demo_run["configfile"]))
+    assert plan.counts() == demo_run["finished"] + collections.Counter(all=1)  # `all` is not logged as finished
+    assert plan.counts()["repair"] > 0
 
 
 @pytest.mark.slow  # uses the module's one real workflow run (about a minute)
@@ -260,13 +263,19 @@ def test_dry_run_of_the_full_config_lists_144_trainings_108_probed_on_the_grid(r
     tmlr = {n for group in cfg["figures"]["groups"].values() for n in group}  # the TMLR figures' models
     assert n_models * n_corruptions * n_runs == 144 and len(tmlr) * n_corruptions * n_runs == 108
     assert counts["train"] == 144
-    assert counts["run_probes"] == 108  # grid checkpoints: the TMLR figures' runs only
+    assert counts["probe_run"] == 144  # one per run: along the grid for the TMLR figures' 108, final for the rest
     assert counts["metrics"] == len(tmlr) * n_corruptions
     assert counts["relabel"] == len(cfg["relabel"]["models"]) * n_corruptions * n_runs * 2
     assert all(counts[name] == 1 for name in ("table_masc", "table_baselines", "table_relabel", "table_sensitivity",
                                                 "claims"))
     assert counts["download"] == len({m["dataset"] for m in cfg["models"].values()})
     assert all(counts[f"fig{i}"] == 1 for i in range(1, 15))
+    # the plan lists every job the dry run shows (all of them but the repair jobs: those wait for training)
+    from latentgen.plan import JobPlan
+
+    planned = JobPlan(checked(repo_root, repo_root / "config.yaml")).counts()
+    assert planned["repair"] == 0 and "repair" not in counts
+    assert {rule: n for rule, n in counts.items() if rule != "total"} == {r: n for r, n in planned.items() if n}
     print(f"\nsnakemake -n of config.yaml: {seconds:.1f} s, {counts.get('total')} jobs before the checkpoints")
 
 
@@ -285,7 +294,7 @@ def test_one_figure_target_runs_only_what_it_needs(repo_root, tmp_path):
 
 
 def test_gpu_jobs_take_a_gpu_and_a_slot_only_on_cuda(repo_root, tmp_path):
-    target = "results/probes/mlp/mnist/c0.2/run1/epoch4.csv"
+    target = "results/probes/mlp/mnist/c0.2/run1.csv"
     for device, gpu in (("cuda", "1"), ("cpu", "0")):
         dry = snakemake(repo_root, tmp_path, target, "-n", "-p", "--config", f"device={device}",
                         configfile=repo_root / "config.yaml")
@@ -293,17 +302,17 @@ def test_gpu_jobs_take_a_gpu_and_a_slot_only_on_cuda(repo_root, tmp_path):
         seen = set()
         for block in re.split(r"\n(?=[ \t]*\[)", dry.stdout + dry.stderr):  # one block per job, from its [date]
             m = re.search(r"^[ \t]*(?:rule|checkpoint) (\w+):", block, flags=re.M)
-            if not m or m.group(1) not in ("train", "activations", "probe", "download", "corrupt"):
+            if not m or m.group(1) not in ("train", "probe_run", "download", "corrupt"):
                 continue
             rule = m.group(1)
             seen.add(rule)
             resources = re.search(r"resources: (.*)", block).group(1)
-            if rule in ("train", "activations", "probe"):
+            if rule in ("train", "probe_run"):
                 assert f"gpu={gpu}" in resources, (device, rule, resources)
                 assert ("latentgen.gpu_slots --" in block) == (device == "cuda"), (device, rule)
             else:
                 assert "gpu=1" not in resources and "latentgen.gpu_slots" not in block
-        assert {"train", "activations", "probe"} <= seen, seen
+        assert {"train", "probe_run"} <= seen, seen
 
 
 def test_the_demo_config_runs_on_its_own(repo_root, tmp_path):
@@ -391,9 +400,10 @@ def test_the_2025_paper_targets(demo_run):
             for run in cfg["runs"]:
                 folder = out / "runs" / model["arch"] / model["dataset"] / f"c{c}" / f"run{run}"
                 final = json.loads((folder / "manifest.json").read_text())["final_epoch"]
-                probes = out / "probes" / model["arch"] / model["dataset"] / f"c{c}" / f"run{run}" / f"epoch{final}.csv"
+                probes = out / "probes" / model["arch"] / model["dataset"] / f"c{c}" / f"run{run}.final.csv"
                 finals.append(probes)
                 rows = pd.read_csv(probes)
+                assert set(rows.epoch) == {final}
                 assert {"logistic", "ncm", "knn", "lda", "qda", "masc_1pc", "masc_var0.25", "transfer"} <= set(rows.probe)
                 assert set(rows.fit_labels) == {"corrupted", "true"}
                 for subspaces in ("corrupted", "true"):

@@ -50,11 +50,15 @@ def set_threads(threads: int | None) -> None:
 
 @contextlib.contextmanager
 def blas_threads(threads: int | None) -> Iterator[None]:
-    """Limit the BLAS thread pools to ``threads`` inside the block (``None``: no limit)."""
+    """Limit the BLAS and OpenMP thread pools to ``threads`` inside the block (``None``: no limit)."""
     if threads is None:
         yield
         return
+    # threadpoolctl limits the BLAS libraries loaded when the block starts; scipy.linalg brings
+    # its own OpenBLAS, loaded on first import, which would otherwise run with every core (on a
+    # 2-core machine shared by two 1-thread jobs, LDA's SVD took 70x longer: 2.8 s instead of 0.04 s)
+    import scipy.linalg  # noqa: F401
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(int(threads), user_api="blas"):
+    with threadpool_limits(int(threads)):  # BLAS and OpenMP (scikit-learn's) pools
         yield

@@ -64,13 +64,11 @@ MAX_EPOCHS, RELABEL_EPOCHS = 500, 30  # the caps of `latentgen train` and `laten
 # Measured on the demo (2 cores, idle, prefork; results/demo/benchmarks/ on 2026-11-30: 437 jobs,
 # 150 s wall for 284 s of summed job time): whole bookkeeping jobs, seconds each (download =
 # preparing the .npz from files on disk; a first download's network transfer is not counted) ...
-SMALL_JOBS = {"download": 4.0, "corrupt": 0.1, "run_probes": 0.2, "metrics": 0.15, "figure": 1.0,
+SMALL_JOBS = {"download": 4.0, "corrupt": 0.1, "metrics": 0.15, "figure": 1.0,
               "fig_repair": 2.8, "table": 1.0}
 JOB_OVERHEAD_S = 0.1  # ... the start and end of a forked job (a whole activations job took 0.14-0.33 s)
 WORKFLOW_START_S = 8.0  # ... and Snakemake's own start, DAG updates and end (150 s − 284 s / 2 cores)
 COLD_IMPORT_S = 3.0  # per job without prefork, when this process cannot time the imports itself
-GPU_STAGES = ("train", "activations", "probe", "repair", "relabel")
-PRIORITY = {"probe": 2, "activations": 1, "run_probes": 3}
 
 # sample sizes and time budgets (module docstring)
 TRAIN_STEPS, TRAIN_BUDGET_S, ACTIVATION_BUDGET_S, SAMPLE_BYTES = 300, 2.0, 0.5, 48 << 20
@@ -96,14 +94,16 @@ class ModelCost:
     train_start: float  # per training run: data, model, the first optimizer, the epoch-0 evaluation
     train_epoch: float  # per epoch: the steps, the test evaluation, the resume state
     checkpoint: float  # per saved checkpoint
-    activations: float  # per probed checkpoint
-    probe: float  # per grid checkpoint's probe job
+    forward: float  # per probed checkpoint: the forward passes of every layer into memory (and the file with keep)
+    probe: float  # per tracked checkpoint: the probes of probe_args (the input layer's included)
     repair: float = 0.0  # per repaired checkpoint
-    probe_final: float | None = None  # the final checkpoint's probe job with the 2025 families (config probes)
+    probe_final: float | None = None  # the final checkpoint's probes with the 2025 families (config probes)
     probe_final_labels: float = 0.0  # ... and per extra label set (a clean model's -exp3 subspaces)
     relabel: float = 0.0  # per relabel-and-retrain job
-    activation_bytes: int = 0  # the uncompressed activation file: (train + test) × Σ widths × 4
+    activation_bytes: int = 0  # one checkpoint's activations: (train + test) × Σ widths × 4
     data: str = "given"  # where the sample's images came from ("random" is flagged)
+    load: float = 0.0  # per probe job: the dataset and the labels, once
+    probe_input: float = 0.0  # the part of ``probe`` on the input layer, fit once per job (reused after)
 
 
 @dataclass
@@ -128,70 +128,66 @@ def expected_epochs(arch: str, dataset: str, corruption: float, run: int, max_ep
     return (int(max_epochs), "max_epochs") if max_epochs is not None else (MAX_EPOCHS, "cap")
 
 
-def probed_epochs(final: int, grid: dict, probe_final: bool) -> tuple[list[int], int]:
-    """(epochs probed, checkpoints saved) of a run that ends at ``final`` (the workflow's rule)."""
-    epochs = registry.checkpoint_grid(final, **grid)
-    saved = len(epochs) + (epochs[-1] != final)
-    if probe_final and epochs[-1] != final:
-        epochs.append(final)
-    return epochs, saved
+def expected_run_epochs(plan, name: str, corruption: str, run: int) -> tuple[list[int], int]:
+    """(saved epochs, final epoch) a run is expected to end with (``latentgen.plan``'s ``epochs``)."""
+    model = plan.models[name]
+    final, _ = expected_epochs(model["arch"], model["dataset"], float(corruption), run, model.get("max_epochs"))
+    saved = registry.checkpoint_grid(final, **model["grid"])
+    return (saved if saved[-1] == final else saved + [final]), final
+
+
+def _stage(rule: str) -> str:
+    """The estimate's name for a rule's kind of job (one per figure or table rule)."""
+    if rule.startswith("fig") and rule not in ("fig_repair", "fig_repair_epochs"):
+        return "figure"
+    if rule.startswith("table_") or rule == "claims":
+        return "table"
+    return "fig_repair" if rule == "fig_repair_epochs" else rule
 
 
 def plan(cfg: dict, costs: dict[str, ModelCost], *, cores: int, gpus: int = 0,
          job_overhead: float = JOB_OVERHEAD_S, small: dict | None = None) -> list[Job]:
-    """The workflow's jobs for ``cfg`` (``config.load_config``'s result) with their seconds."""
+    """The workflow's jobs for ``cfg`` (``config.load_config``'s result) with their seconds: the jobs
+    of ``latentgen.plan.JobPlan`` with the runs' expected epochs, each priced from ``costs``."""
+    from latentgen.plan import GPU_RULES, JobPlan
+
     small = {**SMALL_JOBS, **(small or {})}
-    threads = cfg["threads"]
+    job_plan = JobPlan(cfg, epochs=expected_run_epochs)
+    paper = cfg.get("probes") or {}
     jobs: list[Job] = []
-
-    def add(stage, model, seconds, deps=(), threads_key=None):
-        n = min(int(threads.get(threads_key or stage, 1)), cores)
-        seconds += 0.0 if stage in small else job_overhead  # SMALL_JOBS are whole jobs
-        jobs.append(Job(stage, model, seconds, n, gpus > 0 and stage in GPU_STAGES, list(deps), PRIORITY.get(stage, 0)))
-        return len(jobs) - 1
-
-    corruptions, runs = sorted(float(c) for c in cfg["corruptions"]), sorted(cfg["runs"])
-    repair, relabel, probes = cfg.get("repair", {}), cfg.get("relabel", {}), cfg.get("probes")
-    download, corrupt, metrics, finals, tables = {}, {}, {}, [], []
-    for ds in dict.fromkeys(m["dataset"] for m in cfg["models"].values()):
-        download[ds] = add("download", "", small["download"])
-        corrupt.update({(ds, c): add("corrupt", "", small["corrupt"], [download[ds]]) for c in corruptions})
-    for name, model in cfg["models"].items():
-        cost, arch = costs[name], model["arch"]
-        for c in corruptions:
-            run_tables = []
-            for r in runs:
-                epochs, _ = expected_epochs(arch, model["dataset"], c, r, model.get("max_epochs"))
-                probed, saved = probed_epochs(epochs, model["grid"], model.get("probe_final", False))
-                seconds = cost.train_start + epochs * cost.train_epoch + saved * cost.checkpoint
-                train = add("train", name, seconds, [download[model["dataset"]], corrupt[model["dataset"], c]])
-                paper = probes is not None and cost.probe_final is not None  # the 2025 families (config probes)
-                extra = sum(x > 0 for x in corruptions) if paper and c == 0 and probes.get("clean_model_subspaces",
-                                                                                             True) else 0
-                probe_jobs = []
-                for e in sorted(set(probed) | ({epochs} if paper else set())):  # the final epoch, even off the grid
-                    final = paper and (e == epochs or probes.get("checkpoints") == "grid")
-                    seconds = cost.probe_final + extra * cost.probe_final_labels if final else cost.probe
-                    probe_jobs.append(add("probe", name, seconds, [add("activations", name, cost.activations, [train])]))
-                run_tables.append(add("run_probes", name, small["run_probes"], probe_jobs, "metrics"))
-                tables += probe_jobs[-1:]
-                if name in repair.get("models", []):
-                    repaired = len(probed) if repair.get("checkpoints") == "grid" else 1
-                    finals.append(add("repair", name, cost.repair * repaired, [train]))
-                if name in relabel.get("models", []):
-                    tables += [add("relabel", name, cost.relabel, [train], "train")
-                               for _ in relabel.get("subspaces") or ["corrupted", "true"]]
-            metrics[name, c] = add("metrics", name, small["metrics"], run_tables)
-    groups = cfg["figures"]["groups"]
-    for fig in cfg["figures"]["build"]:
-        deps = [metrics[n, float(c)] for n in groups.get(FIGURES[fig].group, []) for c in FIGURES[fig].rows(corruptions)]
-        if deps:
-            add("figure", "", small["figure"], deps)
-    if finals:
-        add("fig_repair", "", small["fig_repair"], finals, "figure")
-    if probes is not None or relabel.get("models"):
-        for _ in (cfg.get("tables") or {}).get("build") or []:
-            add("table", "", small["table"], tables, "figure")
+    for job in job_plan.jobs():
+        if job.rule == "all":
+            continue
+        stage, cost = _stage(job.rule), costs.get(job.model)
+        w = job.wildcards
+        if stage in small:
+            seconds = small[stage]
+        elif stage == "train":
+            saved, final = expected_run_epochs(job_plan, job.model, w["corruption"], w["run"])
+            seconds = cost.train_start + final * cost.train_epoch + len(saved) * cost.checkpoint + job_overhead
+        elif stage == "probe_run":
+            saved, final = expected_run_epochs(job_plan, job.model, w["corruption"], w["run"])
+            model = job_plan.models[job.model]
+            tracked = [e for e in saved if registry.on_grid(e, **model["grid"]) or (e == final and model["probe_final"])]
+            tracked = tracked if job_plan.tracks_grid(job.model) else []
+            final_probe = cost.probe_final if cost.probe_final is not None else cost.probe
+            if paper.get("checkpoints") == "grid" and cost.probe_final is not None:
+                per_tracked = cost.probe_final
+            else:
+                per_tracked = cost.probe
+            others = [e for e in tracked if e != final]
+            extra = len(job_plan.clean_model_degrees(w["corruption"])) * cost.probe_final_labels
+            seconds = (cost.load + len(others) * (cost.forward + per_tracked) + cost.forward + final_probe + extra
+                       - len(others) * cost.probe_input + job_overhead)  # the input layer's rows: fit once per job
+        elif stage == "repair":
+            seconds = cost.repair + job_overhead
+        elif stage == "relabel":
+            seconds = cost.relabel + job_overhead
+        else:
+            raise AssertionError(f"no cost for rule {job.rule!r}")
+        jobs.append(Job(stage, job.model, seconds, min(job.threads, cores), gpus > 0 and job.rule in GPU_RULES,
+                        list(job.deps),
+                        job.priority))
     return jobs
 
 
@@ -239,13 +235,13 @@ def summarise(cfg: dict, costs: dict[str, ModelCost], jobs: list[Job], cores: in
         rows[job.model, job.stage] = (n + 1, seconds + job.seconds, core + job.seconds * job.threads)
     table = [{"model": model or "(all)", "stage": stage, "jobs": n, "seconds_per_job": seconds / n,
               "device_hours": seconds / 3600, "core_hours": core / 3600,
-              "activation_file_gb": costs[model].activation_bytes / 1e9 if stage == "activations" else None,
+              "activations_gb": costs[model].activation_bytes / 1e9 if stage == "probe_run" else None,
               "data": costs[model].data if model in costs else ""}
              for (model, stage), (n, seconds, core) in rows.items()]
     return {"projected_wall_seconds": WORKFLOW_START_S + simulate(jobs, cores, gpus),
             "device_hours": sum(r["device_hours"] for r in table), "core_hours": sum(r["core_hours"] for r in table),
             "jobs": len(jobs), "cores": cores, "gpus": gpus,
-            "largest_activation_file_gb": max((c.activation_bytes for c in costs.values()), default=0) / 1e9,
+            "largest_activations_gb": max((c.activation_bytes for c in costs.values()), default=0) / 1e9,
             "random_data": sorted(n for n, c in costs.items() if c.data == "random"), "rows": table}
 
 
@@ -363,8 +359,11 @@ def _measure_train(model_cfg, data: _Data, device, threads: int, save_rate: floa
 
 
 def _measure_activations(model, data: _Data, n_train: int, cfg: dict, device, threads: int, folder: Path) -> dict:
+    """Seconds per checkpoint of the probe job's forward passes into memory
+    (``checkpoint_activations.CheckpointActivations``), on a sample; with ``activations: keep``
+    also the HDF5 export (``activations.write_split``) and its read back."""
     import h5py
-    from latentgen.activations import write_split
+    from latentgen.activations import host_blocks, write_split
     from latentgen.forward import check_layers, layer_sizes
     _threads(threads)
     options = check_command_options("activations", cfg.get("activation_args", {}), "activation_args")
@@ -373,18 +372,29 @@ def _measure_activations(model, data: _Data, n_train: int, cfg: dict, device, th
     layers = check_layers(model, None)
     widths = layer_sizes(model, layers)
     part = data.train_x[:max(1, min(bs * 2, SAMPLE_BYTES // (4 * sum(widths.values()))))]
-    path, groups = folder / "sample.h5", []
-    with h5py.File(path, "w") as h5:  # what `latentgen activations` does per split, on a sample
-        def write():
-            groups.append(f"s{len(groups)}")
-            write_split(h5, groups[-1], part, model, layers, bs, compression)
-        per_image = _seconds(write, device, ACTIVATION_BUDGET_S, 20, threads) / len(part)
-    with h5py.File(path, "r") as h5:
-        read = _timed(lambda: [h5[f"{g}/{layer}"][...] for g in groups for layer in layers], "cpu")
-    path.unlink()
+
+    def forward():  # as CheckpointActivations gathers a group of layers
+        arrays = {layer: np.empty((len(part), widths[layer]), dtype=np.float32) for layer in layers}
+        for start, blocks in host_blocks(model, part, layers, bs):
+            for layer in layers:
+                arrays[layer][start:start + len(blocks[layer])] = blocks[layer]
+
+    per_image = _seconds(forward, device, ACTIVATION_BUDGET_S, 20, threads) / len(part)
+    read = 0.0
+    if cfg.get("activations") == "keep":  # the export: written, then probed from the file
+        path, groups = folder / "sample.h5", []
+        with h5py.File(path, "w") as h5:
+            def write():
+                groups.append(f"s{len(groups)}")
+                write_split(h5, groups[-1], part, model, layers, bs, compression)
+            per_image = _seconds(write, device, ACTIVATION_BUDGET_S, 20, threads) / len(part)
+        with h5py.File(path, "r") as h5:
+            read = _timed(lambda: [h5[f"{g}/{layer}"][...] for g in groups for layer in layers], "cpu")
+        path.unlink()
+        read /= len(groups) * len(part) * sum(widths.values())
     total = n_train + data.n_test
     return {"seconds": total * per_image, "widths": widths, "bytes": total * sum(widths.values()) * 4,
-            "read_per_value": read / (len(groups) * len(part) * sum(widths.values()))}
+            "read_per_value": read}
 
 
 def _spectrum_r(e: int, variance: float) -> int:
@@ -564,7 +574,7 @@ def measure(cfg: dict, *, device="auto", cores: int | None = None, progress=None
                 train = _measure_train(model, data, dev, threads["train"], save_rate)
                 n_train, k, images = train["n_train"], data.spec.num_classes, train["n_train"] + data.n_test
                 say(f"{name}: activations")
-                acts = _measure_activations(train["model"], data, n_train, cfg, dev, threads["activations"], Path(tmp))
+                acts = _measure_activations(train["model"], data, n_train, cfg, dev, threads["probe"], Path(tmp))
                 say(f"{name}: probes")
                 _threads(1)  # timed on one thread (the fit's model counts the job's parallel classes)
                 layers = {}
@@ -578,12 +588,13 @@ def measure(cfg: dict, *, device="auto", cores: int | None = None, progress=None
                 head = dict(train["model"].named_modules())[registry.get_architecture(model["arch"]).head]
                 passes = images * train["eval_image"] * (1 + (head.bias is not None))  # transfer, transfer_bias
 
-                def fits(chosen):  # one label set's layer work (the shared fit once; skip_input families skip it)
+                def fits(chosen, only=None):  # one label set's layer work (the shared fit once; skip_input families skip it)
                     shared = any(getattr(families[f][1], "shares_fit", f in ("masc", "velpic")) for f in chosen)
                     return sum(t["fit"] * shared + sum(t[f] or 0.0 for f in chosen if not (
-                        layer == "input" and getattr(families[f][1], "skip_input", False))) for layer, t in layers.items())
-                probe = data.load_seconds * (transfers > 0) + read + fits(grid_families) + transfers * passes
-                final = (data.load_seconds + read + len(paper.get("fit_labels") or [1, 2]) * fits(final_families)
+                        layer == "input" and getattr(families[f][1], "skip_input", False)))
+                        for layer, t in layers.items() if only is None or layer == only)
+                probe = read + fits(grid_families) + transfers * passes
+                final = (read + len(paper.get("fit_labels") or [1, 2]) * fits(final_families)
                          + final_transfers * passes) if paper else None
                 repair = relabel = 0.0
                 if name in cfg.get("repair", {}).get("models", []):
@@ -597,9 +608,10 @@ def measure(cfg: dict, *, device="auto", cores: int | None = None, progress=None
                     relabel = (acts["seconds"] + data.load_seconds + fits(["masc"] if "masc" in families else [])
                                + epochs * train["epoch"])
                 extra = [f for f in final_families if getattr(families[f][1], "extra_labels", False)]
-                costs[name] = ModelCost(train["start"], train["epoch"], train["checkpoint"],
-                                        data.load_seconds + acts["seconds"], probe, repair, final,
-                                        fits(extra) if paper else 0.0, relabel, acts["bytes"], data.source)
+                costs[name] = ModelCost(train["start"], train["epoch"], train["checkpoint"], acts["seconds"], probe,
+                                        repair, final, fits(extra) if paper else 0.0, relabel, acts["bytes"],
+                                        data.source, load=data.load_seconds,
+                                        probe_input=fits(grid_families, only=registry.INPUT_LAYER))
     finally:
         torch.set_num_threads(before)
         blas.restore_original_limits()

@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
-COLUMNS = ("model", "stage", "jobs", "seconds_per_job", "device_hours", "core_hours", "activation_file_gb", "data")
+COLUMNS = ("model", "stage", "jobs", "seconds_per_job", "device_hours", "core_hours", "activations_gb", "data")
 
 
 def format_table(summary: dict) -> str:
@@ -46,7 +46,7 @@ def format_table(summary: dict) -> str:
             return "-"
         return f"{value:.3g}" if isinstance(value, float) else str(value)
 
-    header = ["model", "stage", "jobs", "s/job", "device-h", "core-h", "act. file GB", "data"]
+    header = ["model", "stage", "jobs", "s/job", "device-h", "core-h", "acts GB", "data"]
     body = [[cell(r[c]) for c in COLUMNS] for r in summary["rows"]]
     widths = [max(len(x) for x in col) for col in zip(header, *body)]
     lines = ["  ".join(x.ljust(w) for x, w in zip(row, widths)) for row in [header, *body]]
@@ -55,7 +55,8 @@ def format_table(summary: dict) -> str:
     lines += ["", f"{summary['jobs']} jobs, {summary['device_hours']:.4g} device-hours "
                   f"({summary['core_hours']:.4g} core-hours), measured on {summary['device']}",
               f"projected wall time on {where}: {wall:.4g} s = {wall / 3600:.4g} h = {wall / 86400:.4g} days",
-              f"largest temporary activation file: {summary['largest_activation_file_gb']:.3g} GB (uncompressed)"]
+              f"largest checkpoint's activations (held by its probe job, a group of layers at a time): "
+              f"{summary['largest_activations_gb']:.3g} GB"]
     sources = {}
     for name, found in summary["epoch_sources"].items():
         for source in found:
@@ -82,7 +83,7 @@ def write_csv(summary: dict, path) -> Path:
             writer.writerow(row)
         writer.writerow({"model": "(total)", "stage": "(all)", "jobs": summary["jobs"],
                          "device_hours": summary["device_hours"], "core_hours": summary["core_hours"],
-                         "activation_file_gb": summary["largest_activation_file_gb"],
+                         "activations_gb": summary["largest_activations_gb"],
                          "projected_wall_seconds": summary["projected_wall_seconds"]})
     return Path(path)
 
