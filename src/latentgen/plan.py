@@ -37,6 +37,7 @@ from typing import Callable
 from latentgen import registry
 from latentgen.config import corruption_tag
 from latentgen.figures import FIGURES
+from latentgen.tables import INPUT_KINDS
 
 # file layout under outdir (docs/architecture.md); wildcards as in the rules
 LAYOUT = {
@@ -60,7 +61,6 @@ PRIORITY = {"probe_run": 2}
 # the threads key (config `threads`) of each rule that is not its own
 THREADS_KEY = {"probe_run": "probe", "relabel": "train", "fig_repair": "figure", "fig_repair_epochs": "figure",
                "claims": "figure", "table": "figure"}
-ACTIVATION_MODES = ("temporary", "keep")  # config `activations`: probe from memory, or also export HDF5
 
 
 @dataclass
@@ -112,10 +112,11 @@ class JobPlan:
         m = self.models[name]
         return dict(arch=m["arch"], dataset=m["dataset"], corruption=corruption, run=run)
 
-    def buildable_figures(self) -> list[str]:
+    def buildable_figures(self, built_only: bool = True) -> list[str]:
+        """Figures whose model group the configuration fills (of ``figures.build``, or of all)."""
         groups = self.cfg["figures"]["groups"]
-        return [f for f in self.cfg["figures"]["build"]
-                if groups.get(FIGURES[f].group) and FIGURES[f].rows(self.cfg["corruptions"])]
+        names = self.cfg["figures"]["build"] if built_only else list(FIGURES)
+        return [f for f in names if groups.get(FIGURES[f].group) and FIGURES[f].rows(self.cfg["corruptions"])]
 
     def figure_rows(self, fig: str) -> list[str]:
         return [corruption_tag(c) for c in FIGURES[fig].rows(self.cfg["corruptions"])]
@@ -123,6 +124,15 @@ class JobPlan:
     def group_models(self) -> list[str]:
         """Models of the figure groups: their runs are probed along the grid (metrics)."""
         return sorted({n for group in self.cfg["figures"]["groups"].values() for n in group})
+
+    def metrics_path(self, name: str, corruption: str) -> str:
+        m = self.models[name]
+        return self.path("metrics", arch=m["arch"], dataset=m["dataset"], corruption=corruption)
+
+    def figure_inputs(self, fig: str) -> list[str]:
+        """The metrics files a figure reads: its group's models (columns) × its degrees (rows)."""
+        names = self.cfg["figures"]["groups"].get(FIGURES[fig].group, [])
+        return [self.metrics_path(n, c) for n in names for c in self.figure_rows(fig)]
 
     def metrics_keys(self) -> list[tuple[str, str]]:
         """(model, degree) of every metrics table the figures and claims read."""
@@ -249,10 +259,7 @@ class JobPlan:
                 [self.path("metrics", **w), self.path("metrics_provenance", **w)], name)
         targets: list[str] = []
         for fig in self.buildable_figures():
-            names = self.cfg["figures"]["groups"][FIGURES[fig].group]
-            inputs = [self.path("metrics", arch=self.models[n]["arch"], dataset=self.models[n]["dataset"], corruption=c)
-                      for n in names for c in self.figure_rows(fig)]
-            targets += add(fig, {}, inputs, [f"{self.outdir}/{fig}.pdf"])
+            targets += add(fig, {}, self.figure_inputs(fig), [f"{self.outdir}/{fig}.pdf"])
         targets += self._repair_jobs(add)
         targets += self._paper2025_jobs(add)
         add("all", {}, targets, [])
@@ -280,32 +287,40 @@ class JobPlan:
             targets += add("fig_repair_epochs", {}, grid, [f"{self.outdir}/fig_repair_epochs.pdf"])
         return targets
 
-    def _paper2025_jobs(self, add) -> list[str]:
+    def run_paths(self, kind: str, names) -> list[str]:
+        """``kind`` (a LAYOUT entry with run wildcards) of every run of the models ``names``."""
+        return [self.path(kind, **self.run_wildcards(n, c, r)) for n in names for c in self.corruptions for r in self.runs]
+
+    def relabel_results(self) -> list[str]:
+        subspaces = (self.cfg.get("relabel") or {}).get("subspaces") or ()
+        return [self.path("relabel_result", **self.run_wildcards(n, c, r), subspaces=s)
+                for n in self.relabel_models() for c in self.corruptions for r in self.runs for s in subspaces]
+
+    def table_inputs(self, name: str) -> dict[str, list[str]]:
+        """What table ``name`` reads (``latentgen.tables.TABLES[name].needs``; ``claims``: every kind)."""
         from latentgen.tables import TABLES
 
+        needs = INPUT_KINDS if name == "claims" else (*TABLES[name].needs, *TABLES[name].optional)
+        inputs = {"probes": lambda: self.run_paths("final_probes", self.table_models()),
+                  "train_logs": lambda: self.run_paths("train_log", self.table_models()),
+                  "relabel": self.relabel_results,
+                  "metrics": lambda: [self.metrics_path(n, c) for n in self.group_models() for c in self.corruptions]}
+        return {kind: inputs[kind]() for kind in INPUT_KINDS if kind in needs}
+
+    def _paper2025_jobs(self, add) -> list[str]:
         relabel = self.cfg.get("relabel") or {}
-        results = []
         for name in self.relabel_models():
             for c in self.corruptions:
                 for r in self.runs:
                     w = self.run_wildcards(name, c, r)
                     for s in relabel["subspaces"]:
-                        results += add("relabel", {**w, "subspaces": s}, [self.path("data", **w),
-                                                                          self.path("labels", **w),
-                                                                          self.path("manifest", **w)],
-                                       [self.path("relabel_result", **w, subspaces=s)], name)
-        runs = [self.run_wildcards(n, c, r) for n in self.table_models() for c in self.corruptions for r in self.runs]
-        inputs = {"probes": [self.path("final_probes", **w) for w in runs],
-                  "train_logs": [self.path("train_log", **w) for w in runs], "relabel": results,
-                  "metrics": [self.path("metrics", arch=self.models[n]["arch"], dataset=self.models[n]["dataset"],
-                                        corruption=c) for n in self.group_models() for c in self.corruptions]}
+                        add("relabel", {**w, "subspaces": s}, [self.path("data", **w), self.path("labels", **w),
+                                                               self.path("manifest", **w)],
+                            [self.path("relabel_result", **w, subspaces=s)], name)
         targets = []
-        for name in self.tables():
-            needs = (*TABLES[name].needs, *TABLES[name].optional)
-            targets += add(name, {}, [p for kind in needs if kind != "metrics" for p in inputs[kind]],
-                           [f"{self.outdir}/{name}.csv"])
-        if self.claims():
-            targets += add("claims", {}, [p for kind in inputs for p in inputs[kind]], [f"{self.outdir}/claims.csv"])
+        for name in [*self.tables(), *(["claims"] if self.claims() else [])]:
+            inputs = [p for paths in self.table_inputs(name).values() for p in paths]
+            targets += add(name, {}, inputs, [f"{self.outdir}/{name}.csv"])
         return targets
 
     def counts(self) -> Counter:

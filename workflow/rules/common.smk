@@ -111,10 +111,7 @@ def figure_rows(fig):
 
 
 def figure_metrics(fig):
-    """The metrics files a figure reads: its group's models (columns) × its degrees (rows)."""
-    names = config["figures"]["groups"].get(FIGURES[fig].group, [])
-    return [METRICS.format(arch=MODELS[n]["arch"], dataset=MODELS[n]["dataset"], corruption=c)
-            for n in names for c in figure_rows(fig)]
+    return PLAN.figure_inputs(fig)
 
 
 def figure_config(fig):
@@ -127,7 +124,7 @@ OWN_FINAL = " ".join(f"{m['arch']}:{m['dataset']}" for m in MODELS.values() if m
 
 
 # figures whose model group the configuration fills (the others cannot be built)
-BUILDABLE = [fig for fig in FIGURES if config["figures"]["groups"].get(FIGURES[fig].group) and figure_rows(fig)]
+BUILDABLE = PLAN.buildable_figures(built_only=False)
 
 
 def probe_run_options(wildcards):
@@ -153,7 +150,7 @@ def clean_model_labels(wildcards):
 
 REPAIR = config["repair"]
 
-REPAIR_TABLE = out("repair/{arch}/{dataset}/c{corruption}/run{run}/epoch{epoch}.csv")
+REPAIR_TABLE = out(LAYOUT["repair_table"])
 REPAIR_LAYERS = out("repair/{arch}/{dataset}/c{corruption}/run{run}/epoch{epoch}.layers.csv")
 REPAIR_PROVENANCE = out("repair/{arch}/{dataset}/c{corruption}/run{run}/epoch{epoch}.json")
 
@@ -215,14 +212,8 @@ from latentgen.tables import TABLES  # noqa: E402  (torch-free)
 PROBES_2025 = config["probes"]
 RELABEL = config["relabel"]
 TABLES_CFG = config["tables"]
-RELABEL_RESULT = out("relabel/{arch}/{dataset}/c{corruption}/run{run}/{subspaces}/result.csv")
+RELABEL_RESULT = out(LAYOUT["relabel_result"])
 RELABEL_PROVENANCE = out("relabel/{arch}/{dataset}/c{corruption}/run{run}/{subspaces}/result.json")
-
-
-def run_keys(names):
-    """(arch, dataset, corruption, run) of every run of the models ``names``, as wildcard dicts."""
-    return [dict(arch=MODELS[n]["arch"], dataset=MODELS[n]["dataset"], corruption=c, run=r)
-            for n in names for c in CORRUPTIONS for r in RUNS]
 
 
 def final_epoch(keys):
@@ -231,44 +222,15 @@ def final_epoch(keys):
     return int(json.loads(Path(manifest).read_text())["final_epoch"])
 
 
-def final_probe_files(names):
-    """The final checkpoint's probe table of every run of the models ``names``."""
-    return [FINAL_PROBES.format(**keys) for keys in run_keys(names)]
-
-
-def train_logs_of(names):
-    return [TRAIN_LOG.format(**keys) for keys in run_keys(names)]
-
-
 def relabel_checkpoint(wildcards):
     keys = {k: wildcards[k] for k in ("arch", "dataset", "corruption", "run")}
     manifest = checkpoints.train.get(**keys).output.manifest
     return str(Path(manifest).parent / "checkpoints" / f"epoch{final_epoch(keys)}.pt")
 
 
-def relabel_results(names):
-    return [RELABEL_RESULT.format(subspaces=s, **keys) for keys in run_keys(names) for s in RELABEL["subspaces"]]
-
-
 def table_inputs(name):
-    """What table ``name`` reads (latentgen.tables.TABLES[name].needs) for the configured models."""
-    needs = (*TABLES[name].needs, *TABLES[name].optional)
-    models = TABLES_CFG["models"]
-    inputs = {}
-    if "probes" in needs:
-        inputs["probes"] = final_probe_files(models)
-    if "train_logs" in needs:
-        inputs["train_logs"] = train_logs_of(models)
-    if "relabel" in needs:
-        inputs["relabel"] = relabel_results([m for m in models if m in RELABEL["models"]])
-    return inputs
-
-
-def claims_metrics():
-    """The TMLR claims read the metrics of the figure groups' models."""
-    names = sorted({n for group in config["figures"]["groups"].values() for n in group})
-    return [METRICS.format(arch=MODELS[n]["arch"], dataset=MODELS[n]["dataset"], corruption=c)
-            for n in names for c in CORRUPTIONS]
+    """What table ``name`` (or ``claims``) reads: latentgen.plan.JobPlan.table_inputs."""
+    return PLAN.table_inputs(name)
 
 
 def paper2025_targets(wildcards):

@@ -40,10 +40,7 @@ for name in TABLES_CFG["build"]:
 
 rule claims:
     input:
-        probes=final_probe_files(TABLES_CFG["models"]),
-        train_logs=train_logs_of(TABLES_CFG["models"]),
-        relabel=relabel_results([m for m in TABLES_CFG["models"] if m in RELABEL["models"]]),
-        metrics=claims_metrics(),
+        **table_inputs("claims"),
     output:
         csv=report(out("claims.csv"), caption="../report/claims.rst", category="Tables", labels={"table": "claims"}),
         provenance=out("claims.json"),
