@@ -137,7 +137,7 @@ def keep_activations_option(wildcards):
     """`activations: keep`: the run's activation files are written as an export."""
     if config["activations"] != "keep":
         return ""
-    return "--keep-activations " + shlex.quote(out(LAYOUT["activations"].format(**wildcards)))
+    return f"--keep-activations {shlex.quote(out(LAYOUT['activations'].format(**wildcards)))}"
 
 
 def clean_model_labels(wildcards):
