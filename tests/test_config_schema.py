@@ -111,7 +111,7 @@ SCHEMA_CASES = [
     ("negative_max_epochs", lambda c: c["models"]["mlp_digits"].update(max_epochs=-1),
      "models.mlp_digits.max_epochs", "expected an integer >= 0"),
     ("variance_above_1", lambda c: c.update(probe_args={"variance": 1.5}), "probe_args.variance",
-     "1.5 is refused by `latentgen probe --variance`"),
+     "1.5 is refused by `latentgen probe-run --variance`"),
     ("misspelt_probe_arg", lambda c: c.update(probe_args={"sgn": "class"}), "probe_args.sgn",
      "did you mean 'sign'?"),
     ("bad_activation_arg", lambda c: c.update(activation_args={"batchnorm": "train"}), "activation_args.batchnorm",

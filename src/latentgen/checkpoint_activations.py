@@ -12,9 +12,9 @@ forward passes once for that layer and the following ones, as many as fit in ``m
 bytes (train + test rows × width × 4 per layer), and drops the previous group. The probes walk
 the layers in order, so each layer is computed once per checkpoint and at most one group is
 alive. A layer that alone exceeds the budget is a :class:`MemoryBudgetError` naming it and the bytes it
-needs. The default budget is half the free memory of the job's device (the host's available
-memory on the CPU, the GPU's free memory on a GPU, since activations of a GPU job are gathered
-there first).
+needs. The arrays live in host memory whatever the device (a GPU computes them in blocks that
+stream to the host, ``latentgen.activations.host_blocks``; the probes move one layer at a time
+to the device): the default budget is half the host's available memory.
 
 The network and its images stay loaded (:attr:`model`, :meth:`images`), so the transfer family
 does not load them again.
@@ -35,11 +35,8 @@ from latentgen.forward import check_layers, layer_sizes
 BYTES_PER_VALUE = 4  # float32 activations
 
 
-def available_memory(device: torch.device) -> int:
-    """Bytes free for activations on ``device``: the GPU's free memory, or the host's available memory."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
+def available_memory() -> int:
+    """Bytes of host memory available (``MemAvailable``, else the free pages)."""
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
@@ -50,9 +47,9 @@ def available_memory(device: torch.device) -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"))
 
 
-def default_memory_budget(device: torch.device) -> int:
+def default_memory_budget() -> int:
     """Half of :func:`available_memory`: the other half is the probes' working memory."""
-    return available_memory(device) // 2
+    return available_memory() // 2
 
 
 def format_bytes(n: float) -> str:
@@ -108,8 +105,7 @@ class CheckpointActivations:
                         "train_corrupted": np.asarray(corrupted[:n_train], dtype=np.int64),
                         "test_true": dataset.test_y.numpy().astype(np.int64)}
         self.meta = activation_meta(self.path, meta, model, self.layers, batchnorm)
-        device = next(model.parameters()).device
-        self.memory_budget = default_memory_budget(device) if memory_budget is None else int(memory_budget)
+        self.memory_budget = default_memory_budget() if memory_budget is None else int(memory_budget)
         rows = n_train + len(dataset.test_x)
         self._widths = layer_sizes(model, self.layers)
         self._groups = layer_groups(self._widths, rows, self.memory_budget)  # fails before any forward pass

@@ -46,12 +46,20 @@ WORKFLOW_SET = {
                     "threads": "threads.activations"},
     "probe": {"activations": "(each checkpoint)", "out": "outdir", "checkpoint": "(each checkpoint)",
               "data_root": "data_root", "prepared": "data_root", "device": "device", "threads": "threads.probe"},
+    "probe-run": {"run_dir": "(each run)", "out": "outdir", "final_out": "outdir", "parts": "outdir",
+                  "data_root": "data_root", "prepared": "data_root", "labels": "corruptions", "device": "device",
+                  "threads": "threads.probe", "checkpoints": "figures.groups", "probe_final": "models.NAME.probe_final",
+                  "final_families": "probes.families", "final_fit_labels": "probes.fit_labels",
+                  "final_extra_labels": "probes.clean_model_subspaces", "keep_activations": "activations",
+                  "input_cache": "outdir", "activation_batch_size": "activation_args.batch_size",
+                  "layers": "activation_args.layers", "batchnorm": "activation_args.batchnorm",
+                  "compression": "activation_args.compression"},
     "repair": {"checkpoint": "(each checkpoint)", "labels": "corruptions", "out": "outdir", "data_root": "data_root",
                "prepared": "data_root", "device": "device", "threads": "threads.repair", "config_json": "(provenance)",
                "quiet": "(always quiet)", "layer_sets": "repair.layer_sets"},
 }
 # config sections that are a command's options
-ARGUMENT_SECTIONS = {"label_args": "corrupt", "activation_args": "activations", "probe_args": "probe"}
+ARGUMENT_SECTIONS = {"label_args": "corrupt", "activation_args": "activations", "probe_args": "probe-run"}
 # repair keys that are `latentgen repair` options (the rest are the workflow's)
 REPAIR_OPTIONS = ("rhos", "methods", "fisher", "factor_subset", "seed")
 GRID_OPTIONS = {"dense_until": "grid_dense_until", "dense_step": "grid_dense_step", "step": "grid_step"}

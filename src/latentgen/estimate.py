@@ -552,7 +552,7 @@ def measure(cfg: dict, *, device="auto", cores: int | None = None, progress=None
     from latentgen.probing import ProbeOptions
     say, dev = progress or (lambda message: None), resolve_device(device)
     threads = {k: min(int(v), cores or os.cpu_count() or 1) for k, v in cfg["threads"].items()}
-    options = check_command_options("probe", cfg.get("probe_args", {}), "probe_args")
+    options = check_command_options("probe-run", cfg.get("probe_args", {}), "probe_args")
     grid_families, transfers = _families([n for g in options.get("families") or [] for n in
                                           (g if isinstance(g, list) else [g])], options.get("no_transfer", False))
     paper = cfg.get("probes")

@@ -2,7 +2,7 @@
 
 For each checkpoint it loads the network on --device, runs the forward passes there and fits
 the probe families on the activations in memory, one group of layers at a time within
---memory-budget (default: half the free memory of the device); no activation file is written
+--memory-budget (default: half the host's available memory); no activation file is written
 unless --keep-activations DIR asks for today's HDF5 file per checkpoint (an export). It writes:
 
   --out        the tracked checkpoints' rows (--checkpoints grid: the saved checkpoints on the
@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batchnorm", choices=registry.BATCHNORM_MODES, default=registry.BATCHNORM_MODES[0],
                         help="BatchNorm in eval mode (default) or per-image statistics (the authors' ResNet, D9)")
     parser.add_argument("--memory-budget", type=argtypes.byte_size, default=None, metavar="BYTES",
-                        help="bytes of activations held at once, e.g. 8G (default: half the device's free memory)")
+                        help="bytes of activations held at once in host memory, e.g. 8G (default: half the available memory)")
     parser.add_argument("--keep-activations", metavar="DIR",
                         help="also write each checkpoint's activations as DIR/epochE.h5 (today's file) and probe from it")
     parser.add_argument("--compression", choices=registry.ACTIVATION_COMPRESSIONS,
