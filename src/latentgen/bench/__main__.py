@@ -12,7 +12,7 @@ import importlib
 import json
 import sys
 
-BENCHMARKS = ["probes", "train", "curvature"]
+BENCHMARKS = ["probes", "train", "curvature", "probe_run"]
 
 
 def _table(result: dict) -> str:
