@@ -541,7 +541,7 @@ def test_edits_of_a_memorized_digits_model():
 
 
 def test_velpic_transfer_is_a_registered_repair():
-    pytest.importorskip("latentgen.transfer")
+    pytest.importorskip("latentgen.weight_transfer")
     from latentgen.probes import VeLPIC
 
     model, data, corrupted = memorized_digits()

@@ -16,7 +16,7 @@ from latentgen.probes import fit_probes
 from latentgen.probing import COLUMNS as PROBING_COLUMNS
 from latentgen.probing import probe_checkpoint, write_probe_csv
 from latentgen.training import default_train_config, load_checkpoint, train
-from latentgen.transfer import transfer_velpic
+from latentgen.weight_transfer import transfer_velpic
 
 COLUMNS = ["model", "dataset", "corruption", "run", "epoch", "layer", "probe", "fit_labels", "split", "accuracy"]
 SPLITS = ["test", "train_corrupted", "train_true"]

@@ -10,7 +10,7 @@ from latentgen.labels import corrupt_labels
 from latentgen.forward import extract_activations
 from latentgen.models import build_model
 from latentgen.probes import VeLPIC, fit_probes
-from latentgen.transfer import transfer_velpic
+from latentgen.weight_transfer import transfer_velpic
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -5,3 +5,15 @@ behind the Snakemake workflow that rebuilds the figures of Ketha & Ramaswamy.
 """
 
 __version__ = "0.1.0"
+
+# latentgen.probe / latentgen.transfer (your own model: latentgen.model_api), imported on first use
+# so that `import latentgen` stays free of torch (the Snakefile imports the package)
+_API = {"probe": "latentgen.model_api", "transfer": "latentgen.model_api"}
+
+
+def __getattr__(name):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'latentgen' has no attribute {name!r}")

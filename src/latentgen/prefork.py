@@ -37,7 +37,7 @@ from pathlib import Path
 
 PRELOAD = ["numpy", "scipy.linalg", "h5py", "torch", "sklearn.base", "pandas", "matplotlib", "matplotlib.pyplot",
            "latentgen.datasets", "latentgen.models", "latentgen.training", "latentgen.activations",
-           "latentgen.probes", "latentgen.transfer", "latentgen.figures", "latentgen.provenance", "latentgen.forward",
+           "latentgen.probes", "latentgen.weight_transfer", "latentgen.figures", "latentgen.provenance", "latentgen.forward",
            "latentgen.probing", "latentgen.metrics", "latentgen.repair", "latentgen.relabel", "latentgen.tables",
            "latentgen.claims",
            # creating an optimizer imports torch._dynamo (2-3 s) in every training-like job

@@ -48,7 +48,7 @@ def transfer_rows(checkpoint: CheckpointContext) -> list[ProbeRow]:
     training and test images: ``transfer`` (bias zeroed) and, where the head has a bias,
     ``transfer_bias`` (trained bias kept); one pair per label set VeLPIC is fit on."""
     from latentgen.forward import predict
-    from latentgen.transfer import transfer_velpic
+    from latentgen.weight_transfer import transfer_velpic
 
     model, ckpt_meta = checkpoint.load_model()
     train_x, test_x = checkpoint.images(ckpt_meta)

@@ -162,7 +162,7 @@ def _velpic_transfer(model: nn.Module, keep_bias: bool, inputs: RepairInputs) ->
     """Replace the head by the VeLPIC class vectors of its input (the last hidden layer)."""
     # imported here: scikit-learn is slow to import and only the transfer needs it
     from latentgen.probes import VeLPIC
-    from latentgen.transfer import transfer_velpic
+    from latentgen.weight_transfer import transfer_velpic
 
     if inputs.train_x is None or inputs.train_labels is None:
         raise ValueError("the VeLPIC transfer needs the training inputs and their (corrupted) labels")
