@@ -82,48 +82,26 @@ def layer_groups(widths: dict[str, int], rows: int, budget: int) -> list[list[st
     return groups
 
 
-class CheckpointActivations:
-    """The activations of one checkpoint (train and test sets, every probe layer), computed on
-    demand and held in memory; read like an activations file (module docstring).
+class HeldActivations:
+    """Activations of named layers on a train and a test set, computed on demand a group of layers
+    at a time (within ``memory_budget`` bytes) and held in host memory; read like an activations
+    file. Subclasses say how a block of rows is computed (:meth:`blocks`)."""
 
-    ``model`` / ``meta``: the loaded checkpoint (``latentgen.training.load_checkpoint``) on the
-    device the forward passes run on; ``dataset``: its ``LoadedDataset``; ``corrupted``: the
-    training labels the model was trained on (``latentgen.activations.corrupted_labels_for``).
-    """
-
-    def __init__(self, checkpoint: str | os.PathLike, model, meta: dict, dataset, corrupted: np.ndarray, *,
-                 layers=None, batch_size: int = 500, batchnorm: str = "eval", memory_budget: int | None = None):
-        check_activation_options(batch_size, batchnorm)
-        self.path = Path(checkpoint)
-        self.model = model
-        self.batch_size = int(batch_size)
-        self.batchnorm = batchnorm
-        self.layers = check_layers(model, layers)
-        n_train = meta.get("train_subset") or len(dataset.train_y)
-        self._inputs = {"train": dataset.train_x[:n_train], "test": dataset.test_x}
-        self._labels = {"train_true": dataset.train_y[:n_train].numpy().astype(np.int64),
-                        "train_corrupted": np.asarray(corrupted[:n_train], dtype=np.int64),
-                        "test_true": dataset.test_y.numpy().astype(np.int64)}
-        self.meta = activation_meta(self.path, meta, model, self.layers, batchnorm)
+    def __init__(self, inputs: dict, labels: dict, meta: dict, widths: dict[str, int],
+                 memory_budget: int | None = None):
+        self._inputs, self._labels, self.meta = inputs, labels, meta
+        self.path = Path(meta.get("checkpoint") or "(in memory)")
+        self.layers = list(widths)
+        self._widths = dict(widths)
         self.memory_budget = default_memory_budget() if memory_budget is None else int(memory_budget)
-        rows = n_train + len(dataset.test_x)
-        self._widths = layer_sizes(model, self.layers)
+        rows = sum(len(x) for x in inputs.values())
         self._groups = layer_groups(self._widths, rows, self.memory_budget)  # fails before any forward pass
         self._held: dict[tuple[str, str], np.ndarray] = {}
         self.forward_passes = 0  # groups computed (a test reads it)
 
-    @classmethod
-    def load(cls, checkpoint: str | os.PathLike, *, device="auto", data_root=None, prepared=None, labels=None,
-             dataset=None, **options) -> "CheckpointActivations":
-        """Load ``checkpoint`` on ``device`` with its dataset (or ``dataset``) and verified labels."""
-        from latentgen.training import load_checkpoint
-
-        model, meta = load_checkpoint(checkpoint, device=device)
-        dataset = checkpoint_dataset(meta, data_root=data_root, prepared=prepared, dataset=dataset)
-        corrupted = corrupted_labels_for(meta, dataset.train_y.numpy(), labels)
-        return cls(checkpoint, model, meta, dataset, corrupted, **options)
-
-    # -- read like an ActivationFile ------------------------------------------------------------
+    def blocks(self, x, group: list[str]):
+        """``(start, {layer: float32 array})`` for consecutive blocks of the rows of ``x``."""
+        raise NotImplementedError
 
     def array(self, split: str, layer: str) -> np.ndarray:
         if split not in self._inputs:
@@ -154,23 +132,60 @@ class CheckpointActivations:
     def close(self) -> None:
         self.release()
 
-    def __enter__(self) -> "CheckpointActivations":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- the forward passes -----------------------------------------------------------------------
-
     def _compute(self, group: list[str]) -> None:
         self._held.clear()  # one group alive at a time
         for split, x in self._inputs.items():
             arrays = {name: np.empty((len(x), self._widths[name]), dtype=np.float32) for name in group}
-            with batchnorm_mode(self.model, self.batchnorm):
-                for start, blocks in host_blocks(self.model, x, group, self.batch_size):
-                    for name in group:
-                        block = blocks[name]
-                        arrays[name][start:start + len(block)] = block
+            for start, blocks in self.blocks(x, group):
+                for name in group:
+                    block = blocks[name]
+                    arrays[name][start:start + len(block)] = block
             for name in group:
                 self._held[(split, name)] = arrays[name]
         self.forward_passes += 1
+
+
+class CheckpointActivations(HeldActivations):
+    """The activations of one latentgen checkpoint at its probe layers (module docstring).
+
+    ``model`` / ``meta``: the loaded checkpoint (``latentgen.training.load_checkpoint``) on the
+    device the forward passes run on; ``dataset``: its ``LoadedDataset``; ``corrupted``: the
+    training labels the model was trained on (``latentgen.activations.corrupted_labels_for``).
+    """
+
+    def __init__(self, checkpoint: str | os.PathLike, model, meta: dict, dataset, corrupted: np.ndarray, *,
+                 layers=None, batch_size: int = 500, batchnorm: str = "eval", memory_budget: int | None = None):
+        check_activation_options(batch_size, batchnorm)
+        self.model = model
+        self.batch_size = int(batch_size)
+        self.batchnorm = batchnorm
+        layers = check_layers(model, layers)
+        n_train = meta.get("train_subset") or len(dataset.train_y)
+        inputs = {"train": dataset.train_x[:n_train], "test": dataset.test_x}
+        labels = {"train_true": dataset.train_y[:n_train].numpy().astype(np.int64),
+                  "train_corrupted": np.asarray(corrupted[:n_train], dtype=np.int64),
+                  "test_true": dataset.test_y.numpy().astype(np.int64)}
+        super().__init__(inputs, labels, activation_meta(Path(checkpoint), meta, model, layers, batchnorm),
+                         layer_sizes(model, layers), memory_budget)
+
+    @classmethod
+    def load(cls, checkpoint: str | os.PathLike, *, device="auto", data_root=None, prepared=None, labels=None,
+             dataset=None, **options) -> "CheckpointActivations":
+        """Load ``checkpoint`` on ``device`` with its dataset (or ``dataset``) and verified labels."""
+        from latentgen.training import load_checkpoint
+
+        model, meta = load_checkpoint(checkpoint, device=device)
+        dataset = checkpoint_dataset(meta, data_root=data_root, prepared=prepared, dataset=dataset)
+        corrupted = corrupted_labels_for(meta, dataset.train_y.numpy(), labels)
+        return cls(checkpoint, model, meta, dataset, corrupted, **options)
+
+    def blocks(self, x, group: list[str]):
+        # the same passes as `latentgen activations` (its batch size and BatchNorm mode)
+        with batchnorm_mode(self.model, self.batchnorm):
+            yield from host_blocks(self.model, x, group, self.batch_size)

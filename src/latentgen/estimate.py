@@ -47,7 +47,6 @@ import numpy as np
 from latentgen import registry
 from latentgen.commands.train import OVERRIDES
 from latentgen.config import check_command_options, load_config
-from latentgen.figures import FIGURES
 
 # Final epochs of the authors' runs (SPEC §4, "Observed final epochs") by (arch, dataset) and
 # corruption; a tuple gives runs 1, 2, 3 (later runs: their mean). MLP-MNIST: run 1 of [D]

@@ -22,14 +22,13 @@ given separately, or anything iterable in batches of ``(images, labels)`` (a ``D
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from latentgen.checkpoint_activations import default_memory_budget, layer_groups
+from latentgen.checkpoint_activations import HeldActivations
 
 INPUT = "input"
 INPUT_SUFFIX = ":input"
@@ -84,28 +83,22 @@ def _module(model: nn.Module, name: str) -> nn.Module:
     return modules[name]
 
 
-class TappedActivations:
+class TappedActivations(HeldActivations):
     """The activations of named layers of any model on a train and a test set, held in memory;
     read like an activations file (``latentgen.activations.ActivationFile``)."""
 
     def __init__(self, model: nn.Module, layers: Sequence[str], train_x, test_x, labels: dict, meta: dict, *,
                  batch_size: int = 256, memory_budget: int | None = None):
-        self.model, self.layers, self.meta = model, list(layers), meta
-        self.path = Path(meta.get("checkpoint", "(in memory)"))
-        self._inputs = {"train": train_x, "test": test_x}
-        self._labels = labels
-        self.batch_size = int(batch_size)
-        for name in self.layers:
+        self.model, self.batch_size = model, int(batch_size)
+        for name in layers:
             if name != INPUT:
                 _module(model, name.removesuffix(INPUT_SUFFIX))
-        self._widths = {name: int(a.shape[1]) for name, a in self._batch(train_x[:2], self.layers).items()}
-        rows = len(train_x) + len(test_x)
-        budget = default_memory_budget() if memory_budget is None else int(memory_budget)
-        self._groups = layer_groups(self._widths, rows, budget)
-        self._held: dict[tuple[str, str], np.ndarray] = {}
+        widths = {name: int(a.shape[1]) for name, a in self.tap(train_x[:2], layers).items()}
+        super().__init__({"train": train_x, "test": test_x}, labels, meta, widths, memory_budget)
 
     @torch.no_grad()
-    def _batch(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    def tap(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        """``{layer: activations of the rows x}`` (float32, flattened), one forward pass in eval mode."""
         captured: dict[str, torch.Tensor] = {}
         handles = []
 
@@ -127,49 +120,16 @@ class TappedActivations:
         was_training = self.model.training
         try:
             self.model.eval()
-            xb = x.to(param.device, dtype=param.dtype if x.is_floating_point() else x.dtype)
-            self.model(xb)
+            self.model(x.to(param.device, dtype=param.dtype if x.is_floating_point() else x.dtype))
         finally:
             self.model.train(was_training)
             for handle in handles:
                 handle.remove()
         return {name: (x.flatten(1).float() if name == INPUT else captured[name]) for name in layers}
 
-    def array(self, split: str, layer: str) -> np.ndarray:
-        if split not in self._inputs or layer not in self._widths:
-            raise ValueError(f"no {split!r} activations of layer {layer!r}; layers: {', '.join(self.layers)}")
-        if (split, layer) not in self._held:
-            group = next(g for g in self._groups if layer in g)
-            self._held.clear()
-            for s, x in self._inputs.items():
-                arrays = {n: np.empty((len(x), self._widths[n]), dtype=np.float32) for n in group}
-                for start in range(0, len(x), self.batch_size):
-                    for n, a in self._batch(x[start:start + self.batch_size], group).items():
-                        arrays[n][start:start + len(a)] = a.cpu().numpy()
-                for n in group:
-                    self._held[(s, n)] = arrays[n]
-        return self._held[(split, layer)]
-
-    def labels(self, split: str, kind: str = "true") -> np.ndarray:
-        key = f"{split}_{kind}"
-        if key not in self._labels:
-            raise ValueError(f"no {kind!r} labels for split {split!r}")
-        return self._labels[key]
-
-    def sizes(self) -> dict[str, int]:
-        return dict(self._widths)
-
-    def images(self):
-        return self._inputs["train"], self._inputs["test"]
-
-    def close(self) -> None:
-        self._held.clear()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+    def blocks(self, x, group: list[str]):
+        for start in range(0, len(x), self.batch_size):
+            yield start, {n: a.cpu().numpy() for n, a in self.tap(x[start:start + self.batch_size], group).items()}
 
 
 def _prepare(model, layers, train, test, labels, true_labels, test_labels, num_classes, device, name, dataset,
@@ -259,7 +219,7 @@ def transfer(model: nn.Module, *, head: str, train, labels=None, layer: str | No
                              batch_size=batch_size)
     with acts:
         if layer is not None:
-            first = acts._batch(train_x[:8], layers)
+            first = acts.tap(train_x[:8], layers)
             if first[layer].shape != first[tapped].shape or not torch.equal(first[layer], first[tapped]):
                 raise ValueError(f"the output of {layer!r} is not the input of head {head!r} (it passes through "
                                  "something in between); probe that layer, or transfer from the head's input")
