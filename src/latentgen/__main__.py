@@ -30,6 +30,8 @@ COMMANDS = {
     "relabel": "relabel",
     "cluster-check": "cluster_check",
     "estimate": "estimate",
+    "probe-model": "probe_model",
+    "repair-model": "repair_model",
 }
 
 

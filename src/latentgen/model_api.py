@@ -154,7 +154,9 @@ def _prepare(model, layers, train, test, labels, true_labels, test_labels, num_c
     if len(missing):
         raise ValueError(f"class {int(missing[0])} has training images but none in the test split")
     model = model.to(resolve_device(device))
-    meta = {"model": name or type(model).__name__, "dataset": dataset, "corruption": float(np.mean(corrupted != true)),
+    # the measured fraction of noisy labels; unknown (NaN) without the true ones
+    noise = float("nan") if true_labels is None else float(np.mean(corrupted != true))
+    meta = {"model": name or type(model).__name__, "dataset": dataset, "corruption": noise,
             "run": 0, "epoch": 0, "num_classes": int(num_classes), "layers": layers, "head": head,
             "last_hidden": f"{head}{INPUT_SUFFIX}" if head else None, "checkpoint": "(in memory)",
             "checkpoint_meta": {"arch": name or type(model).__name__, "dataset": dataset, "epoch": 0}}
@@ -175,7 +177,7 @@ def probe(model: nn.Module, layers: Sequence[str] | str, train, test, labels=Non
     (scored as ``train_true``; ``fit_labels=("corrupted", "true")`` also fits on them);
     ``test_labels``: default those ``test`` yields. Rows name the model ``name`` (default its class
     name), the dataset ``dataset`` and the corruption as the measured fraction of labels that
-    differ from ``true_labels``.
+    differ from ``true_labels`` (NaN without them; ``train_true`` rows then score ``labels`` again).
     """
     from latentgen import registry
     from latentgen.probing import probe_checkpoint
