@@ -165,3 +165,17 @@ def test_a_class_missing_from_the_test_folder_is_refused(folder, tmp_path, capsy
     assert main(["probe-model", "--model", "torchvision:resnet18", "--data", f"imagefolder:{copy}", "--layers",
                  "layer4", "--out", str(tmp_path / "x.csv"), "--device", "cpu"]) == 1
     assert "class 'cow' is in one split only" in capsys.readouterr().err
+
+
+def test_a_timm_model_is_probed_and_repaired(folder, tmp_path):
+    timm = pytest.importorskip("timm")
+    out = tmp_path / "rows.csv"
+    assert main(["probe-model", "--model", "timm:resnet10t", "--data", f"imagefolder:{folder}", "--labels",
+                 str(folder / "noisy.npy"), "--layers", "layer3,layer4,fc:input", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    assert set(pd.read_csv(out).layer) == {"layer3", "layer4", "fc:input"}
+    repaired = tmp_path / "repaired.pt"
+    assert main(["repair-model", "--model", "timm:resnet10t", "--data", f"imagefolder:{folder}", "--labels",
+                 str(folder / "noisy.npy"), "--head", "fc", "--out", str(repaired), "--device", "cpu"]) == 0
+    model = timm.create_model("resnet10t", pretrained=False, num_classes=3)
+    model.load_state_dict(torch.load(repaired, weights_only=True))
