@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_source(parser)
     parser.add_argument("--strict-mask", choices=list(STRICT_MASK), default="auto",
                         help="mask rand < c instead of <= c; auto = as the authors' code (only Tiny ImageNet)")
+    parser.add_argument("--noise", choices=["uniform", "pair", "matrix", "file"], default="uniform",
+                        help="uniform (the authors': any class), pair (y -> y+1 mod K), matrix (from row y of "
+                             "--noise-file's K×K transition matrix) or file (--noise-file holds the labels)")
+    parser.add_argument("--noise-file", help="the transition matrix (.npy/.csv) or the noisy labels (.npy/.csv)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
     true, corrupted = corrupt_dataset(args.dataset, args.corruption, args.out, seed=args.seed,
                                       data_root=args.data_root, prepared=args.prepared,
-                                      strict=STRICT_MASK[args.strict_mask])
-    print(f"{args.dataset} c={args.corruption} seed={args.seed}: "
+                                      strict=STRICT_MASK[args.strict_mask], noise=args.noise,
+                                      noise_file=args.noise_file)
+    print(f"{args.dataset} c={args.corruption} seed={args.seed} noise={args.noise}: "
           f"{(true == corrupted).mean():.4f} of {len(true)} labels unchanged -> {args.out}")
     return 0
