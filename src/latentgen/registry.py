@@ -307,10 +307,11 @@ PROBE_FAMILIES: Mapping[str, ProbeFamily] = _frozen({p.name: p for p in [
                 "latentgen.probe_families:ncm_rows", default=False, skip_input=True, test_only=True),
     ProbeFamily("knn", "5 nearest neighbours, cosine distance, majority vote (scikit-learn's brute force, the "
                 "authors' baseline)", "latentgen.probe_families:knn_rows", default=False, skip_input=True, test_only=True),
-    ProbeFamily("lda", "linear discriminant analysis, scikit-learn defaults (the authors' baseline)",
+    ProbeFamily("lda", "linear discriminant analysis as the authors' scikit-learn (svd solver, within-class "
+                "factor 1/(n - K)), from the float64 within-class scatter (the authors' baseline)",
                 "latentgen.probe_families:lda_rows", default=False, skip_input=True, test_only=True),
-    ProbeFamily("qda", "quadratic discriminant analysis, scikit-learn defaults (the authors' baseline; a class "
-                "whose covariance is not full rank has no fit: NaN rows, reason logged)",
+    ProbeFamily("qda", "quadratic discriminant analysis as the authors' scikit-learn (<= 1.7, reg_param=0): a "
+                "rank-deficient class covariance is a warning; inf/NaN scores as numpy makes them, logged per class",
                 "latentgen.probe_families:qda_rows", default=False, skip_input=True, test_only=True),
     ProbeFamily("masc_sensitivity", "MASC at variance 0.25, 0.5, 0.75, 0.99 and with one component, from the "
                 "one decomposition MASC uses", "latentgen.probe_families:masc_sensitivity_rows", default=False,
