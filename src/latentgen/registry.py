@@ -144,6 +144,9 @@ class Architecture:
     # the set fixed a priori (the ViT's "first and last MLP blocks at rho = 0.75", [P] §5)
     a_priori_layer_set: str | None = None
     description: str = ""
+    # BatchNorm when activations are dumped (BATCHNORM_MODES): the authors' ResNet-18 passes ran
+    # without model.eval() at batch size 1, so each image is normalised by its own statistics (D9)
+    activation_batchnorm: str = "eval"
 
     @property
     def default_seed(self) -> int:
@@ -193,7 +196,7 @@ ARCHITECTURES: Mapping[str, Architecture] = _frozen({a.name: a for a in [
         train={"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "batch_size": 32, "target_acc": FROM_DATASET},
         model_options={"digits": {"widths": (16, 32, 64, 128)}},
         train_by_dataset={"digits": {"lr": 1e-2, "target_acc": 0.99}},
-        description="ResNet-18, CIFAR stem"),
+        description="ResNet-18, CIFAR stem", activation_batchnorm="per_sample"),
 ]})
 
 HPARAM_SOURCES = ("code", "paper")  # the authors' code (default) or the paper's text (D2)
@@ -390,6 +393,17 @@ SIGN_MODES = ("all", "class")  # VeLPIC's sign from all training rows (authors' 
 # HDF5 compresses on one thread: for ResNet-18's 23 GB files on a GPU, lzf is the dump's bottleneck.
 ACTIVATION_COMPRESSIONS = ("lzf", "gzip", "none")
 BATCHNORM_MODES = ("eval", "per_sample")  # BatchNorm at activation time: running stats, or each image alone
+
+
+def activation_batchnorm(arch: str, override: str | None = None) -> str:
+    """The BatchNorm mode of ``arch``'s activation dumps: ``override`` when given (checked), else the
+    architecture's own (``Architecture.activation_batchnorm``: ``per_sample`` for ResNet-18, as the
+    authors, ``eval`` for the others)."""
+    if override is not None:
+        if override not in BATCHNORM_MODES:
+            raise ValueError(f"batchnorm must be one of {', '.join(BATCHNORM_MODES)}, got {override!r}")
+        return override
+    return get_architecture(arch).activation_batchnorm
 
 # --------------------------------------------------------------------------------------------
 # devices
