@@ -9,7 +9,7 @@ moves the rank rule's threshold and the weight of the log priors against the dis
 ``n/(n − K)``, 1.003 for 3,000 rows and 10 classes): predictions differ only where those decide.
 Two routes give the same fit:
 
-- ``method="gram"`` (default): the within-class scatter ``Σ_k (X_k − μ_k)ᵀ(X_k − μ_k)`` accumulated in
+- ``method="gram"`` (the default where n ≥ d): the within-class scatter ``Σ_k (X_k − μ_k)ᵀ(X_k − μ_k)`` accumulated in
   float64 over row blocks of each class, standardised, and its eigendecomposition — the squared
   singular values and right singular vectors of the svd solver's matrix — in one d×d ``eigh``
   instead of an n×d SVD. Tested against scikit-learn (tests/test_discriminant.py: ranks equal,
@@ -19,7 +19,11 @@ Two routes give the same fit:
   at its peak instead of 6.6).
 
 The returned object is a fitted ``LinearDiscriminantAnalysis`` (scikit-learn's own ``predict``),
-with ``within_rank_`` (the first rank rule's count) added.
+with ``within_rank_`` (the first rank rule's count) and ``method_`` added. The gram route works in
+float64 throughout; scikit-learn (and the svd route) in the input's dtype, float32 for
+activations: on layers whose within-class spectrum decays smoothly through ``tol`` the float32
+SVD's rounding alone moves a few test predictions (scikit-learn on float32 and on float64 copies
+of the same rows differ there), so the gram route is tested against scikit-learn on float64.
 
 **QDA** (:class:`AuthorsQDA`): scikit-learn ≤ 1.7's ``QuadraticDiscriminantAnalysis()``. Per class
 an SVD of the centred rows, in the input's dtype; scalings ``S²/(n_k − 1)``; a rank below the
@@ -45,7 +49,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 logger = logging.getLogger("latentgen.discriminant")
 
 WITHIN_SCALES = ("n-K", "n")  # the authors' scikit-learn (0.22-1.3); scikit-learn 1.9
-LDA_METHODS = ("gram", "svd")
+LDA_METHODS = ("auto", "gram", "svd")
 _ROW_BLOCK = 4096  # rows per float64 block when accumulating a Gram matrix
 
 
@@ -66,7 +70,7 @@ def _lda_start(X, y):
     if n_samples == n_classes:
         raise ValueError("The number of samples must be more than the number of classes.")
     if n_classes < 2:
-        raise ValueError(f"LDA needs at least 2 classes, got 1 ({lda.classes_[0]!r})")
+        raise ValueError(f"LDA needs at least 2 classes, got 1 ({lda.classes_[0]})")
     _, counts = np.unique_counts(y)
     lda.priors_ = counts.astype(X.dtype) / float(n_samples)
     lda._max_components = min(n_classes - 1, n_features)
@@ -93,19 +97,25 @@ def _lda_finish(lda, scalings, n_samples, dtype):
     return lda
 
 
-def fit_lda(X, y, *, within_scale="n-K", method="gram") -> LinearDiscriminantAnalysis:
+def fit_lda(X, y, *, within_scale="n-K", method="auto") -> LinearDiscriminantAnalysis:
     """A fitted ``LinearDiscriminantAnalysis`` (solver ``svd``, defaults) with the within-class factor
     ``1/(n − K)`` (``within_scale="n-K"``, the authors') or ``1/n`` (``"n"``, scikit-learn 1.9);
-    ``method`` "gram" (float64 scatter + ``eigh``, fast) or "svd" (scikit-learn's route); see the
-    module docstring."""
+    ``method`` "gram" (float64 scatter + ``eigh``), "svd" (scikit-learn's route) or "auto": gram
+    when there are at least as many rows as features (the d×d ``eigh`` is then the cheaper
+    problem; every layer of the papers' full training sets), else svd. See the module docstring."""
     _check_choice(within_scale, WITHIN_SCALES, "within_scale")
     _check_choice(method, LDA_METHODS, "LDA method")
     X, y, lda = _lda_start(X, y)
     n_samples = len(X)
     fac = 1.0 / (n_samples - len(lda.classes_)) if within_scale == "n-K" else 1.0 / n_samples
+    if method == "auto":
+        method = "gram" if n_samples >= X.shape[1] else "svd"
+    if method == "gram":
+        lda.priors_ = lda.priors_.astype(np.float64)  # the gram route's attributes are all float64
     fit = _within_gram if method == "gram" else _within_svd
     scalings, lda.within_rank_ = fit(lda, X, y, fac)
-    return _lda_finish(lda, scalings, n_samples, X.dtype)
+    lda.method_ = method
+    return _lda_finish(lda, scalings, n_samples, lda.priors_.dtype)
 
 
 def _within_svd(lda, X, y, fac):
@@ -153,7 +163,7 @@ def _within_gram(lda, X, y, fac):
             block = Xk[i:i + _ROW_BLOCK].astype(np.float64) - means[k]
             scatter += block.T @ block
         del Xk
-    lda.means_ = means.astype(X.dtype)
+    lda.means_ = means
     lda.xbar_ = lda.priors_ @ lda.means_
     # scikit-learn: std of the centred rows, 1 where it is 0 (constant within every class; the
     # exact test keeps rounding residue of such a feature out of the rank)
@@ -164,12 +174,11 @@ def _within_gram(lda, X, y, fac):
     scatter /= std[:, None]
     scatter /= std[None, :]
     scatter *= fac
-    w, V = scipy.linalg.eigh(scatter, overwrite_a=True, check_finite=False)
+    w, V = scipy.linalg.eigh(scatter, overwrite_a=True, check_finite=False, driver="evd")
     del scatter
     S = np.sqrt(np.clip(w[::-1], 0.0, None))  # rounding can leave a zero eigenvalue slightly negative
     rank = int(np.sum(S > lda.tol))
-    scalings = (V[:, ::-1][:, :rank] / std[:, None]) / S[:rank]
-    return scalings.astype(X.dtype), rank
+    return (V[:, ::-1][:, :rank] / std[:, None]) / S[:rank], rank
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,13 +207,13 @@ class AuthorsQDA(ClassifierMixin, BaseEstimator):
         self.classes_, y_idx = np.unique(y, return_inverse=True)
         n_samples, n_features = X.shape
         if len(self.classes_) < 2:
-            raise ValueError(f"QDA needs at least 2 classes, got 1 ({self.classes_[0]!r})")
+            raise ValueError(f"QDA needs at least 2 classes, got 1 ({self.classes_[0]})")
         self.priors_ = np.bincount(y_idx) / float(n_samples)
         means, self.scalings_, self.rotations_, ranks = [], [], [], []
         for k in range(len(self.classes_)):
             Xg = X[y_idx == k, :]
             if len(Xg) == 1:
-                raise ValueError(f"y has only 1 sample in class {self.classes_[k]!r}, covariance is ill defined.")
+                raise ValueError(f"y has only 1 sample in class {self.classes_[k]}, covariance is ill defined.")
             meang = Xg.mean(0)
             means.append(meang)
             _, S, Vt = np.linalg.svd(Xg - meang, full_matrices=False)
@@ -257,7 +266,7 @@ class AuthorsLDA(ClassifierMixin, BaseEstimator):
     """:func:`fit_lda` as an estimator (for ``latentgen.baselines.PROBES``): ``lda_`` is the fitted
     ``LinearDiscriminantAnalysis``, whose ``decision_function`` and ``predict`` this one uses."""
 
-    def __init__(self, within_scale="n-K", method="gram"):
+    def __init__(self, within_scale="n-K", method="auto"):
         self.within_scale = within_scale
         self.method = method
 
