@@ -7,8 +7,9 @@ Markdown (the same cells).
 
 A probe's **best layer** (SPEC D14, the authors' ``Table_values.ipynb``): per model, dataset and
 corruption degree, the mean over runs of the final-epoch test accuracy of each layer, then the
-maximum of these means over the non-input layers; ties go to the earlier layer (the registry's
-``probe_layers`` order). The best single run may sit on another layer; the table does not look.
+maximum of these means over the layers the authors' table takes — the hidden layers, and for the
+CNN the input layer too (``registry.Architecture.best_layer_includes_input``); ties go to the
+earlier layer (the registry's ``probe_layers`` order). The best single run may sit on another layer; the table does not look.
 Each run's final epoch is the largest ``epoch`` of its rows in the probe tables, which must be
 its train log's last epoch.
 
@@ -43,9 +44,10 @@ if TYPE_CHECKING:
 PROBE_COLUMNS = ["model", "dataset", "corruption", "run", "epoch", "layer", "probe", "fit_labels", "split", "accuracy"]
 RELABEL_COLUMNS = ["model", "dataset", "corruption", "run", "subspaces", "layer", "layer_select_acc", "epochs_trained",
                    "stopped_early", "best_epoch", "test_acc_80_before", "test_acc_80_after", "test_acc_20_before",
-                   "test_acc_20_after", "relabel_agreement_true", "relabel_agreement_corrupted"]
+                   "test_acc_20_after", "relabel_agreement_true", "relabel_agreement_corrupted",
+                   "test_acc_80_last", "test_acc_20_last"]  # _after: the best epoch's model; _last: the last epoch's
 INPUT_KINDS = ("probes", "train_logs", "relabel", "metrics")
-INPUT_LAYER = "input"  # never a best layer (D14)
+INPUT_LAYER = "input"  # a best layer only where the architecture's entry says (the CNN's, D14)
 KEYS = ["model", "dataset", "corruption"]
 LABEL_SETS = ("corrupted", "true")
 MASC_PAIRS = (("masc", "corrupted"), ("masc", "true"), ("velpic", "corrupted"), ("velpic", "true"))
@@ -231,12 +233,20 @@ def layer_rank(model: str, layer: str) -> int:
     return layers.index(layer) if layer in layers else len(layers)
 
 
+def counts_input(model: str) -> bool:
+    """Does the best layer of ``model`` range over its input layer (the CNN's, as the authors' table)?"""
+    arch = registry.ARCHITECTURES.get(model)
+    return bool(arch and arch.best_layer_includes_input)
+
+
 def layer_means(final: "pd.DataFrame", probe: str, fit_labels: str, split: str = "test") -> "pd.DataFrame":
-    """Per model/dataset/degree and non-input layer: mean over runs (``accuracy``) and ``runs``.
+    """Per model/dataset/degree and table layer (the input layer only where :func:`counts_input`):
+    mean over runs (``accuracy``) and ``runs``.
 
     Raises ValueError where a key's layers were probed on different sets of runs."""
+    table_layer = (final["layer"] != INPUT_LAYER) | final["model"].map(counts_input)
     rows = final[(final["probe"] == probe) & (final["fit_labels"] == fit_labels) & (final["split"] == split)
-                 & (final["layer"] != INPUT_LAYER)]
+                 & table_layer]
     # one row per run and layer: read_probe_tables refuses duplicates. A run whose probe could not
     # be fit (NaN) makes the layer's mean NaN: a mean over fewer runs would not be comparable
     means = rows.groupby([*KEYS, "layer"], sort=False).agg(accuracy=("accuracy", lambda a: a.mean(skipna=False)),
@@ -250,7 +260,7 @@ def layer_means(final: "pd.DataFrame", probe: str, fit_labels: str, split: str =
 
 
 def best_layers(final: "pd.DataFrame", probe: str, fit_labels: str, split: str = "test") -> "pd.DataFrame":
-    """``model,dataset,corruption,accuracy,layer,runs``: the best non-input layer by mean over runs (D14)."""
+    """``model,dataset,corruption,accuracy,layer,runs``: the best table layer by mean over runs (D14)."""
     import pandas as pd
 
     means = layer_means(final, probe, fit_labels, split)
@@ -313,7 +323,7 @@ def _add_best(table, keys, final, probes, probe: str, labels: str, name: str) ->
     missing = missing[missing["_merge"] == "left_only"]
     if not missing.empty:
         key = tuple(missing.iloc[0][KEYS])
-        raise ValueError(f"no non-input {probe} test rows with fit_labels={labels} for {key[0]}-{key[1]} "
+        raise ValueError(f"no {probe} test rows of a table layer with fit_labels={labels} for {key[0]}-{key[1]} "
                          f"c={key[2]} in {_key_files(probes, key)}")
     return table.merge(best[KEYS + ["accuracy", "layer"]].rename(columns={"accuracy": name, "layer": f"{name}_layer"}),
                        on=KEYS, how="inner")
@@ -356,16 +366,22 @@ def build_table_baselines(probes: "pd.DataFrame", logs: "pd.DataFrame") -> "pd.D
 
 
 def build_table_relabel(relabel: "pd.DataFrame") -> "pd.DataFrame":
-    """Per model × degree × subspaces: means over runs, and per run (in run order, ``;``-joined) the
-    chosen layer, epochs trained and best epoch; ``stopped_early`` counts runs stopped early."""
+    """Per model × degree × subspaces, means over runs. ``test_acc_80_after`` / ``test_acc_20_after``
+    and ``gain_80`` are the **last** retraining epoch's, as the authors report (their script trains
+    on and logs every epoch); ``test_acc_80_best`` / ``test_acc_20_best`` are early stopping's best
+    epoch's (the result files' ``_after``). Per run (in run order, ``;``-joined): the chosen layer,
+    epochs trained and best epoch; ``stopped_early`` counts runs stopped early."""
     import pandas as pd
 
     rows = []
-    means = ["test_acc_80_before", "test_acc_80_after", "test_acc_20_before", "test_acc_20_after",
-             "relabel_agreement_true", "relabel_agreement_corrupted"]
+    means = {"test_acc_80_before": "test_acc_80_before", "test_acc_80_after": "test_acc_80_last",
+             "test_acc_80_best": "test_acc_80_after", "test_acc_20_before": "test_acc_20_before",
+             "test_acc_20_after": "test_acc_20_last", "test_acc_20_best": "test_acc_20_after",
+             "relabel_agreement_true": "relabel_agreement_true",
+             "relabel_agreement_corrupted": "relabel_agreement_corrupted"}
     for key, group in relabel.sort_values("run").groupby([*KEYS, "subspaces"], sort=False):
         row = dict(zip([*KEYS, "subspaces"], key), runs=group["run"].nunique())
-        row.update({c: group[c].mean() for c in means})
+        row.update({name: group[source].mean() for name, source in means.items()})
         row["gain_80"] = row["test_acc_80_after"] - row["test_acc_80_before"]
         for c in ("layer", "epochs_trained", "best_epoch"):
             row[c] = ";".join(str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in group[c])
@@ -375,8 +391,9 @@ def build_table_relabel(relabel: "pd.DataFrame") -> "pd.DataFrame":
     table["_subspaces"] = table["subspaces"].map(lambda s: LABEL_SETS.index(s) if s in LABEL_SETS else 9)
     table = _sorted(table, ["_subspaces"]).drop(columns="_subspaces")
     return table[[*KEYS, "subspaces", "runs", "test_acc_80_before", "test_acc_80_after", "gain_80",
-                  "test_acc_20_before", "test_acc_20_after", "relabel_agreement_true",
-                  "relabel_agreement_corrupted", "layer", "epochs_trained", "best_epoch", "stopped_early"]]
+                  "test_acc_80_best", "test_acc_20_before", "test_acc_20_after", "test_acc_20_best",
+                  "relabel_agreement_true", "relabel_agreement_corrupted", "layer", "epochs_trained", "best_epoch",
+                  "stopped_early"]]
 
 
 def build_table_sensitivity(probes: "pd.DataFrame") -> "pd.DataFrame":
@@ -448,10 +465,11 @@ def _cells_baselines(t):
 
 
 def _cells_relabel(t):
-    heads = ["Model", "c (%)", "Subspaces", "Runs", "Before (80 %)", "After (80 %)", "Gain", "Layer(s)",
-             "Epochs", "Stopped early"]
+    heads = ["Model", "c (%)", "Subspaces", "Runs", "Before (80 %)", "After, last epoch (80 %)", "Gain",
+             "Best epoch (80 %)", "Layer(s)", "Epochs", "Stopped early"]
     rows = [[_label(r["model"], r["dataset"]), f"{100 * r['corruption']:.0f}", _NAMES.get(r["subspaces"], "?"),
              str(r["runs"]), percent(r["test_acc_80_before"]), percent(r["test_acc_80_after"]), percent(r["gain_80"]),
+             percent(r["test_acc_80_best"]),
              ", ".join(_layer(x) for x in str(r["layer"]).split(";")), str(r["epochs_trained"]).replace(";", ", "),
              f"{r['stopped_early']}/{r['runs']}"] for r in t.to_dict("records")]
     return heads, rows
