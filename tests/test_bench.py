@@ -48,3 +48,12 @@ def test_curvature_benchmark_reference_agrees_with_ours(capsys, mnist_root):
     assert result["heap_matches_our_order"] and result["reference_sweep_heap_finished"]
     kept = result["sweep_pairs_kept"]
     assert kept == sorted(kept, reverse=True) and kept[0] > kept[-1] >= 1  # fewer pairs as rho falls
+
+
+def test_probes_benchmark_lda_times_scikit_learn_against_the_gram_route(capsys, mnist_root):
+    result = _bench(capsys, "probes", "--lda", "--data-root", str(mnist_root), "--n-train", "2500", "--n-test",
+                    "1000")
+    assert result["data"].startswith("MNIST fc4") and (result["lda_n_train"], result["lda_n_features"]) == (2500, 2048)
+    assert result["lda_ratio"] == pytest.approx(result["lda_sklearn_s"] / result["lda_gram_s"])
+    assert result["lda_between_rank_sklearn"] == result["lda_between_rank_gram"]
+    assert 0.1 < result["lda_accuracy_gram"] <= 1 and result["lda_agreement"] > 0.99
