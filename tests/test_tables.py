@@ -198,6 +198,8 @@ def test_the_cnns_best_layer_may_be_its_input_layer_as_the_authors_table(tmp_pat
     best = tables.best_layers(frame, "masc", "corrupted").set_index("model")
     assert (best.loc["cnn", "layer"], best.loc["cnn", "accuracy"]) == ("input", 0.9)
     assert (best.loc["mlp", "layer"], best.loc["mlp", "accuracy"]) == ("fc3", 0.7)
+    hidden = tables.best_layers(frame, "masc", "corrupted", with_input=False).set_index("model")  # table_sensitivity's
+    assert hidden.loc["cnn", "layer"] == "fc2" and hidden.loc["mlp", "layer"] == "fc3"
 
 
 def test_missing_and_inconsistent_inputs_name_the_file(inputs, tmp_path):

@@ -79,10 +79,10 @@ def _final(inp: Inputs) -> "pd.DataFrame":
     return final_rows(inp.probes)
 
 
-def _best(final: "pd.DataFrame", probe: str, labels: str) -> "pd.DataFrame":
+def _best(final: "pd.DataFrame", probe: str, labels: str, with_input: bool = True) -> "pd.DataFrame":
     from latentgen.tables import best_layers
 
-    best = best_layers(final, probe, labels)
+    best = best_layers(final, probe, labels, with_input=with_input)
     if best.empty:
         raise NotEvaluable(f"no {probe} test rows of a table layer with fit_labels={labels} in the final-model probe "
                            "tables")
@@ -199,7 +199,7 @@ def _threshold_robust(inp: Inputs):
     present = [(p, label) for p, label in SENSITIVITY if p in set(final["probe"])]
     if len(present) < 2:
         raise NotEvaluable("fewer than two MASC thresholds (masc_var*, masc_1pc) in the final-model probe tables")
-    best = {label: _best(final, p, "corrupted") for p, label in present}
+    best = {label: _best(final, p, "corrupted", with_input=False) for p, label in present}  # table_sensitivity's
 
     def measure(m, d, rows):
         ranges = {}

@@ -9,7 +9,7 @@ A probe's **best layer** (SPEC D14, the authors' ``Table_values.ipynb``): per mo
 corruption degree, the mean over runs of the final-epoch test accuracy of each layer, then the
 maximum of these means over the layers the authors' table takes — the hidden layers, and for the
 CNN the input layer too (``registry.Architecture.best_layer_includes_input``); ties go to the
-earlier layer (the registry's ``probe_layers`` order). The best single run may sit on another layer; the table does not look.
+earlier layer (the registry's ``probe_layers`` order). ``table_sensitivity`` takes hidden layers only. The best single run may sit on another layer; the table does not look.
 Each run's final epoch is the largest ``epoch`` of its rows in the probe tables, which must be
 its train log's last epoch.
 
@@ -126,12 +126,13 @@ def counts_input(model: str) -> bool:
     return bool(arch and arch.best_layer_includes_input)
 
 
-def layer_means(final: "pd.DataFrame", probe: str, fit_labels: str, split: str = "test") -> "pd.DataFrame":
-    """Per model/dataset/degree and table layer (the input layer only where :func:`counts_input`):
-    mean over runs (``accuracy``) and ``runs``.
+def layer_means(final: "pd.DataFrame", probe: str, fit_labels: str, split: str = "test", *,
+                with_input: bool = True) -> "pd.DataFrame":
+    """Per model/dataset/degree and table layer (the input layer only where :func:`counts_input`,
+    and never with ``with_input=False``): mean over runs (``accuracy``) and ``runs``.
 
     Raises ValueError where a key's layers were probed on different sets of runs."""
-    table_layer = (final["layer"] != INPUT_LAYER) | final["model"].map(counts_input)
+    table_layer = (final["layer"] != INPUT_LAYER) | (final["model"].map(counts_input) & with_input)
     rows = final[(final["probe"] == probe) & (final["fit_labels"] == fit_labels) & (final["split"] == split)
                  & table_layer]
     # one row per run and layer: read_probe_tables refuses duplicates. A run whose probe could not
@@ -146,11 +147,13 @@ def layer_means(final: "pd.DataFrame", probe: str, fit_labels: str, split: str =
     return means
 
 
-def best_layers(final: "pd.DataFrame", probe: str, fit_labels: str, split: str = "test") -> "pd.DataFrame":
-    """``model,dataset,corruption,accuracy,layer,runs``: the best table layer by mean over runs (D14)."""
+def best_layers(final: "pd.DataFrame", probe: str, fit_labels: str, split: str = "test", *,
+                with_input: bool = True) -> "pd.DataFrame":
+    """``model,dataset,corruption,accuracy,layer,runs``: the best table layer by mean over runs (D14;
+    ``with_input=False``: hidden layers only, whatever the architecture)."""
     import pandas as pd
 
-    means = layer_means(final, probe, fit_labels, split)
+    means = layer_means(final, probe, fit_labels, split, with_input=with_input)
     if means.empty:
         return pd.DataFrame(columns=[*KEYS, "accuracy", "layer", "runs"])
     means["_rank"] = [layer_rank(m, layer) for m, layer in zip(means["model"], means["layer"])]
@@ -203,9 +206,9 @@ def _key_files(probes: "pd.DataFrame", key) -> str:
     return ", ".join(sorted(set(files))) or "no probe table"
 
 
-def _add_best(table, keys, final, probes, probe: str, labels: str, name: str) -> "pd.DataFrame":
+def _add_best(table, keys, final, probes, probe: str, labels: str, name: str, with_input: bool = True):
     """``table`` with columns ``name``, ``name_layer``: ``probe``'s best layer for every key (or ValueError)."""
-    best = best_layers(final, probe, labels)
+    best = best_layers(final, probe, labels, with_input=with_input)
     missing = keys.merge(best[KEYS], how="left", indicator=True)
     missing = missing[missing["_merge"] == "left_only"]
     if not missing.empty:
@@ -284,8 +287,10 @@ def build_table_relabel(relabel: "pd.DataFrame") -> "pd.DataFrame":
 
 
 def build_table_sensitivity(probes: "pd.DataFrame") -> "pd.DataFrame":
-    """Per model × degree, MASC (corrupted-label subspaces) at its best layer per variance threshold;
-    the 0.99 column falls back to the ``masc`` rows where no ``masc_var0.99`` rows exist."""
+    """Per model × degree, MASC (corrupted-label subspaces) at its best hidden layer per variance
+    threshold (never the input layer: the CNN's input rule is Table_values.ipynb's, whose tables do
+    not cover the thresholds); the 0.99 column falls back to the ``masc`` rows where no
+    ``masc_var0.99`` rows exist."""
     final = final_rows(probes)
     final = final[final["fit_labels"] == "corrupted"]
     table = final[final["probe"].isin([p for p, _ in SENSITIVITY])][KEYS].drop_duplicates()
@@ -295,7 +300,7 @@ def build_table_sensitivity(probes: "pd.DataFrame") -> "pd.DataFrame":
     keys = table.copy()
     for probe, _ in SENSITIVITY:
         source = probe if probe in set(final["probe"]) or probe != "masc_var0.99" else "masc"
-        table = _add_best(table, keys, final, probes, source, "corrupted", probe)
+        table = _add_best(table, keys, final, probes, source, "corrupted", probe, with_input=False)
     return _sorted(table)
 
 
