@@ -115,7 +115,7 @@ def _check_lda(X, y, T, y_test, full=True):
     return authors
 
 
-@pytest.mark.parametrize("layer", ["fc4", "fc2"])
+@pytest.mark.parametrize("layer", ["fc1", "fc2", "fc3", "fc4"])
 def test_lda_matches_scikit_learn_on_the_mlp(mlp_layers, labels, layer):
     train, test = mlp_layers
     for fit_labels in ("corrupted", "true"):

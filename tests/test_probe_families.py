@@ -132,8 +132,7 @@ def test_rows_cover_every_family_label_set_and_split(all_rows, file_arrays):
         ("masc", "corrupted"), ("masc", "true"), ("masc", "corrupted@0.6"), ("velpic", "corrupted"),
         ("velpic", "true"), ("velpic", "corrupted@0.6"), ("logistic", "corrupted"), ("logistic", "true")]
     assert list(frame.layer.drop_duplicates()) == file_arrays["layers"]
-    ok = frame[frame.probe != "qda"]
-    assert ok.accuracy.between(0, 1).all()
+    assert frame.accuracy.between(0, 1).all()  # QDA included: a number on every layer, as the authors' code
 
 
 def test_the_tmlr_rows_are_unchanged_by_more_families(all_rows, default_rows):
