@@ -194,10 +194,12 @@ def test_the_cnns_best_layer_may_be_its_input_layer_as_the_authors_table(tmp_pat
             for layer, v in zip(layers, [0.9, 0.5, 0.6, 0.7, 0.4])]
     rows += [("mlp", "digits", 0.4, 1, 3, layer, "masc", "corrupted", "test", v)
              for layer, v in zip(LAYERS, [0.9, 0.5, 0.6, 0.7, 0.4])]
-    frame = pd.DataFrame(rows, columns=HEADER).assign(_file="x")
+    pd.DataFrame(rows, columns=HEADER).to_csv(tmp_path / "p.csv", index=False)
+    frame = tables.read_probe_tables([tmp_path / "p.csv"])  # string columns, as every build reads them
     best = tables.best_layers(frame, "masc", "corrupted").set_index("model")
     assert (best.loc["cnn", "layer"], best.loc["cnn", "accuracy"]) == ("input", 0.9)
     assert (best.loc["mlp", "layer"], best.loc["mlp", "accuracy"]) == ("fc3", 0.7)
+    assert tables.best_layers(frame.iloc[:0], "masc", "corrupted").empty  # no rows: no best layer, no error
     hidden = tables.best_layers(frame, "masc", "corrupted", with_input=False).set_index("model")  # table_sensitivity's
     assert hidden.loc["cnn", "layer"] == "fc2" and hidden.loc["mlp", "layer"] == "fc3"
 

@@ -132,7 +132,8 @@ def layer_means(final: "pd.DataFrame", probe: str, fit_labels: str, split: str =
     and never with ``with_input=False``): mean over runs (``accuracy``) and ``runs``.
 
     Raises ValueError where a key's layers were probed on different sets of runs."""
-    table_layer = (final["layer"] != INPUT_LAYER) | (final["model"].map(counts_input) & with_input)
+    with_input_models = [m for m in registry.ARCHITECTURES if counts_input(m)] if with_input else []
+    table_layer = (final["layer"] != INPUT_LAYER) | final["model"].isin(with_input_models)
     rows = final[(final["probe"] == probe) & (final["fit_labels"] == fit_labels) & (final["split"] == split)
                  & table_layer]
     # one row per run and layer: read_probe_tables refuses duplicates. A run whose probe could not
