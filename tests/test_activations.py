@@ -157,7 +157,7 @@ RESNET_NODES = {"maxpool": "l0", "layer1.0.relu": "l0_1", "layer1.0.relu_1": "l0
 
 
 def test_resnet_dump_matches_the_authors_feature_extractor_in_eval_mode(resnet_run, tmp_path, digits):
-    path = dump_activations(resnet_run, tmp_path / "r.h5", batch_size=40, device="cpu")
+    path = dump_activations(resnet_run, tmp_path / "r.h5", batch_size=40, device="cpu", batchnorm="eval")
     model, _ = load_checkpoint(resnet_run)
     extractor = create_feature_extractor(model, return_nodes=RESNET_NODES).eval()
     with torch.no_grad():
@@ -193,10 +193,36 @@ def test_per_sample_batchnorm_is_the_authors_batch_size_1_train_mode():
     assert not torch.allclose(plain, ours["l4"], atol=1e-3)
 
 
-def test_per_sample_dump_runs_and_is_recorded(resnet_run, tmp_path):
-    path = dump_activations(resnet_run, tmp_path / "p.h5", batchnorm="per_sample", layers=["l0", "bf_last"])
-    with open_activations(path) as acts:
-        assert acts.meta["batchnorm"] == "per_sample" and np.isfinite(acts.array("train", "l0")).all()
+def test_resnet_dumps_default_to_the_authors_per_sample_batchnorm(resnet_run, cnn_run, tmp_path, digits):
+    """The registry's one fact: ResNet-18 dumps use per-image BatchNorm unless told otherwise."""
+    from latentgen import registry
+    from latentgen.__main__ import main
+
+    assert registry.activation_batchnorm("resnet18") == "per_sample"
+    assert {registry.activation_batchnorm(a) for a in registry.ARCHITECTURES if a != "resnet18"} == {"eval"}
+    assert registry.activation_batchnorm("resnet18", "eval") == "eval"
+    with pytest.raises(ValueError, match="batchnorm must be one of eval, per_sample"):
+        registry.activation_batchnorm("mlp", "train")
+    default = dump_activations(resnet_run, tmp_path / "p.h5", layers=["l0", "bf_last"], device="cpu")
+    explicit = dump_activations(resnet_run, tmp_path / "e.h5", layers=["l0", "bf_last"], device="cpu",
+                                batchnorm="per_sample")
+    evaluated = dump_activations(resnet_run, tmp_path / "v.h5", layers=["l0", "bf_last"], device="cpu",
+                                 batchnorm="eval")
+    with open_activations(default) as a, open_activations(explicit) as b, open_activations(evaluated) as c:
+        assert a.meta["batchnorm"] == "per_sample" and c.meta["batchnorm"] == "eval"
+        assert np.isfinite(a.array("train", "l0")).all()
+        np.testing.assert_array_equal(a.array("test", "bf_last"), b.array("test", "bf_last"))
+        assert not np.allclose(a.array("test", "bf_last"), c.array("test", "bf_last"), atol=1e-4)
+    # the command: its default is the architecture's, --batchnorm eval the setting
+    assert main(["activations", "--checkpoint", str(resnet_run), "--out", str(tmp_path / "cli.h5"), "--layers",
+                 "bf_last", "--device", "cpu"]) == 0
+    assert main(["activations", "--checkpoint", str(resnet_run), "--out", str(tmp_path / "cli_eval.h5"), "--layers",
+                 "bf_last", "--device", "cpu", "--batchnorm", "eval"]) == 0
+    with open_activations(tmp_path / "cli.h5") as a, open_activations(tmp_path / "cli_eval.h5") as c:
+        assert (a.meta["batchnorm"], c.meta["batchnorm"]) == ("per_sample", "eval")
+    cnn = dump_activations(cnn_run / "checkpoints" / "epoch1.pt", tmp_path / "cnn.h5", layers=["fc3"], device="cpu")
+    with open_activations(cnn) as acts:
+        assert acts.meta["batchnorm"] == "eval"
 
 
 def test_bad_arguments(cnn_run, tmp_path):
@@ -207,6 +233,8 @@ def test_bad_arguments(cnn_run, tmp_path):
         dump_activations(ckpt, tmp_path / "x.h5", compression="zstd")
     with pytest.raises(ValueError, match="batch size"):
         dump_activations(ckpt, tmp_path / "x.h5", batch_size=0)
+    with pytest.raises(ValueError, match="batchnorm must be one of"):
+        dump_activations(ckpt, tmp_path / "x.h5", batchnorm="train")
     with pytest.raises(FileNotFoundError):
         dump_activations(tmp_path / "nope.pt", tmp_path / "x.h5")
     assert not (tmp_path / "x.h5").exists()

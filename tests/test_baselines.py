@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from sklearn.discriminant_analysis import LinearDiscriminantAnalysis, QuadraticDiscriminantAnalysis
+from latentgen.discriminant import AuthorsLDA, AuthorsQDA
 from sklearn.neighbors import KNeighborsClassifier
 
 from latentgen.baselines import PROBES, CosineKNN, LogisticRegressionProbe, NearestClassMean, knn_probe, make_probe
@@ -42,8 +42,8 @@ def test_knn_lda_qda_are_the_authors_settings():
     reference = knn_probe()  # what CosineKNN computes (tests/test_probe_families.py: equal on MNIST)
     assert isinstance(reference, KNeighborsClassifier) and reference.n_neighbors == 5 and reference.metric == "cosine"
     lda, qda = make_probe("lda"), make_probe("qda")
-    assert isinstance(lda, LinearDiscriminantAnalysis) and lda.solver == "svd"
-    assert isinstance(qda, QuadraticDiscriminantAnalysis) and qda.reg_param == 0
+    assert isinstance(lda, AuthorsLDA) and lda.within_scale == "n-K"  # scikit-learn <= 1.3's svd solver
+    assert isinstance(qda, AuthorsQDA) and qda.tol == 1e-4  # scikit-learn <= 1.7's QDA, reg_param=0
 
 
 def test_knn_matches_brute_force_cosine_vote():

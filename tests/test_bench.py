@@ -55,3 +55,12 @@ def test_probe_run_benchmark_times_both_paths_on_the_same_run(capsys, mnist_root
     assert result["checkpoints"] == 2 and result["identical"] is True  # epochs 0 and 1, the same bytes both ways
     assert result["ours_seconds"] > 0 and result["reference_seconds"] > 0
     assert result["ratio"] == pytest.approx(result["reference_seconds"] / result["ours_seconds"])
+
+
+def test_probes_benchmark_lda_times_scikit_learn_against_the_gram_route(capsys, mnist_root):
+    result = _bench(capsys, "probes", "--lda", "--data-root", str(mnist_root), "--n-train", "2500", "--n-test",
+                    "1000")
+    assert result["data"].startswith("MNIST fc4") and (result["lda_n_train"], result["lda_n_features"]) == (2500, 2048)
+    assert result["lda_ratio"] == pytest.approx(result["lda_sklearn_s"] / result["lda_gram_s"])
+    assert result["lda_between_rank_sklearn"] == result["lda_between_rank_gram"]
+    assert 0.1 < result["lda_accuracy_gram"] <= 1 and result["lda_agreement"] > 0.99

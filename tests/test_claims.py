@@ -30,15 +30,21 @@ PROBE_HEADER = ["model", "dataset", "corruption", "run", "epoch", "layer", "prob
 
 def healthy_2025():
     """Per degree: the model's test accuracy and each probe's value on its best layer (fc2)."""
-    model = {0.0: 0.95, 0.2: 0.80, 0.6: 0.40, 1.0: 0.20}
+    model = {0.0: 0.95, 0.2: 0.80, 0.6: 0.25, 1.0: 0.20}
     masc = {0.0: 0.94, 0.2: 0.85, 0.6: 0.70, 1.0: 0.55}
     return {"model": model,
+            ("masc_var0.25", "corrupted"): {c: v - 0.03 for c, v in masc.items()},
+            ("masc_var0.5", "corrupted"): {c: v - 0.02 for c, v in masc.items()},
+            ("masc_var0.75", "corrupted"): {c: v - 0.01 for c, v in masc.items()},
+            ("masc_var0.99", "corrupted"): masc,
+            ("masc_1pc", "corrupted"): {c: v - 0.05 for c, v in masc.items()},
+            "clean": {c: v + 0.05 for c, v in masc.items() if c},  # the c = 0 model, degree c's subspaces
             ("masc", "corrupted"): masc,
             ("masc", "true"): {c: v + (0.03 if c else 0) for c, v in masc.items()},
             ("velpic", "corrupted"): {c: v + 0.02 for c, v in masc.items()},
             ("logistic", "corrupted"): {c: v - 0.01 for c, v in masc.items()},
             ("ncm", "corrupted"): {c: v - 0.10 for c, v in masc.items()},
-            "relabel": (0.50, 0.52)}
+            "relabel": (0.50, 0.52, 0.55)}  # before, last epoch, best epoch
 
 
 def write_2025(root: Path, world: dict, models=("mlp",)) -> dict:
@@ -56,6 +62,11 @@ def write_2025(root: Path, world: dict, models=("mlp",)) -> dict:
                     for layer in LAYERS:
                         v = 0.99 if layer == "input" else best if layer == "fc2" else best - 0.05
                         rows.append((arch, "digits", c, run, final, layer, probe, labels, "test", max(v, 0.0)))
+                if c == 0:  # the clean model probed with every other degree's subspaces (-exp3)
+                    for degree, best in world.get("clean", {}).items():
+                        for layer in LAYERS:
+                            v = 0.99 if layer == "input" else best if layer == "fc2" else best - 0.05
+                            rows.append((arch, "digits", c, run, final, layer, "masc", f"corrupted@{degree}", "test", v))
                 path = root / "probes" / arch / f"c{c}" / f"run{run}.csv"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 pd.DataFrame(rows, columns=PROBE_HEADER).to_csv(path, index=False)
@@ -66,15 +77,16 @@ def write_2025(root: Path, world: dict, models=("mlp",)) -> dict:
                 pd.DataFrame({"epoch": range(final + 1), "loss": 0.1, "train_acc_corrupted": 0.9, "train_acc_true": 0.9,
                               "test_acc": test_acc, "seconds": 0.1}).to_csv(log, index=False)
                 logs.append(str(log))
-                before, after = world["relabel"]
+                before, last, best = world["relabel"]
                 for subspaces in ("corrupted", "true"):
                     rel = root / "relabel" / arch / f"c{c}_run{run}_{subspaces}.csv"
                     rel.parent.mkdir(parents=True, exist_ok=True)
                     pd.DataFrame([dict(model=arch, dataset="digits", corruption=c, run=run, subspaces=subspaces,
                                        layer="fc2", layer_select_acc=0.8, epochs_trained=4, stopped_early=True,
-                                       best_epoch=1, test_acc_80_before=before, test_acc_80_after=after,
-                                       test_acc_20_before=before, test_acc_20_after=after, relabel_agreement_true=0.9,
-                                       relabel_agreement_corrupted=0.5)]).to_csv(rel, index=False)
+                                       best_epoch=1, test_acc_80_before=before, test_acc_80_after=best,
+                                       test_acc_20_before=before, test_acc_20_after=best, relabel_agreement_true=0.9,
+                                       relabel_agreement_corrupted=0.5, test_acc_80_last=last,
+                                       test_acc_20_last=last)]).to_csv(rel, index=False)
                     relabel.append(str(rel))
     return {"probes": probes, "train_logs": logs, "relabel": relabel}
 
@@ -99,7 +111,7 @@ def masc_curve(layer, e, c):
         return 0.99
     if c == 0:
         return model_curve(e, c) - (0.0 if layer == "fc4" else 0.05)
-    offset = 0.01 * LAYERS.index(layer)
+    offset = 0.01 * (len(LAYERS) - 1 - LAYERS.index(layer))  # later layers better (the MLP, TMLR §4)
     return (model_curve(e, c) - 0.05 if e <= 4 else 0.85 - 0.01 * (e - 4)) - offset
 
 
@@ -158,7 +170,7 @@ def test_every_claim_holds_in_the_healthy_world(tmp_path):
     assert wrong.empty, wrong[["claim_id", "scope", "measured", "evidence"]].to_string()
     row = frame.set_index("claim_id").loc["masc_beats_model"]
     assert row["scope"] == "MLP-Digits" and row["measured"] == pytest.approx(0.05)  # c=0.2: 0.85 - 0.80
-    assert frame.set_index("claim_id").loc["masc_gain_150", "measured"] == pytest.approx(0.55 / 0.20 - 1)
+    assert frame.set_index("claim_id").loc["masc_gain_150", "measured"] == pytest.approx(0.70 / 0.25 - 1)
     assert frame.set_index("claim_id").loc["fig13_true_fraction", "measured"] == pytest.approx(0.02)
     assert set(frame["paper"]) == {"tmlr2026", "decoding2025"}
 
@@ -172,12 +184,14 @@ def _changed_2025(**changes):
 
 
 CASES_2025 = {
-    "masc_beats_model": _changed_2025(masc__corrupted={0.6: 0.35}),
-    "masc_gain_150": _changed_2025(model={1.0: 0.30}),
-    "true_ge_corrupted": _changed_2025(masc__true={0.6: 0.65}),
+    "masc_beats_model": _changed_2025(masc__corrupted={0.2: 0.75}),
+    "masc_gain_150": _changed_2025(model={0.6: 0.40}),
+    "true_ge_corrupted": _changed_2025(masc__true={0.6: 0.69}),  # −1 pp: beyond the 0.5 pp tolerance
+    "clean_model_masc": _changed_2025(clean={0.2: 0.90, 0.6: 0.60}),
+    "masc_threshold_robust": _changed_2025(masc_1pc__corrupted={0.6: 0.50}),
     "baselines_comparable": _changed_2025(logistic__corrupted={c: v - 0.1 for c, v in
                                                                 healthy_2025()[("masc", "corrupted")].items()}),
-    "relabel_improves": _changed_2025(relabel=(0.50, 0.48)),
+    "relabel_improves": _changed_2025(relabel=(0.50, 0.48, 0.55)),  # the best epoch improves, the last not
 }
 
 
@@ -215,6 +229,8 @@ CASES_TMLR = {
                                          else f(layer, s, e, c)),
     "masc_matches_model_c0": _changed_tmlr("masc", lambda f: lambda layer, s, e, c: f(layer, s, e, c) - 0.1
                                            if c == 0 and layer == "fc4" else f(layer, s, e, c)),
+    "layer_order": _changed_tmlr("masc", lambda f: lambda layer, s, e, c: f(layer, s, e, c) + 0.1
+                                 if c and layer == "fc1" else f(layer, s, e, c)),
 }
 
 
@@ -285,3 +301,101 @@ def test_command_writes_claims_csv_and_sidecar(tmp_path, capsys):
     assert "claims:" in capsys.readouterr().out
     assert main(["claims", "--metrics", str(tmp_path / "missing.csv"), "--out", str(out)]) == 1
     assert "missing.csv does not exist" in capsys.readouterr().err
+
+
+# -------------------------------------------------------------------------------------------- the authors' values
+# Each criterion must hold on the authors' own numbers. SPEC has no table of them; these are from
+# the authors' repository [M] simranketha/MASC_DNN @ 310c1524 (public):
+# - Compare_experiments/plotting/Table_values.ipynb, printed outputs (cells 12 and 116): best-layer
+#   MASC (corrupted-, true-label subspaces; max over layers of the 3-run mean) and the model's test
+#   accuracy (3-run mean), c = 0.2, 0.4, 0.6, 0.8;
+# - Compare_experiments/sensitivity_ablation_studies/results/10/angle_results_{n}/…/Run_1/…/
+#   layer_{l}_acc_overall_test.csv: MASC per threshold and layer, run 1 (only the files read);
+# - c = 1.0 of MLP-MNIST (MASC 10.17 %, model 10.21 %): as quoted in issue 17 (chance level).
+
+AUTHORS_TABLE = {  # (arch, dataset): {c: (MASC corrupted, MASC true, model test)}
+    ("mlp", "mnist"): {0.2: (0.9693, 0.96953, 0.87380), 0.4: (0.9646, 0.96737, 0.73280),
+                       0.6: (0.94813, 0.96293, 0.54167), 0.8: (0.8343, 0.95787, 0.32097)},
+    ("mlp", "cifar10"): {0.2: (0.53437, 0.5397, 0.48623), 0.4: (0.50207, 0.52567, 0.40353),
+                         0.6: (0.449, 0.50993, 0.3055), 0.8: (0.32433, 0.48447, 0.19687)},
+    ("cnn", "mnist"): {0.2: (0.96103, 0.96873, 0.87517), 0.4: (0.95157, 0.9687, 0.6944),
+                       0.6: (0.93597, 0.96553, 0.47107), 0.8: (0.8521, 0.96073, 0.28303)},
+    ("cnn", "fashion_mnist"): {0.2: (0.83563, 0.84253, 0.77743), 0.4: (0.819, 0.8165, 0.6135),
+                               0.6: (0.8, 0.8175, 0.4326), 0.8: (0.73907, 0.79897, 0.25573)},
+    ("cnn", "cifar10"): {0.2: (0.6187, 0.62473, 0.60483), 0.4: (0.49043, 0.52353, 0.46153),
+                         0.6: (0.39333, 0.48993, 0.30963), 0.8: (0.29343, 0.4372, 0.1832)},
+    ("alexnet", "cifar100"): {0.2: (0.3799, 0.3947, 0.2844), 0.4: (0.31437, 0.34683, 0.20533),
+                              0.6: (0.15903, 0.2255, 0.09647), 0.8: (0.04973, 0.15007, 0.0343)},
+    ("alexnet", "tiny_imagenet"): {0.2: (0.12427, 0.12993, 0.09747), 0.4: (0.08363, 0.1002, 0.0545),
+                                   0.6: (0.02937, 0.05193, 0.0202), 0.8: (0.00833, 0.0228, 0.0073)},
+    ("resnet18", "cifar10"): {0.2: (0.67117, 0.69363, 0.67393), 0.4: (0.62013, 0.68143, 0.51533),
+                              0.6: (0.57677, 0.66737, 0.3448), 0.8: (0.43877, 0.65793, 0.2002)},
+}
+AUTHORS_C1 = {("mlp", "mnist"): (0.1017, 0.1021)}  # c = 1.0: MASC, model (issue 17)
+# MLP-CIFAR-10, c = 0.4, run 1: MASC per threshold and layer (the files read)
+AUTHORS_SENSITIVITY = {"masc_var0.25": {"fc1": 0.3804, "fc2": 0.3966, "fc3": 0.4112, "fc4": 0.4248},
+                       "masc_var0.5": {"fc4": 0.4248}, "masc_var0.75": {"fc3": 0.4726, "fc4": 0.4004},
+                       "masc_var0.99": {"fc1": 0.2155, "fc2": 0.3253, "fc3": 0.4491, "fc4": 0.446},
+                       "masc_1pc": {"fc4": 0.4248}}
+# run 1 at 0.99, final epoch: MASC on the first and last hidden layers
+AUTHORS_LAYERS = {("mlp", "cifar10"): {0.4: {"fc1": 0.2155, "fc4": 0.446}, 0.8: {"fc1": 0.1292, "fc4": 0.2205}},
+                  ("cnn", "fashion_mnist"): {0.4: {"flatten": 0.819, "fc3": 0.6864},
+                                             0.8: {"flatten": 0.7552, "fc3": 0.2886}}}
+
+
+def _authors_files(root: Path):
+    """One 'run' per model and degree carrying the authors' (mean) values, on a hidden layer."""
+    from latentgen import registry
+
+    probes, logs = [], []
+    table = {key: dict(per_c) for key, per_c in AUTHORS_TABLE.items()}
+    for key, (masc, model) in AUTHORS_C1.items():
+        table[key][1.0] = (masc, masc, model)
+    for (arch, dataset), per_c in table.items():
+        layer = registry.get_architecture(arch).last_hidden
+        for c, (corrupted, true, model) in per_c.items():
+            rows = [(arch, dataset, c, 1, 5, layer, "masc", labels, "test", v)
+                    for labels, v in (("corrupted", corrupted), ("true", true))]
+            path = root / "probes" / f"{arch}_{dataset}_c{c}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(rows, columns=PROBE_HEADER).to_csv(path, index=False)
+            probes.append(str(path))
+            log = root / "runs" / arch / dataset / f"c{c}" / "run1" / "train_log.csv"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame({"epoch": range(6), "test_acc": [0.5] * 5 + [model]}).to_csv(log, index=False)
+            logs.append(str(log))
+    return probes, logs
+
+
+def test_the_2025_criteria_hold_on_the_authors_values(tmp_path):
+    probes, logs = _authors_files(tmp_path)
+    frame = evaluate(Inputs.load(probes=probes, train_logs=logs),
+                     ["masc_beats_model", "masc_gain_150", "true_ge_corrupted"])
+    wrong = frame[frame["verdict"] != "holds"]
+    assert len(frame) == 1 + 2 * len(AUTHORS_TABLE) and wrong.empty, wrong.to_string()
+    got = frame.set_index(["claim_id", "scope"])
+    # the strict forms fail on the authors' own numbers: true − corrupted −0.25 pp (CNN-F-MNIST, 40 %), and
+    # MASC − model −0.28 pp (ResNet-18, 20 %), and c = 1.0 (MLP-MNIST: MASC 10.17 % < model 10.21 %) —
+    # hence the tolerance and the 20–80 % window
+    assert got.loc[("true_ge_corrupted", "CNN-Fashion-MNIST"), "measured"] == pytest.approx(-0.0025, abs=1e-4)
+    assert got.loc[("masc_beats_model", "ResNet-18-CIFAR-10"), "measured"] == pytest.approx(-0.0028, abs=1e-4)
+    assert "c=100%" not in got.loc[("masc_beats_model", "MLP-MNIST"), "evidence"]
+    assert got.loc[("masc_gain_150", "all"), "measured"] > 1.5
+
+
+def test_the_threshold_and_layer_order_criteria_hold_on_the_authors_values(tmp_path):
+    rows = [("mlp", "cifar10", 0.4, 1, 199, layer, probe, "corrupted", "test", v)
+            for probe, layers in AUTHORS_SENSITIVITY.items() for layer, v in layers.items()]
+    path = tmp_path / "sensitivity.csv"
+    pd.DataFrame(rows, columns=PROBE_HEADER).to_csv(path, index=False)
+    frame = evaluate(Inputs.load(probes=[str(path)]), ["masc_threshold_robust"])
+    assert frame["verdict"].tolist() == ["holds"]
+    assert frame["measured"].iloc[0] == pytest.approx(0.4726 - 0.4248)
+
+    metrics = pd.DataFrame([(arch, dataset, c, 1, 100, layer, "masc", "test", v)
+                            for (arch, dataset), per_c in AUTHORS_LAYERS.items() for c, layers in per_c.items()
+                            for layer, v in layers.items()],
+                           columns=["model", "dataset", "corruption", "run", "epoch", "layer", "probe", "split",
+                                    "accuracy"])
+    frame = evaluate(Inputs(metrics=metrics), ["layer_order"])
+    assert frame["verdict"].tolist() == ["holds", "holds"] and frame["measured"].tolist() == [1.0, 1.0]

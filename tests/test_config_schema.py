@@ -251,3 +251,11 @@ def test_a_bare_yaml_true_label_set_is_the_word(schema, demo):
     assert resolved["tables"]["build"] == ["table_masc", "table_baselines", "table_relabel", "table_sensitivity"]
     without = check_config(_edited(demo, lambda c: c.pop("relabel", None)), schema)
     assert "table_relabel" not in without["tables"]["build"]  # only tables whose inputs the config builds
+
+
+def test_config_relabels_the_authors_model_set(repo_root):
+    """Their retrain script (pytorch_retrain_early.py) takes the CNN and AlexNet models, not the MLP."""
+    config = yaml.safe_load((repo_root / "config.yaml").read_text())
+    pairs = {(config["models"][n]["arch"], config["models"][n]["dataset"]) for n in config["relabel"]["models"]}
+    assert pairs == {("cnn", "mnist"), ("cnn", "fashion_mnist"), ("cnn", "cifar10"), ("alexnet", "cifar100"),
+                     ("alexnet", "tiny_imagenet")}

@@ -145,3 +145,28 @@ def test_pyproject_declares_every_package_the_library_imports(repo_root):
         dists = {d.lower() for d in providers.get(module, [])}
         assert dists, f"src/latentgen imports {module}, which no installed distribution provides"
         assert dists & declared, f"src/latentgen imports {module} ({', '.join(sorted(dists))}), not in pyproject's dependencies"
+
+
+# (distribution, first version with it, module, attribute, a pattern of its use in src/latentgen)
+NEEDED_APIS = [
+    ("numpy", "2.0", "numpy", "unique_counts", r"np\.unique_counts\("),
+    ("scikit-learn", "1.6", "sklearn.utils.validation", "validate_data",
+     r"from sklearn\.utils\.validation import .*validate_data"),
+    ("scikit-learn", "1.6", "sklearn.utils.validation", "validate_data", r"ensure_all_finite="),
+]
+PREVIOUS_RELEASE = {"numpy": "1.26.4", "scikit-learn": "1.5.2"}  # the last release without the API
+
+
+@pytest.mark.parametrize("dist,first,module,attribute,pattern", NEEDED_APIS)
+def test_lower_bounds_admit_no_release_without_the_apis_the_code_uses(repo_root, dist, first, module, attribute,
+                                                                      pattern):
+    import importlib
+    import tomllib
+
+    source = "\n".join(p.read_text() for p in (repo_root / "src" / "latentgen").rglob("*.py"))
+    assert re.search(pattern, source), f"the code no longer uses {pattern}: drop or lower the bound"
+    assert hasattr(importlib.import_module(module), attribute)
+    requirement = next(Requirement(r) for r in tomllib.loads((repo_root / "pyproject.toml").read_text())["project"][
+        "dependencies"] if Requirement(r).name.lower() == dist)
+    assert not requirement.specifier.contains(PREVIOUS_RELEASE[dist]), f"{requirement} admits {PREVIOUS_RELEASE[dist]}"
+    assert requirement.specifier.contains(first), f"{requirement} excludes {first}, the first release with the API"

@@ -156,24 +156,52 @@ def test_baselines_and_sensitivity(inputs):
     assert (row["masc_var0.99"], row["masc_var0.99_layer"]) == pytest.approx((0.70, "fc3"))  # falls back to masc
 
 
-def test_relabel_table(tmp_path):
+def test_relabel_table_reports_the_last_epoch_as_the_authors_and_the_best_beside_it(tmp_path):
     paths = []
-    for run, (layer, before, after, epochs, early) in enumerate(
-            [("fc2", 0.50, 0.56, 5, True), ("fc3", 0.52, 0.54, 30, False)], start=1):
+    for run, (layer, before, best, last, epochs, early) in enumerate(
+            [("fc2", 0.50, 0.56, 0.53, 5, True), ("fc3", 0.52, 0.54, 0.51, 30, False)], start=1):
         path = tmp_path / f"relabel{run}.csv"
         pd.DataFrame([dict(model="cnn", dataset="digits", corruption=0.6, run=run, subspaces="corrupted", layer=layer,
                            layer_select_acc=0.7, epochs_trained=epochs, stopped_early=early, best_epoch=epochs - 3,
-                           test_acc_80_before=before, test_acc_80_after=after, test_acc_20_before=0.5,
-                           test_acc_20_after=0.6, relabel_agreement_true=0.8,
-                           relabel_agreement_corrupted=0.5)]).to_csv(path, index=False)
+                           test_acc_80_before=before, test_acc_80_after=best, test_acc_20_before=0.5,
+                           test_acc_20_after=0.6, relabel_agreement_true=0.8, relabel_agreement_corrupted=0.5,
+                           test_acc_80_last=last, test_acc_20_last=0.58)]).to_csv(path, index=False)
         paths.append(str(path))
     table = tables.build_table("table_relabel", relabel=paths)
     row = table.iloc[0]
-    assert row["test_acc_80_before"] == pytest.approx(0.51) and row["test_acc_80_after"] == pytest.approx(0.55)
-    assert row["gain_80"] == pytest.approx(0.04)
+    assert row["test_acc_80_before"] == pytest.approx(0.51) and row["test_acc_80_after"] == pytest.approx(0.52)
+    assert row["gain_80"] == pytest.approx(0.01)  # the last epoch's
+    assert row["test_acc_80_best"] == pytest.approx(0.55) and row["test_acc_20_best"] == pytest.approx(0.6)
+    assert row["test_acc_20_after"] == pytest.approx(0.58)
     assert (row["layer"], row["epochs_trained"], row["stopped_early"], row["runs"]) == ("fc2;fc3", "5;30", 1, 2)
     heads, rows = tables._CELLS["table_relabel"](table)
-    assert rows[0][4:10] == ["51.0", "55.0", "4.0", "FC2, FC3", "5, 30", "1/2"]
+    assert heads[5:8] == ["After, last epoch (80 %)", "Gain", "Best epoch (80 %)"]
+    assert rows[0][4:11] == ["51.0", "52.0", "1.0", "55.0", "FC2, FC3", "5, 30", "1/2"]
+    # a result file without the last epoch's columns is refused, naming them
+    pd.read_csv(paths[0]).drop(columns=["test_acc_80_last"]).to_csv(paths[0], index=False)
+    with pytest.raises(ValueError, match="lacks the columns test_acc_80_last"):
+        tables.build_table("table_relabel", relabel=paths)
+
+
+def test_the_cnns_best_layer_may_be_its_input_layer_as_the_authors_table(tmp_path):
+    """The authors' Table_values.ipynb: max over input, flattern, fc1-fc3 for the CNN; hidden layers
+    only for the others (registry.Architecture.best_layer_includes_input)."""
+    from latentgen import registry
+
+    assert [a for a, spec in registry.ARCHITECTURES.items() if spec.best_layer_includes_input] == ["cnn"]
+    layers = registry.get_architecture("cnn").probe_layers
+    rows = [("cnn", "digits", 0.4, 1, 3, layer, "masc", "corrupted", "test", v)
+            for layer, v in zip(layers, [0.9, 0.5, 0.6, 0.7, 0.4])]
+    rows += [("mlp", "digits", 0.4, 1, 3, layer, "masc", "corrupted", "test", v)
+             for layer, v in zip(LAYERS, [0.9, 0.5, 0.6, 0.7, 0.4])]
+    pd.DataFrame(rows, columns=HEADER).to_csv(tmp_path / "p.csv", index=False)
+    frame = tables.read_probe_tables([tmp_path / "p.csv"])  # string columns, as every build reads them
+    best = tables.best_layers(frame, "masc", "corrupted").set_index("model")
+    assert (best.loc["cnn", "layer"], best.loc["cnn", "accuracy"]) == ("input", 0.9)
+    assert (best.loc["mlp", "layer"], best.loc["mlp", "accuracy"]) == ("fc3", 0.7)
+    assert tables.best_layers(frame.iloc[:0], "masc", "corrupted").empty  # no rows: no best layer, no error
+    hidden = tables.best_layers(frame, "masc", "corrupted", with_input=False).set_index("model")  # table_sensitivity's
+    assert hidden.loc["cnn", "layer"] == "fc2" and hidden.loc["mlp", "layer"] == "fc3"
 
 
 def test_missing_and_inconsistent_inputs_name_the_file(inputs, tmp_path):
@@ -210,7 +238,7 @@ def test_missing_probe_rows_are_refused_naming_the_files(inputs):
     for p in probes:
         frame = pd.read_csv(p)
         frame[~((frame["probe"] == "velpic") & (frame["fit_labels"] == "true"))].to_csv(p, index=False)
-    with pytest.raises(ValueError, match="no non-input velpic test rows with fit_labels=true for mlp-digits c=0.0 "
+    with pytest.raises(ValueError, match="no velpic test rows of a table layer with fit_labels=true for mlp-digits c=0.0 "
                                          f"in {re.escape(probes[0])}, {re.escape(probes[1])}$"):
         tables.build_table("table_masc", probes=probes, train_logs=logs)
 

@@ -18,7 +18,8 @@ checkpoint recorded, or recomputed from the recorded seed, and always checked ag
 checkpoint's ``labels_sha256``.
 
 ``batchnorm="per_sample"`` reproduces the authors' ResNet extraction (D9: no ``model.eval()``,
-batch size 1, so BatchNorm normalises each image by its own per-channel statistics) in batches.
+batch size 1, so BatchNorm normalises each image by its own per-channel statistics) in batches;
+it is ResNet-18's default (``registry.activation_batchnorm``), ``eval`` a setting.
 """
 
 from __future__ import annotations
@@ -103,12 +104,13 @@ def checkpoint_dataset(meta: dict, *, data_root=None, prepared=None, dataset=Non
     return dataset
 
 
-def check_activation_options(batch_size: int, batchnorm: str, compression: str = "none") -> None:
+def check_activation_options(batch_size: int, batchnorm: str | None, compression: str = "none") -> None:
+    """Refuse a bad batch size, compression or BatchNorm mode (None: the architecture's own)."""
     if int(batch_size) < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     if compression not in COMPRESSIONS:
         raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
-    if batchnorm not in BATCHNORM_MODES:
+    if batchnorm is not None and batchnorm not in BATCHNORM_MODES:
         raise ValueError(f"batchnorm must be one of {', '.join(BATCHNORM_MODES)}, got {batchnorm!r}")
 
 
@@ -132,17 +134,19 @@ def batchnorm_mode(model: nn.Module, batchnorm: str):
 
 def dump_activations(checkpoint: str | os.PathLike, out_h5: str | os.PathLike, *, data_root=None, prepared=None,
                      labels=None, batch_size: int = 500, device: str | torch.device = "auto", layers=None,
-                     compression: str = "lzf", batchnorm: str = "eval", dataset=None) -> Path:
+                     compression: str = "lzf", batchnorm: str | None = None, dataset=None) -> Path:
     """Write the activations of ``checkpoint`` to ``out_h5`` (see the module docstring); returns the path.
 
     ``data_root``/``prepared`` default to what the checkpoint recorded; ``dataset`` may be an
-    already loaded ``LoadedDataset``.
+    already loaded ``LoadedDataset``. ``batchnorm`` None: the architecture's own mode
+    (``registry.activation_batchnorm``: the authors' ``per_sample`` for ResNet-18).
     """
     from latentgen.training import load_checkpoint
 
     check_activation_options(batch_size, batchnorm, compression)
     checkpoint = Path(checkpoint)
     model, meta = load_checkpoint(checkpoint, device=device)
+    batchnorm = registry.activation_batchnorm(meta["arch"], batchnorm)
     layers = check_layers(model, layers)
     dataset = checkpoint_dataset(meta, data_root=data_root, prepared=prepared, dataset=dataset)
     corrupted = corrupted_labels_for(meta, dataset.train_y.numpy(), labels)

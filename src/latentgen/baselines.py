@@ -1,9 +1,8 @@
 """The stronger baselines of the 2025 paper, exactly as the authors' code (SPEC §10).
 
 Logistic regression (``nn.Linear(d, K)``, Adam 1e-3, 20 epochs, batch 128, shuffled, seeded),
-nearest class mean (cosine), 5-NN (cosine; scikit-learn's brute force step for step), LDA
-(scikit-learn's svd solver, bit for bit, in less memory) and QDA (scikit-learn defaults), as
-scikit-learn estimators in the ``PROBES`` registry (``make_probe(name)``). The per-checkpoint
+nearest class mean (cosine), 5-NN (cosine; scikit-learn's brute force step for step), LDA and QDA
+as the authors' scikit-learn computed them (``latentgen.discriminant``), as scikit-learn estimators in the ``PROBES`` registry (``make_probe(name)``). The per-checkpoint
 probing runs them as the registry's probe families (``latentgen.probing``).
 """
 
@@ -12,15 +11,14 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
-import scipy.linalg
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.discriminant_analysis import LinearDiscriminantAnalysis, QuadraticDiscriminantAnalysis
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from latentgen.devices import resolve_device
+from latentgen.discriminant import AuthorsLDA, AuthorsQDA, fit_lda  # noqa: F401 (fit_lda: re-exported)
 from latentgen.probes import MASC, ClassScoreClassifier, VeLPIC
 
 _ROW_BLOCK = 4096  # rows per float64 block when summing class means (no whole float64 copy)
@@ -206,80 +204,6 @@ def majority_vote(neighbors: np.ndarray, y) -> np.ndarray:
     return classes[counts.argmax(axis=1)]
 
 
-def fit_lda(X, y) -> LinearDiscriminantAnalysis:
-    """scikit-learn's ``LinearDiscriminantAnalysis().fit(X, y)`` (solver ``svd``, the defaults) —
-    the same arithmetic step for step, so the same fitted arrays bit for bit — with less memory.
-
-    scikit-learn's SVD solver holds, besides X, the centred rows (a list, then their
-    concatenation), their scaled copy, a temporary, LAPACK's Fortran-ordered copy of it and the
-    SVD's U: about 6.6 times X at its peak beyond X itself (measured), for a whole probe job on a
-    ResNet-18 layer of 50,000 × 16,384 float32 rows 22 GiB. Here the centred rows are written
-    once into one array, scaled in place and handed to the same ``scipy.linalg.svd`` call already
-    in Fortran order (``overwrite_a``): the same values in the same layout reach the same LAPACK
-    routine, and the peak is about 4.3 times X (15.6 GiB for that job's LDA). The returned estimator is a
-    fitted ``LinearDiscriminantAnalysis`` (its own ``predict``). Tested equal to scikit-learn's
-    fit (tests/test_probe_families.py); a scikit-learn that computes differently fails that test.
-    """
-    from sklearn.discriminant_analysis import _class_means
-    from sklearn.utils.multiclass import unique_labels
-
-    lda = LinearDiscriminantAnalysis()
-    X, y = validate_data(lda, X, y, ensure_min_samples=2, dtype=[np.float64, np.float32])
-    lda.classes_ = unique_labels(y)
-    n_samples, n_features = X.shape
-    n_classes = lda.classes_.shape[0]
-    if n_samples == n_classes:
-        raise ValueError("The number of samples must be more than the number of classes.")
-    _, counts = np.unique_counts(y)
-    lda.priors_ = counts.astype(X.dtype) / float(n_samples)
-    if np.abs(np.sum(lda.priors_) - 1.0) > 1e-5:
-        import warnings
-
-        warnings.warn("The priors do not sum to 1. Renormalizing", UserWarning)
-        lda.priors_ = lda.priors_ / lda.priors_.sum()
-    lda._max_components = min(n_classes - 1, n_features)
-
-    # scikit-learn's _solve_svd
-    lda.means_ = _class_means(X, y)
-    Xc = np.empty((n_samples, n_features), dtype=X.dtype)  # the concatenation, C order
-    start = 0
-    for idx, group in enumerate(lda.classes_):
-        rows = X[y == group]
-        np.subtract(rows, lda.means_[idx, :], out=Xc[start:start + len(rows)])
-        start += len(rows)
-        del rows
-    lda.xbar_ = lda.priors_ @ lda.means_
-    std = np.std(Xc, axis=0)
-    std[std == 0] = 1.0
-    fac = np.asarray(1.0 / n_samples, dtype=X.dtype)
-    np.divide(Xc, std, out=Xc)
-    np.multiply(np.sqrt(fac), Xc, out=Xc)
-    Xf = np.asfortranarray(Xc)  # what scipy would copy it into
-    del Xc
-    _, S, Vt = scipy.linalg.svd(Xf, full_matrices=False, overwrite_a=True)
-    del Xf, _
-    rank = np.sum((S > lda.tol).astype(np.int32))
-    scalings = (Vt[:rank, :] / std).T / S[:rank]
-    fac = 1.0 if n_classes == 1 else 1.0 / (n_classes - 1)
-    Xb = ((np.sqrt((n_samples * lda.priors_) * fac)) * (lda.means_ - lda.xbar_).T).T @ scalings
-    _, S, Vt = scipy.linalg.svd(Xb, full_matrices=False)
-    if lda._max_components == 0:
-        lda.explained_variance_ratio_ = np.empty((0,), dtype=S.dtype)
-    else:
-        lda.explained_variance_ratio_ = (S**2 / np.sum(S**2))[:lda._max_components]
-    rank = np.sum((S > lda.tol * S[0]).astype(np.int32))
-    lda.scalings_ = scalings @ Vt.T[:, :rank]
-    coef = (lda.means_ - lda.xbar_) @ lda.scalings_
-    lda.intercept_ = -0.5 * np.sum(coef**2, axis=1) + np.log(lda.priors_)
-    lda.coef_ = coef @ lda.scalings_.T
-    lda.intercept_ -= lda.xbar_ @ lda.coef_.T
-    if lda.classes_.shape[0] == 2:
-        lda.coef_ = np.reshape(np.asarray(lda.coef_[1, :] - lda.coef_[0, :], dtype=X.dtype), (1, -1))
-        lda.intercept_ = np.reshape(np.asarray(lda.intercept_[1] - lda.intercept_[0], dtype=X.dtype), (1,))
-    lda._n_features_out = lda._max_components
-    return lda
-
-
 # name → factory(**params) returning an unfitted scikit-learn classifier
 PROBES = {
     "masc": MASC,
@@ -287,8 +211,8 @@ PROBES = {
     "logistic": LogisticRegressionProbe,
     "ncm": NearestClassMean,
     "knn": CosineKNN,  # scikit-learn's KNeighborsClassifier(5, metric="cosine"), its neighbours reused
-    "lda": LinearDiscriminantAnalysis,  # scikit-learn defaults (solver "svd"), as the authors
-    "qda": QuadraticDiscriminantAnalysis,  # reg_param=0, as the authors
+    "lda": AuthorsLDA,  # scikit-learn's svd solver with the authors' 1/(n - K) (latentgen.discriminant)
+    "qda": AuthorsQDA,  # scikit-learn <= 1.7's QDA, reg_param=0, as the authors
 }
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from latentgen import registry
 from latentgen.activations import (activation_meta, batchnorm_mode, check_activation_options, checkpoint_dataset,
                                    corrupted_labels_for, host_blocks)
 from latentgen.forward import check_layers, layer_sizes
@@ -160,11 +161,12 @@ class CheckpointActivations(HeldActivations):
     """
 
     def __init__(self, checkpoint: str | os.PathLike, model, meta: dict, dataset, corrupted: np.ndarray, *,
-                 layers=None, batch_size: int = 500, batchnorm: str = "eval", memory_budget: int | None = None):
+                 layers=None, batch_size: int = 500, batchnorm: str | None = None, memory_budget: int | None = None):
         check_activation_options(batch_size, batchnorm)
         self.model = model
         self.batch_size = int(batch_size)
-        self.batchnorm = batchnorm
+        # None: the architecture's own mode (the authors' per-image statistics for ResNet-18)
+        self.batchnorm = batchnorm = registry.activation_batchnorm(meta["arch"], batchnorm)
         layers = check_layers(model, layers)
         n_train = meta.get("train_subset") or len(dataset.train_y)
         inputs = {"train": dataset.train_x[:n_train], "test": dataset.test_x}

@@ -15,9 +15,15 @@ Conventions, shared by every claim:
 
 - "final" = each run's final epoch (final-model tables) or each run's last probed epoch (metrics);
   values are means over runs, as the papers' tables and figures;
-- a probe's best layer is SPEC D14's: the maximum over non-input layers of the mean over runs;
+- a probe's best layer is the 2025 tables' (SPEC D14, ``latentgen.tables.best_layers``): the maximum of
+  the mean over runs over the hidden layers, and the input layer for the CNN, as the authors' table;
+- the 2025 claims are judged at the degrees of the paper's tables, 20–80 % (c = 0 memorizes nothing;
+  at c = 1 every model is at chance), with a tolerance where the authors' own numbers fail the
+  strict form (tests/test_claims.py checks each criterion on the authors' values);
 - curves over training (peaks, drops, the latter phase) use the epochs every run was probed at;
-- the input layer is not a layer of the model's representation and never counts.
+  in the TMLR claims the input layer is not a layer of the model's representation and never counts.
+
+The TMLR claims' measures are in :mod:`latentgen.claims_tmlr`.
 """
 
 from __future__ import annotations
@@ -25,40 +31,23 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from latentgen import registry
+from latentgen import claims_tmlr as _tmlr
+from latentgen.claims_common import KEYS, PAPERS, TABLE_DEGREES, Claim, NotEvaluable  # noqa: F401 (re-exported)
+from latentgen.claims_common import degrees as _degrees, pct as _pct, per_model as _per_model, scope as _scope
 
 if TYPE_CHECKING:
     import pandas as pd
 
 COLUMNS = ["claim_id", "scope", "paper", "section", "claim", "measured", "criterion", "verdict", "evidence"]
-PAPERS = ("tmlr2026", "decoding2025")
 HOLDS, FAILS, NOT_EVALUABLE = "holds", "does not hold", "not evaluable"
-KEYS = ["model", "dataset", "corruption"]
-PEAK_WINDOW = 2  # grid positions: "peaks concurrently" = within two probed checkpoints
-MEMORIZING = (0.2, 0.8)  # the degrees of the TMLR main figures' rows (Figs 1-3, 8)
+# 0.5 pp: where the authors' own numbers fail the strict form (Table_values.ipynb: CNN-Fashion-MNIST
+# 40 %, true − corrupted −0.25 pp; ResNet-18 20 %, MASC − model −0.28 pp; tests/test_claims.py)
+TOLERANCE = 0.005
+THRESHOLD_RANGE = 0.10  # 10 pp over the sensitivity thresholds
 _KIND_FLAG = {"probes": "final-model probe tables (--probes)", "train_logs": "train logs (--train-logs)",
               "relabel": "relabel results (--relabel)", "metrics": "TMLR metrics files (--metrics)"}
-
-
-class NotEvaluable(Exception):
-    """The rows a claim needs are not in the inputs (the message says which)."""
-
-
-@dataclass(frozen=True)
-class Claim:
-    id: str
-    paper: str
-    section: str
-    text: str
-    criterion: str
-    needs: tuple[str, ...]
-    measure: Callable[["Inputs"], Iterator[tuple[str, float, bool, str]]]  # (scope, measured, holds, evidence)
-
-    def __post_init__(self):
-        if self.paper not in PAPERS:
-            raise ValueError(f"claim {self.id}: unknown paper {self.paper!r}; known: {', '.join(PAPERS)}")
 
 
 @dataclass
@@ -84,48 +73,19 @@ class Inputs:
                    relabel=tables.read_relabel(relabel) if relabel else None, metrics=frame)
 
 
-# --------------------------------------------------------------------------------------------
-# helpers
-
-
-def _scope(model: str, dataset: str) -> str:
-    from latentgen.figures import model_label
-
-    return model_label(model, dataset)
-
-
-def _pct(c: float) -> str:
-    return f"{100 * c:.0f}%"
-
-
-def _per_model(frame: "pd.DataFrame", measure: Callable) -> Iterator[tuple]:
-    """Run ``measure(model, dataset, rows)`` per model–dataset pair; NotEvaluable → that pair's row."""
-    for (model, dataset), rows in frame.groupby(["model", "dataset"], sort=False):
-        try:
-            yield (_scope(model, dataset), *measure(model, dataset, rows))
-        except NotEvaluable as exc:
-            yield _scope(model, dataset), math.nan, None, str(exc)
-
-
-def _degrees(frame: "pd.DataFrame", lo: float = 0.0, hi: float = 1.0, what: str = "") -> list[float]:
-    found = sorted(c for c in frame["corruption"].unique() if lo - 1e-9 <= c <= hi + 1e-9)
-    if not found:
-        raise NotEvaluable(f"no corruption degree in [{lo}, {hi}] in the {what or 'inputs'}")
-    return found
-
-
 def _final(inp: Inputs) -> "pd.DataFrame":
     from latentgen.tables import final_rows
 
     return final_rows(inp.probes)
 
 
-def _best(final: "pd.DataFrame", probe: str, labels: str) -> "pd.DataFrame":
+def _best(final: "pd.DataFrame", probe: str, labels: str, with_input: bool = True) -> "pd.DataFrame":
     from latentgen.tables import best_layers
 
-    best = best_layers(final, probe, labels)
+    best = best_layers(final, probe, labels, with_input=with_input)
     if best.empty:
-        raise NotEvaluable(f"no non-input {probe} test rows with fit_labels={labels} in the final-model probe tables")
+        raise NotEvaluable(f"no {probe} test rows of a table layer with fit_labels={labels} in the final-model probe "
+                           "tables")
     return best.set_index(KEYS)
 
 
@@ -142,45 +102,12 @@ def _lookup(frame: "pd.DataFrame", key: tuple, column: str, what: str) -> float:
         raise NotEvaluable(f"no {what} for {key[0]}-{key[1]} c={key[2]}") from None
 
 
-def _metrics_final(metrics: "pd.DataFrame", probe: str, split: str) -> "pd.Series":
-    """Mean over runs at each run's last probed epoch, per model/dataset/degree/layer."""
-    probed = metrics[metrics["probe"] != "model"]
-    last = probed.groupby([*KEYS, "run"])["epoch"].max().rename("final").reset_index()
-    rows = metrics[(metrics["probe"] == probe) & (metrics["split"] == split)].merge(last, on=[*KEYS, "run"])
-    rows = rows[rows["epoch"] == rows["final"]]
-    return rows.groupby([*KEYS, "layer"])["accuracy"].mean()
-
-
-def _curves(metrics: "pd.DataFrame", probe: str, split: str) -> "pd.Series":
-    """Mean over runs per model/dataset/degree/layer/epoch, at the epochs every run was probed at."""
-    probed = metrics[metrics["probe"] != "model"]
-    runs = probed.groupby(KEYS)["run"].nunique().rename("runs")
-    per_epoch = probed.groupby([*KEYS, "epoch"])["run"].nunique().rename("n").reset_index()
-    common = per_epoch.merge(runs.reset_index(), on=KEYS)
-    common = common[common["n"] == common["runs"]][[*KEYS, "epoch"]]
-    rows = metrics[(metrics["probe"] == probe) & (metrics["split"] == split)].merge(common, on=[*KEYS, "epoch"])
-    return rows.groupby([*KEYS, "layer", "epoch"])["accuracy"].mean()
-
-
-def _series(curves: "pd.Series", key: tuple, layer: str) -> "pd.Series":
-    try:
-        return curves.loc[(*key, layer)].sort_index()
-    except KeyError:
-        return curves.iloc[:0]
-
-
-def _hidden_layers(values: "pd.Series", key: tuple) -> list[str]:
-    from latentgen.tables import INPUT_LAYER, layer_rank
-
-    try:
-        layers = set(values.loc[key].index.get_level_values(0))
-    except KeyError:
-        return []
-    return sorted((x for x in layers if x not in (INPUT_LAYER, "model")), key=lambda x: (layer_rank(key[0], x), x))
-
-
 # --------------------------------------------------------------------------------------------
 # the 2025 paper (final models)
+
+
+def _table_degrees(rows: "pd.DataFrame", what: str = "final-model probe tables") -> list[float]:
+    return _degrees(rows, *TABLE_DEGREES, what)
 
 
 def _masc_beats_model(inp: Inputs):
@@ -189,10 +116,10 @@ def _masc_beats_model(inp: Inputs):
 
     def measure(m, d, rows):
         margins = {c: _lookup(masc, (m, d, c), "accuracy", "MASC") - _lookup(model, (m, d, c), "model_test", "model")
-                   for c in _degrees(rows, 0.2, 1.0, "final-model probe tables")}
+                   for c in _table_degrees(rows)}
         worst = min(margins, key=margins.get)
         evidence = "; ".join(f"c={_pct(c)}: {100 * v:+.1f} pp" for c, v in margins.items())
-        return margins[worst], margins[worst] > 0, f"best-layer MASC − model: {evidence}"
+        return margins[worst], margins[worst] > -TOLERANCE, f"best-layer MASC − model: {evidence}"
 
     yield from _per_model(final, measure)
 
@@ -201,8 +128,11 @@ def _masc_gain_150(inp: Inputs):
     final = _final(inp)
     masc, model = _best(final, "masc", "corrupted"), _model_test(inp, final)
     ratio = (masc["accuracy"] / model["model_test"].reindex(masc.index)).dropna()
+    degree = ratio.index.get_level_values("corruption")
+    ratio = ratio[(degree >= TABLE_DEGREES[0] - 1e-9) & (degree <= TABLE_DEGREES[1] + 1e-9)]
     if ratio.empty:
-        raise NotEvaluable("no model test accuracy for any probed model")
+        raise NotEvaluable(f"no model test accuracy for any probed model at c in {_pct(TABLE_DEGREES[0])}–"
+                           f"{_pct(TABLE_DEGREES[1])}")
     key = ratio.idxmax()
     gain = float(ratio.max() - 1)
     best, own = masc.loc[key], model.loc[key, "model_test"]
@@ -210,19 +140,36 @@ def _masc_gain_150(inp: Inputs):
            f"{100 * best['accuracy']:.1f} % ({best['layer']}) vs model {100 * own:.1f} %")
 
 
+def _at_least(minuend: "pd.DataFrame", subtrahend: "pd.DataFrame", names: tuple[str, str], tolerance: float,
+              frame: "pd.DataFrame"):
+    """Per model: the smallest best-layer difference minuend − subtrahend over the table degrees;
+    holds when it is ≥ −tolerance."""
+    def measure(m, d, rows):
+        diffs = {c: _lookup(minuend, (m, d, c), "accuracy", names[0]) - _lookup(subtrahend, (m, d, c), "accuracy",
+                                                                               names[1])
+                 for c in _table_degrees(rows)}
+        worst = min(diffs, key=diffs.get)
+        return diffs[worst], diffs[worst] >= -tolerance, f"{names[0]} − {names[1]}: " + "; ".join(
+            f"c={_pct(c)}: {100 * v:+.2f} pp" for c, v in diffs.items())
+
+    yield from _per_model(frame, measure)
+
+
 def _true_ge_corrupted(inp: Inputs):
     final = _final(inp)
-    true, corrupted = _best(final, "masc", "true"), _best(final, "masc", "corrupted")
+    yield from _at_least(_best(final, "masc", "true"), _best(final, "masc", "corrupted"),
+                         ("true-label MASC", "corrupted-label MASC"), TOLERANCE, final)
 
-    def measure(m, d, rows):
-        diffs = {c: _lookup(true, (m, d, c), "accuracy", "true-label MASC")
-                 - _lookup(corrupted, (m, d, c), "accuracy", "corrupted-label MASC")
-                 for c in _degrees(rows, 0.2, 1.0, "final-model probe tables")}
-        worst = min(diffs, key=diffs.get)
-        return diffs[worst], diffs[worst] >= 0, "true − corrupted: " + "; ".join(
-            f"c={_pct(c)}: {100 * v:+.1f} pp" for c, v in diffs.items())
 
-    yield from _per_model(final, measure)
+def _clean_model_masc(inp: Inputs):
+    from latentgen.tables import clean_model_rows
+
+    final = _final(inp)
+    clean = clean_model_rows(final)
+    if clean.empty:
+        raise NotEvaluable("no clean-model rows (fit_labels corrupted@C) in the final-model probe tables")
+    yield from _at_least(_best(clean, "masc", "corrupted@"), _best(final, "masc", "corrupted"),
+                         ("clean-model MASC", "memorizing-model MASC"), TOLERANCE, final)
 
 
 def _baselines_comparable(inp: Inputs):
@@ -234,7 +181,7 @@ def _baselines_comparable(inp: Inputs):
 
     def measure(m, d, rows):
         gaps = {(f, c): float(best.loc[(m, d, c), "accuracy"]) - _lookup(masc, (m, d, c), "accuracy", "MASC")
-                for f, best in families.items() for c in _degrees(rows) if (m, d, c) in best.index}
+                for f, best in families.items() for c in _table_degrees(rows) if (m, d, c) in best.index}
         if not gaps:
             raise NotEvaluable("no logistic or ncm rows for this model")
         (f, c) = max(gaps, key=gaps.get)
@@ -245,280 +192,88 @@ def _baselines_comparable(inp: Inputs):
     yield from _per_model(final, measure)
 
 
+def _threshold_robust(inp: Inputs):
+    from latentgen.tables import SENSITIVITY
+
+    final = _final(inp)
+    present = [(p, label) for p, label in SENSITIVITY if p in set(final["probe"])]
+    if len(present) < 2:
+        raise NotEvaluable("fewer than two MASC thresholds (masc_var*, masc_1pc) in the final-model probe tables")
+    best = {label: _best(final, p, "corrupted", with_input=False) for p, label in present}  # table_sensitivity's
+
+    def measure(m, d, rows):
+        ranges = {}
+        for c in _table_degrees(rows):
+            values = {label: _lookup(b, (m, d, c), "accuracy", f"MASC at {label}") for label, b in best.items()}
+            ranges[c] = (max(values.values()) - min(values.values()), min(values, key=values.get),
+                         max(values, key=values.get))
+        worst = max(ranges, key=lambda c: ranges[c][0])
+        return ranges[worst][0], ranges[worst][0] <= THRESHOLD_RANGE, "best-layer MASC range over thresholds: " + \
+            "; ".join(f"c={_pct(c)}: {100 * r:.1f} pp ({lo} lowest, {hi} highest)" for c, (r, lo, hi) in ranges.items())
+
+    yield from _per_model(final, measure)
+
+
 def _relabel_improves(inp: Inputs):
-    rel = inp.relabel.assign(gain=inp.relabel["test_acc_80_after"] - inp.relabel["test_acc_80_before"])
+    # the last retraining epoch, as the authors report (their script trains to its last epoch)
+    rel = inp.relabel.assign(gain=inp.relabel["test_acc_80_last"] - inp.relabel["test_acc_80_before"])
 
     def measure(m, d, rows):
         own = rows[rows["subspaces"] == "corrupted"]
         if own.empty:
             raise NotEvaluable("no relabel results with corrupted-label subspaces")
-        degrees = _degrees(own, 0.2, 1.0, "relabel results")
+        degrees = _table_degrees(own, "relabel results")
         gains = own[own["corruption"].isin(degrees)].groupby("corruption")["gain"].mean()
-        true = rows[(rows["subspaces"] == "true") & (rows["corruption"] >= 0.2 - 1e-9)]["gain"]
+        true = rows[(rows["subspaces"] == "true") & rows["corruption"].isin(degrees)]["gain"]
         extra = f"; true-label subspaces: mean {100 * true.mean():+.1f} pp" if not true.empty else ""
-        return float(gains.mean()), gains.mean() > 0, ("after − before (80 % split): " + "; ".join(
+        return float(gains.mean()), gains.mean() > 0, ("last epoch − before (80 % split): " + "; ".join(
             f"c={_pct(c)}: {100 * v:+.1f} pp" for c, v in gains.items()) + extra)
 
     yield from _per_model(rel, measure)
 
 
 # --------------------------------------------------------------------------------------------
-# the TMLR paper (metrics over training)
-
-
-def _peaks_coincide(inp: Inputs):
-    met = inp.metrics
-    masc, model = _curves(met, "masc", "test"), _curves(met, "model", "test")
-
-    def measure(m, d, rows):
-        cells, notes = [], []
-        for c in _degrees(rows, *MEMORIZING, "metrics"):
-            key = (m, d, c)
-            base = _series(model, key, "model")
-            base = base[base.index > 0]
-            if base.empty:
-                raise NotEvaluable(f"no model test rows at probed epochs for c={_pct(c)}")
-            epochs = list(base.index)
-            peak = epochs.index(base.idxmax())
-            elsewhere = []
-            for layer in _hidden_layers(masc, key):
-                at = epochs.index(_series(masc, key, layer).reindex(epochs).idxmax())
-                cells.append(abs(at - peak) <= PEAK_WINDOW)
-                if not cells[-1]:
-                    elsewhere.append(f"{layer} at {epochs[at]}")
-            notes.append(f"c={_pct(c)}: model peaks at epoch {epochs[peak]}"
-                         + (f", MASC {', '.join(elsewhere)}" if elsewhere else ", every layer within the window"))
-        if not cells:
-            raise NotEvaluable("no non-input MASC test rows in the metrics")
-        share = sum(cells) / len(cells)
-        return share, share >= 0.75, "; ".join(notes)
-
-    yield from _per_model(met, measure)
-
-
-def _latent_declines_less(inp: Inputs):
-    import pandas as pd
-
-    met = inp.metrics
-    masc, model = _curves(met, "masc", "test"), _curves(met, "model", "test")
-
-    def measure(m, d, rows):
-        ok, notes = [], []
-        for c in _degrees(rows, *MEMORIZING, "metrics"):
-            key = (m, d, c)
-            base = _series(model, key, "model")
-            layers = _hidden_layers(masc, key)
-            if base.empty or not layers:
-                raise NotEvaluable(f"no model or MASC test curve for c={_pct(c)}")
-            best = pd.concat([_series(masc, key, x) for x in layers], axis=1).max(axis=1)
-            best, base = best.reindex(base.index).dropna(), base.reindex(best.index).dropna()
-            drop_b, drop_m = best.max() - best.iloc[-1], base.max() - base.iloc[-1]
-            ok.append(bool(drop_b < drop_m and best.iloc[-1] > base.iloc[-1]))
-            notes.append(f"c={_pct(c)}: drop MASC {100 * drop_b:.1f} vs model {100 * drop_m:.1f} pp, final "
-                         f"{100 * best.iloc[-1]:.1f} vs {100 * base.iloc[-1]:.1f} %")
-        share = sum(ok) / len(ok)
-        return share, share == 1, "; ".join(notes)
-
-    yield from _per_model(met, measure)
-
-
-def _velpic_ge_masc(inp: Inputs):
-    met = inp.metrics
-    masc, velpic = _metrics_final(met, "masc", "test"), _metrics_final(met, "velpic", "test")
-
-    def measure(m, d, rows):
-        cells, fails = 0, []
-        for c in _degrees(rows, 0.6, 1.0, "metrics"):
-            for layer in _hidden_layers(masc, (m, d, c)):
-                if (m, d, c, layer) not in velpic.index:
-                    continue
-                cells += 1
-                diff = velpic[(m, d, c, layer)] - masc[(m, d, c, layer)]
-                if diff < 0:
-                    fails.append(f"c={_pct(c)} {layer} {100 * diff:+.1f} pp")
-        if not cells:
-            raise NotEvaluable("no layer with both MASC and VeLPIC test rows at c ≥ 0.6")
-        share = 1 - len(fails) / cells
-        return share, share >= 0.9, f"{cells - len(fails)}/{cells} layer × degree cells; VeLPIC < MASC at: " + (
-            ", ".join(fails) or "none")
-
-    yield from _per_model(met, measure)
-
-
-def _velpic_all_layers_beat_model(inp: Inputs):
-    met = inp.metrics
-    velpic, model = _metrics_final(met, "velpic", "test"), _metrics_final(met, "model", "test")
-
-    def measure(m, d, rows):
-        ok, notes = [], []
-        for c in _degrees(rows, 0.2, 1.0, "metrics"):
-            key = (m, d, c)
-            if (*key, "model") not in model.index or not _hidden_layers(velpic, key):
-                raise NotEvaluable(f"no final model or VeLPIC test rows for c={_pct(c)}")
-            worst = min(_hidden_layers(velpic, key), key=lambda x: velpic[(*key, x)])
-            margin = velpic[(*key, worst)] - model[(*key, "model")]
-            ok.append(bool(margin > 0))
-            notes.append(f"c={_pct(c)}: weakest layer {worst} {100 * margin:+.1f} pp")
-        share = sum(ok) / len(ok)
-        return share, share > 0.5, "; ".join(notes)
-
-    yield from _per_model(met, measure)
-
-
-def _transfer_beats_model(inp: Inputs):
-    met = inp.metrics
-    transfer, model = _curves(met, "transfer", "test"), _curves(met, "model", "test")
-
-    def measure(m, d, rows):
-        margins = {}
-        for c in _degrees(rows, *MEMORIZING, "metrics"):
-            key = (m, d, c)
-            curve = _series(transfer, key, _last_hidden(m, transfer, key))
-            base = _series(model, key, "model")
-            if curve.empty or base.empty:
-                raise NotEvaluable(f"no transfer or model test curve for c={_pct(c)}")
-            half = base.index.max() / 2
-            for e in [e for e in curve.index if e >= half and e > 0 and e in base.index]:
-                margins[(c, e)] = float(curve[e] - base[e])
-        if not margins:
-            raise NotEvaluable("no probed epoch in the latter half of training")
-        worst = min(margins, key=margins.get)
-        wins = sum(v > 0 for v in margins.values())
-        return margins[worst], margins[worst] > 0, (f"transfer > model at {wins}/{len(margins)} (degree, epoch) "
-                                                    f"cells; worst c={_pct(worst[0])} epoch {worst[1]}")
-
-    yield from _per_model(met, measure)
-
-
-def _last_hidden(model: str, frame: "pd.Series", key: tuple) -> str:
-    arch = registry.ARCHITECTURES.get(model)
-    if arch is not None:
-        return arch.last_hidden
-    layers = _hidden_layers(frame, key)
-    return layers[-1] if layers else ""
-
-
-def _transfer_equals_velpic(inp: Inputs):
-    met = inp.metrics
-    test = met[met["split"] == "test"]
-    idx = [*KEYS, "run", "epoch", "layer"]  # transfer rows sit on the last hidden layer, VeLPIC's there
-
-    def measure(m, d, rows):
-        transfer = rows[rows["probe"] == "transfer"].set_index(idx)["accuracy"]
-        velpic = rows[rows["probe"] == "velpic"].set_index(idx)["accuracy"]
-        diff = (transfer - velpic).dropna()
-        if diff.empty:
-            raise NotEvaluable("no checkpoint with both transfer and VeLPIC test rows on the same layer")
-        worst = diff.abs().idxmax()
-        return float(diff.abs().max()), diff.abs().max() <= 0.005, (
-            f"{len(diff)} checkpoints compared; largest at run {worst[3]} epoch {worst[4]} ({worst[5]})")
-
-    yield from _per_model(test, measure)
-
-
-def _fig13_true_fraction(inp: Inputs):
-    met = inp.metrics
-    transfer = _metrics_final(met, "transfer", "train_corrupted")
-
-    def measure(m, d, rows):
-        k = registry.get_dataset(d).num_classes if d in registry.DATASETS else None
-        if k is None:
-            raise NotEvaluable(f"dataset {d} is not registered (its number of classes is unknown)")
-        devs = {}
-        for c in _degrees(rows, 0.0, 0.99, "metrics"):
-            if (m, d, c) in transfer.index.droplevel("layer"):
-                devs[c] = float(transfer.loc[(m, d, c)].iloc[0]) - (1 - c + c / k)
-        if not devs:
-            raise NotEvaluable("no transfer train_corrupted rows at c < 1")
-        worst = max(devs, key=lambda c: abs(devs[c]))
-        return abs(devs[worst]), abs(devs[worst]) <= 0.10, "transfer − (1 − c + c/K): " + "; ".join(
-            f"c={_pct(c)}: {100 * v:+.1f} pp" for c, v in devs.items())
-
-    yield from _per_model(met, measure)
-
-
-def _masc_matches_model_c0(inp: Inputs):
-    met = inp.metrics
-    masc, model = _metrics_final(met, "masc", "test"), _metrics_final(met, "model", "test")
-    rows = met[met["model"].isin(["mlp", "cnn"])]
-    if rows.empty:
-        raise NotEvaluable("the claim is about the MLP and the CNN; neither is in the metrics")
-
-    def measure(m, d, part):
-        last = registry.get_architecture(m).last_hidden
-        key = (m, d, 0.0)
-        if (*key, last) not in masc.index or (*key, "model") not in model.index:
-            raise NotEvaluable(f"no final MASC ({last}) or model test rows at c=0%")
-        diff = float(masc[(*key, last)] - model[(*key, "model")])
-        return abs(diff), abs(diff) <= 0.02, f"MASC {last} − model at c=0%: {100 * diff:+.1f} pp"
-
-    yield from _per_model(rows, measure)
-
-
-# --------------------------------------------------------------------------------------------
 # the registry
+
+_DEGREES = f"c in {_pct(TABLE_DEGREES[0])}–{_pct(TABLE_DEGREES[1])} (the 2025 tables' degrees)"
 
 CLAIMS: dict[str, Claim] = {c.id: c for c in [
     Claim("masc_beats_model", "decoding2025", "Abstract; Key Results (restated in TMLR §8)",
           "MASC applied to at least one layer achieves higher test accuracy than the model itself at the end of "
-          "training, also at high corruption (80 %, 100 %)",
-          "for every c ≥ 0.2: best-layer MASC (corrupted-label subspaces, D14) − model test > 0; measured = the "
-          "smallest margin", ("probes", "train_logs"), _masc_beats_model),
+          "training, at every corruption degree of the paper's table (20–80 %)",
+          f"for every {_DEGREES}: best-layer MASC (corrupted-label subspaces, D14) − model test > −{TOLERANCE} (the "
+          "authors' own ResNet-18 at 20 % is −0.28 pp); measured = the smallest margin", ("probes", "train_logs"),
+          _masc_beats_model),
     Claim("masc_gain_150", "decoding2025", "Abstract; Key Results",
           "MASC sometimes beats the model's test accuracy by over 150 %",
-          "max over models and degrees of best-layer MASC / model test − 1 > 1.5; measured = that relative gain",
+          f"max over models and {_DEGREES} of best-layer MASC / model test − 1 > 1.5; measured = that relative gain",
           ("probes", "train_logs"), _masc_gain_150),
     Claim("true_ge_corrupted", "decoding2025", "Key Results",
           "MASC with true-label subspaces performs better than with corrupted-label subspaces",
-          "for every c ≥ 0.2: best-layer MASC (true) − best-layer MASC (corrupted) ≥ 0; measured = the smallest "
-          "difference", ("probes",), _true_ge_corrupted),
+          f"for every {_DEGREES}: best-layer MASC (true) − best-layer MASC (corrupted) ≥ −{TOLERANCE} (the "
+          "authors' own CNN-Fashion-MNIST at 40 % is −0.25 pp); measured = the smallest difference", ("probes",),
+          _true_ge_corrupted),
+    Claim("clean_model_masc", "decoding2025", "Experiment 3 (-exp3)",
+          "the model trained on clean labels, probed with the corrupted-label subspaces, reaches at least the "
+          "memorizing model's latent generalization",
+          f"for every {_DEGREES}: best-layer MASC of the clean model (c = 0) with degree c's corrupted-label "
+          f"subspaces − best-layer MASC of the model trained at c ≥ −{TOLERANCE}; measured = the smallest "
+          "difference", ("probes",), _clean_model_masc),
     Claim("baselines_comparable", "decoding2025", "Key Results",
           "probes like logistic regression and nearest class mean perform comparably to MASC in some settings",
-          "in at least one degree, logistic or NCM (corrupted labels, best layer) ≥ MASC − 0.02; measured = the "
-          "largest baseline − MASC", ("probes",), _baselines_comparable),
+          f"in at least one {_DEGREES}, logistic or NCM (corrupted labels, best layer) ≥ MASC − 0.02; measured = "
+          "the largest baseline − MASC", ("probes",), _baselines_comparable),
+    Claim("masc_threshold_robust", "decoding2025", "Sensitivity ablation",
+          "MASC's latent generalization is robust to the variance threshold of its subspaces",
+          f"for every {_DEGREES}: best-layer MASC (corrupted labels) over the thresholds 0.25, 0.5, 0.75, 0.99 and "
+          f"1 PC varies by ≤ {THRESHOLD_RANGE} (the authors' MLP-CIFAR-10 at 40 %: ≥ 4.8 pp); measured = the largest "
+          "range", ("probes",), _threshold_robust),
     Claim("relabel_improves", "decoding2025", "Key Results",
           "MASC-based relabelling can modestly improve the model's generalization after retraining",
-          "mean over c ≥ 0.2 of the mean over runs of (test accuracy on the 80 % split after − before), "
-          "corrupted-label subspaces, > 0; measured = that mean gain", ("relabel",), _relabel_improves),
-    Claim("peaks_coincide", "tmlr2026", "Abstract; §1 contributions",
-          "as the model's test accuracy peaks early in training, MASC test accuracy at all layers largely peaks "
-          "concurrently",
-          f"c in 20–80 %: per non-input layer, the epoch of its peak mean MASC test accuracy lies within "
-          f"±{PEAK_WINDOW} probed checkpoints of the model's peak (epoch 0 excluded); holds when ≥ 75 % of the "
-          f"layer × degree cells do; measured = that share", ("metrics",), _peaks_coincide),
-    Claim("latent_declines_less", "tmlr2026", "Abstract; §1 contributions",
-          "after the peak, model generalization degrades steeply while latent generalization falls more modestly "
-          "and plateaus higher",
-          "for every c in 20–80 %: the best-layer MASC curve (max over non-input layers of the run mean) drops less "
-          "from its peak to the last common epoch than the model's curve, and ends above it; measured = share of "
-          "degrees where both hold", ("metrics",), _latent_declines_less),
-    Claim("velpic_ge_masc_high_c", "tmlr2026", "§6.1",
-          "VeLPIC almost always outperforms MASC, especially at higher corruption degrees",
-          "c ≥ 0.6, each non-input layer at the final probed epoch (run means): VeLPIC ≥ MASC in ≥ 90 % of the "
-          "layer × degree cells; measured = that share", ("metrics",), _velpic_ge_masc),
-    Claim("velpic_all_layers_beat_model", "tmlr2026", "§8",
-          "with VeLPIC, in most cases all layers' latent generalization outperforms model generalization",
-          "share of degrees c ≥ 0.2 where every non-input layer's final VeLPIC test accuracy > the model's "
-          "exceeds 0.5; measured = that share", ("metrics",), _velpic_all_layers_beat_model),
-    Claim("transfer_beats_model", "tmlr2026", "§7",
-          "replacing the pre-softmax weights by VeLPIC vectors improves test accuracy in every epoch of the latter "
-          "phase of training, without further training",
-          "c in 20–80 %, every probed epoch in the latter half of training (≥ half the last common epoch): "
-          "transfer − model test > 0; measured = the smallest margin", ("metrics",), _transfer_beats_model),
-    Claim("transfer_equals_velpic", "tmlr2026", "§7, Eq. (3)",
-          "the substitution makes the model predict exactly as VeLPIC on the last hidden layer",
-          "max over checkpoints of |transfer test − VeLPIC (last hidden layer) test| ≤ 0.005; measured = that "
-          "maximum", ("metrics",), _transfer_equals_velpic),
-    Claim("fig13_true_fraction", "tmlr2026", "Fig. 13 caption",
-          "except at 100 % corruption, train accuracy (corrupted labels) after the transfer saturates near the "
-          "fraction of true labels, 1 − c + c/K",
-          "every c < 1 at the final probed epoch (run means): |transfer train accuracy − (1 − c + c/K)| ≤ 0.10; "
-          "measured = the largest deviation", ("metrics",), _fig13_true_fraction),
-    Claim("masc_matches_model_c0", "tmlr2026", "App. C",
-          "without label corruption, MASC on the last hidden layer (MLP FC4, CNN FC3) closely matches the model's "
-          "test accuracy",
-          "c = 0, final probed epoch (run means): |MASC (last hidden layer) − model test| ≤ 0.02; measured = that "
-          "difference", ("metrics",), _masc_matches_model_c0),
+          f"mean over {_DEGREES} of the mean over runs of (test accuracy on the 80 % split at the last retraining "
+          "epoch, as the authors report, − before), corrupted-label subspaces, > 0; measured = that mean gain",
+          ("relabel",), _relabel_improves),
+    *_tmlr.CLAIMS,
 ]}
 
 

@@ -128,35 +128,25 @@ def knn_rows(layer: LayerContext) -> list[ProbeRow]:
 
 
 def lda_rows(layer: LayerContext) -> list[ProbeRow]:
-    """scikit-learn's ``LinearDiscriminantAnalysis()`` (solver ``svd``), as the authors; fitted by
-    :func:`latentgen.baselines.fit_lda` (scikit-learn's arithmetic, bit for bit, in a third less memory)."""
-    from latentgen.baselines import fit_lda
+    """LDA as the authors' scikit-learn computed it (solver ``svd``, within-class factor 1/(n − K)),
+    fitted from the float64 within-class scatter (:func:`latentgen.discriminant.fit_lda`)."""
+    from latentgen.discriminant import fit_lda
 
     _check_rows(layer)
     return layer.score("lda", fit_lda(layer.train, layer.fit_y), TEST_ONLY)
 
 
 def qda_rows(layer: LayerContext) -> list[ProbeRow]:
-    """scikit-learn's ``QuadraticDiscriminantAnalysis()`` (``reg_param=0``), as the authors.
+    """QDA as the authors' scikit-learn (≤ 1.7) computed it (:class:`latentgen.discriminant.AuthorsQDA`):
+    a class covariance that is not of full rank is a warning, not a refusal, and the scores are
+    numpy's arithmetic on it (inf, NaN), the prediction numpy's argmax. A class needs 2 rows (its
+    covariance is otherwise undefined, as scikit-learn says). The tiny scalings and the non-finite
+    test scores are logged per class."""
+    from latentgen.discriminant import AuthorsQDA, log_qda_diagnostics
 
-    scikit-learn refuses a class whose covariance is not of full rank (``LinAlgError``; older
-    versions warned "Variables are collinear" and went on). Two such cases are certain without
-    its per-class SVD and are refused first: a class with no more rows than features (the SVD
-    solver's own condition) and a feature that is constant within a class (zero variance)."""
-    from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
-
-    counts = _check_rows(layer, minimum_per_class=2)
-    X, y = layer.train, layer.fit_y
-    d = X.shape[1]
-    labels = np.unique(y).tolist()
-    for label, n in zip(labels, counts.tolist()):
-        if n <= d:
-            raise ProbeFitError(f"class {label!r} has {n} training rows for {d} features: its covariance is not of "
-                                "full rank (scikit-learn's QDA needs more rows than features per class)")
-    for label in labels:
-        rows = X[y == label]
-        constant = int(np.count_nonzero(rows.min(axis=0) == rows.max(axis=0)))
-        if constant:
-            raise ProbeFitError(f"class {label!r} has {constant} feature(s) constant over its training rows: its "
-                                "covariance is singular (scikit-learn's QDA refuses it)")
-    return layer.score("qda", QuadraticDiscriminantAnalysis().fit(X, y), TEST_ONLY)
+    _check_rows(layer, minimum_per_class=2)
+    qda = AuthorsQDA().fit(layer.train, layer.fit_y)
+    scores = qda.class_scores(layer.test)
+    log_qda_diagnostics(qda, scores, f"qda on layer {layer.name!r} (fit_labels={layer.fit_labels})")
+    predicted = qda.classes_[scores.argmax(axis=1)]
+    return layer.rows_from_predictions("qda", {"test": predicted}, splits=TEST_ONLY)

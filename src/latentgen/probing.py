@@ -33,7 +33,7 @@ checkpoint's own labels.
   the layer families used) and the network's images (:meth:`CheckpointContext.images`).
 
 **A family that cannot fit a layer** (fewer training rows than classes, a QDA class with fewer
-than 2 rows or a singular covariance, ...) raises :class:`ProbeFitError` (or LAPACK's
+than 2 rows, ...) raises :class:`ProbeFitError` (or LAPACK's
 ``LinAlgError``): its rows for that layer and label set are written with accuracy NaN and the
 reason is logged (logger ``latentgen.probing``), naming family, layer and label set. Every
 warning a family raises (scikit-learn's included) is logged the same way, never silenced.

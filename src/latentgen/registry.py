@@ -144,6 +144,12 @@ class Architecture:
     # the set fixed a priori (the ViT's "first and last MLP blocks at rho = 0.75", [P] §5)
     a_priori_layer_set: str | None = None
     description: str = ""
+    # BatchNorm when activations are dumped (BATCHNORM_MODES): the authors' ResNet-18 passes ran
+    # without model.eval() at batch size 1, so each image is normalised by its own statistics (D9)
+    activation_batchnorm: str = "eval"
+    # whether the 2025 tables' best layer may be the input layer: the authors' Table_values.ipynb
+    # takes the max over input, flattern, fc1-fc3 for the CNN, over the hidden layers otherwise
+    best_layer_includes_input: bool = False
 
     @property
     def default_seed(self) -> int:
@@ -175,7 +181,8 @@ ARCHITECTURES: Mapping[str, Architecture] = _frozen({a.name: a for a in [
         model_options={"digits": {"conv_channels": (8, 16, 32), "fc_width": 128}},
         train_by_dataset={"digits": {"lr": 1e-3, "target_acc": 0.99}},
         repair_layer_sets=("fcs.0", "fcs.1", "fcs.2", "fc3", "fcs.0+fcs.2", "fcs.1+fcs.2", "all"),
-        a_priori_layer_set="fcs.0+fcs.2", description="NgnCnn (Tran et al. 2022), 6 conv + 3 fc"),
+        a_priori_layer_set="fcs.0+fcs.2", description="NgnCnn (Tran et al. 2022), 6 conv + 3 fc",
+        best_layer_includes_input=True),
     Architecture(
         "alexnet", "AlexNet", "latentgen.models:build_alexnet", ("digits", "cifar100", "tiny_imagenet"),
         probe_layers=("flatten", "fc1", "fc2"), head="fc3", last_hidden="fc2",
@@ -193,7 +200,7 @@ ARCHITECTURES: Mapping[str, Architecture] = _frozen({a.name: a for a in [
         train={"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "batch_size": 32, "target_acc": FROM_DATASET},
         model_options={"digits": {"widths": (16, 32, 64, 128)}},
         train_by_dataset={"digits": {"lr": 1e-2, "target_acc": 0.99}},
-        description="ResNet-18, CIFAR stem"),
+        description="ResNet-18, CIFAR stem", activation_batchnorm="per_sample"),
 ]})
 
 HPARAM_SOURCES = ("code", "paper")  # the authors' code (default) or the paper's text (D2)
@@ -307,10 +314,11 @@ PROBE_FAMILIES: Mapping[str, ProbeFamily] = _frozen({p.name: p for p in [
                 "latentgen.probe_families:ncm_rows", default=False, skip_input=True, test_only=True),
     ProbeFamily("knn", "5 nearest neighbours, cosine distance, majority vote (scikit-learn's brute force, the "
                 "authors' baseline)", "latentgen.probe_families:knn_rows", default=False, skip_input=True, test_only=True),
-    ProbeFamily("lda", "linear discriminant analysis, scikit-learn defaults (the authors' baseline)",
+    ProbeFamily("lda", "linear discriminant analysis as the authors' scikit-learn (svd solver, within-class "
+                "factor 1/(n - K)), from the float64 within-class scatter (the authors' baseline)",
                 "latentgen.probe_families:lda_rows", default=False, skip_input=True, test_only=True),
-    ProbeFamily("qda", "quadratic discriminant analysis, scikit-learn defaults (the authors' baseline; a class "
-                "whose covariance is not full rank has no fit: NaN rows, reason logged)",
+    ProbeFamily("qda", "quadratic discriminant analysis as the authors' scikit-learn (<= 1.7, reg_param=0): a "
+                "rank-deficient class covariance is a warning; inf/NaN scores as numpy makes them, logged per class",
                 "latentgen.probe_families:qda_rows", default=False, skip_input=True, test_only=True),
     ProbeFamily("masc_sensitivity", "MASC at variance 0.25, 0.5, 0.75, 0.99 and with one component, from the "
                 "one decomposition MASC uses", "latentgen.probe_families:masc_sensitivity_rows", default=False,
@@ -389,6 +397,17 @@ SIGN_MODES = ("all", "class")  # VeLPIC's sign from all training rows (authors' 
 # HDF5 compresses on one thread: for ResNet-18's 23 GB files on a GPU, lzf is the dump's bottleneck.
 ACTIVATION_COMPRESSIONS = ("lzf", "gzip", "none")
 BATCHNORM_MODES = ("eval", "per_sample")  # BatchNorm at activation time: running stats, or each image alone
+
+
+def activation_batchnorm(arch: str, override: str | None = None) -> str:
+    """The BatchNorm mode of ``arch``'s activation dumps: ``override`` when given (checked), else the
+    architecture's own (``Architecture.activation_batchnorm``: ``per_sample`` for ResNet-18, as the
+    authors, ``eval`` for the others)."""
+    if override is not None:
+        if override not in BATCHNORM_MODES:
+            raise ValueError(f"batchnorm must be one of {', '.join(BATCHNORM_MODES)}, got {override!r}")
+        return override
+    return get_architecture(arch).activation_batchnorm
 
 # --------------------------------------------------------------------------------------------
 # devices

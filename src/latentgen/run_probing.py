@@ -141,7 +141,7 @@ class RunProbeJob:
     probe_options: dict = field(default_factory=dict)  # variance, sign, batch_size, seed
     activation_batch_size: int = 500
     layers: list | None = None
-    batchnorm: str = "eval"
+    batchnorm: str | None = None  # None: the architecture's own (registry.activation_batchnorm)
     memory_budget: int | None = None
     keep_activations: Path | None = None
     compression: str = "lzf"

@@ -7,8 +7,9 @@ Markdown (the same cells).
 
 A probe's **best layer** (SPEC D14, the authors' ``Table_values.ipynb``): per model, dataset and
 corruption degree, the mean over runs of the final-epoch test accuracy of each layer, then the
-maximum of these means over the non-input layers; ties go to the earlier layer (the registry's
-``probe_layers`` order). The best single run may sit on another layer; the table does not look.
+maximum of these means over the layers the authors' table takes — the hidden layers, and for the
+CNN the input layer too (``registry.Architecture.best_layer_includes_input``); ties go to the
+earlier layer (the registry's ``probe_layers`` order). ``table_sensitivity`` takes hidden layers only. The best single run may sit on another layer; the table does not look.
 Each run's final epoch is the largest ``epoch`` of its rows in the probe tables, which must be
 its train log's last epoch.
 
@@ -21,12 +22,11 @@ Inputs (:data:`INPUT_KINDS`), each a list of files:
   it, else by the path ``…/{arch}/{dataset}/c{c}/run{r}/train_log.csv``.
 - ``relabel``: relabel-and-retrain results, columns :data:`RELABEL_COLUMNS`.
 
-Torch-free; pandas and matplotlib are imported when a table is made.
+They are read and checked by :mod:`latentgen.table_inputs`. Torch-free; pandas and matplotlib are imported when a table is made.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -36,16 +36,14 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from latentgen import registry
 from latentgen.figures import layer_label, model_label, reproducible_metadata
+from latentgen.table_inputs import (PROBE_COLUMNS, RELABEL_COLUMNS, read_probe_tables, read_relabel,  # noqa: F401
+                                    read_train_logs, train_log_identity)
 
 if TYPE_CHECKING:
     import pandas as pd
 
-PROBE_COLUMNS = ["model", "dataset", "corruption", "run", "epoch", "layer", "probe", "fit_labels", "split", "accuracy"]
-RELABEL_COLUMNS = ["model", "dataset", "corruption", "run", "subspaces", "layer", "layer_select_acc", "epochs_trained",
-                   "stopped_early", "best_epoch", "test_acc_80_before", "test_acc_80_after", "test_acc_20_before",
-                   "test_acc_20_after", "relabel_agreement_true", "relabel_agreement_corrupted"]
 INPUT_KINDS = ("probes", "train_logs", "relabel", "metrics")
-INPUT_LAYER = "input"  # never a best layer (D14)
+INPUT_LAYER = "input"  # a best layer only where the architecture's entry says (the CNN's, D14)
 KEYS = ["model", "dataset", "corruption"]
 LABEL_SETS = ("corrupted", "true")
 MASC_PAIRS = (("masc", "corrupted"), ("masc", "true"), ("velpic", "corrupted"), ("velpic", "true"))
@@ -104,115 +102,6 @@ def get_table(name: str) -> TableSpec:
 
 
 # --------------------------------------------------------------------------------------------
-# reading inputs
-
-
-def _read_csv(path, columns: Sequence[str], what: str) -> "pd.DataFrame":
-    import pandas as pd
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist")
-    frame = pd.read_csv(path, dtype={c: str for c in ("model", "dataset", "layer", "probe", "fit_labels", "split",
-                                                       "subspaces")})
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{what} {path} lacks the columns {', '.join(missing)}")
-    frame = frame[list(columns)].copy()
-    frame["corruption"] = frame["corruption"].astype(float).round(6)
-    frame["_file"] = str(path)
-    return frame
-
-
-def _check_fractions(frame: "pd.DataFrame", columns: Sequence[str], what: str) -> None:
-    for column in columns:
-        values = frame[column]
-        bad = frame[values.notna() & ((values < 0) | (values > 1))]
-        if not bad.empty:
-            raise ValueError(f"{what} {bad['_file'].iloc[0]}: {column} {bad[column].iloc[0]} outside [0, 1] "
-                             f"(fractions expected)")
-
-
-def read_probe_tables(paths: Sequence[str | os.PathLike]) -> "pd.DataFrame":
-    """The final-model probe tables, concatenated and checked (columns, fractions, duplicates)."""
-    import pandas as pd
-
-    if not paths:
-        raise ValueError("no probe tables given")
-    frame = pd.concat([_read_csv(p, PROBE_COLUMNS, "probe table") for p in paths], ignore_index=True)
-    # an empty accuracy is a probe that could not be fit (the probe job logged why): it stays NaN
-    for column in ("fit_labels", "layer", "probe", "split"):
-        if frame[column].isna().any():
-            raise ValueError(f"probe table {frame.loc[frame[column].isna(), '_file'].iloc[0]}: empty {column}")
-    _check_fractions(frame, ["accuracy"], "probe table")
-    dup = frame.duplicated(PROBE_COLUMNS[:-1], keep=False)
-    if dup.any():
-        row = frame[dup].iloc[0]
-        files = sorted(set(frame.loc[dup, "_file"]))
-        raise ValueError(f"duplicate probe rows ({row['model']}-{row['dataset']} c={row['corruption']} run {row.run} "
-                         f"epoch {row['epoch']} {row['probe']} {row['fit_labels']} {row['layer']} {row['split']}) "
-                         f"in {', '.join(files)}")
-    return frame
-
-
-def train_log_identity(path: str | os.PathLike) -> tuple[str, str, float, int]:
-    """(model, dataset, corruption, run) of a train log: its manifest.json, else its path."""
-    path = Path(path)
-    manifest = path.parent / "manifest.json"
-    if manifest.is_file():
-        try:
-            m = json.loads(manifest.read_text())
-            return str(m["arch"]), str(m["dataset"]), round(float(m["corruption"]), 6), int(m["run"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{manifest} does not name the run of {path} ({exc!r})") from None
-    parts = path.parts
-    match = len(parts) >= 5 and re.fullmatch(r"c([0-9.]+)", parts[-3]) and re.fullmatch(r"run(\d+)", parts[-2])
-    if not match:
-        raise ValueError(f"train log {path}: no manifest.json beside it and its path is not "
-                         f".../{{arch}}/{{dataset}}/c{{c}}/run{{r}}/train_log.csv, so its run is unknown")
-    return parts[-5], parts[-4], round(float(parts[-3][1:]), 6), int(parts[-2][3:])
-
-
-def read_train_logs(paths: Sequence[str | os.PathLike]) -> "pd.DataFrame":
-    """One row per run: ``model,dataset,corruption,run,final_epoch,model_test`` (its last logged epoch)."""
-    import pandas as pd
-
-    if not paths:
-        raise ValueError("no train logs given")
-    rows = []
-    for path in paths:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"train log {path} does not exist")
-        log = pd.read_csv(path)
-        if "epoch" not in log.columns or "test_acc" not in log.columns:
-            raise ValueError(f"train log {path} lacks the columns epoch, test_acc")
-        if log.empty:
-            raise ValueError(f"train log {path} has no rows")
-        last = log.loc[log["epoch"].idxmax()]
-        value = float(last["test_acc"])
-        if not 0 <= value <= 1:
-            raise ValueError(f"train log {path}: test_acc {value} outside [0, 1] (fractions expected)")
-        rows.append((*train_log_identity(path), int(last["epoch"]), value, str(path)))
-    frame = pd.DataFrame(rows, columns=[*KEYS, "run", "final_epoch", "model_test", "_file"])
-    dup = frame.duplicated([*KEYS, "run"], keep=False)
-    if dup.any():
-        raise ValueError(f"train logs {', '.join(frame.loc[dup, '_file'])} are of the same run")
-    return frame
-
-
-def read_relabel(paths: Sequence[str | os.PathLike]) -> "pd.DataFrame":
-    import pandas as pd
-
-    if not paths:
-        raise ValueError("no relabel results given")
-    frame = pd.concat([_read_csv(p, RELABEL_COLUMNS, "relabel results") for p in paths], ignore_index=True)
-    _check_fractions(frame, [c for c in RELABEL_COLUMNS if "acc" in c or "agreement" in c], "relabel results")
-    dup = frame.duplicated([*KEYS, "run", "subspaces"], keep=False)
-    if dup.any():
-        raise ValueError(f"relabel results repeat a run × subspaces in {', '.join(sorted(set(frame['_file'][dup])))}")
-    return frame
-
-
-# --------------------------------------------------------------------------------------------
 # best layers and the model's accuracy
 
 
@@ -231,12 +120,22 @@ def layer_rank(model: str, layer: str) -> int:
     return layers.index(layer) if layer in layers else len(layers)
 
 
-def layer_means(final: "pd.DataFrame", probe: str, fit_labels: str, split: str = "test") -> "pd.DataFrame":
-    """Per model/dataset/degree and non-input layer: mean over runs (``accuracy``) and ``runs``.
+def counts_input(model: str) -> bool:
+    """Does the best layer of ``model`` range over its input layer (the CNN's, as the authors' table)?"""
+    arch = registry.ARCHITECTURES.get(model)
+    return bool(arch and arch.best_layer_includes_input)
+
+
+def layer_means(final: "pd.DataFrame", probe: str, fit_labels: str, split: str = "test", *,
+                with_input: bool = True) -> "pd.DataFrame":
+    """Per model/dataset/degree and table layer (the input layer only where :func:`counts_input`,
+    and never with ``with_input=False``): mean over runs (``accuracy``) and ``runs``.
 
     Raises ValueError where a key's layers were probed on different sets of runs."""
+    with_input_models = [m for m in registry.ARCHITECTURES if counts_input(m)] if with_input else []
+    table_layer = (final["layer"] != INPUT_LAYER) | final["model"].isin(with_input_models)
     rows = final[(final["probe"] == probe) & (final["fit_labels"] == fit_labels) & (final["split"] == split)
-                 & (final["layer"] != INPUT_LAYER)]
+                 & table_layer]
     # one row per run and layer: read_probe_tables refuses duplicates. A run whose probe could not
     # be fit (NaN) makes the layer's mean NaN: a mean over fewer runs would not be comparable
     means = rows.groupby([*KEYS, "layer"], sort=False).agg(accuracy=("accuracy", lambda a: a.mean(skipna=False)),
@@ -249,11 +148,13 @@ def layer_means(final: "pd.DataFrame", probe: str, fit_labels: str, split: str =
     return means
 
 
-def best_layers(final: "pd.DataFrame", probe: str, fit_labels: str, split: str = "test") -> "pd.DataFrame":
-    """``model,dataset,corruption,accuracy,layer,runs``: the best non-input layer by mean over runs (D14)."""
+def best_layers(final: "pd.DataFrame", probe: str, fit_labels: str, split: str = "test", *,
+                with_input: bool = True) -> "pd.DataFrame":
+    """``model,dataset,corruption,accuracy,layer,runs``: the best table layer by mean over runs (D14;
+    ``with_input=False``: hidden layers only, whatever the architecture)."""
     import pandas as pd
 
-    means = layer_means(final, probe, fit_labels, split)
+    means = layer_means(final, probe, fit_labels, split, with_input=with_input)
     if means.empty:
         return pd.DataFrame(columns=[*KEYS, "accuracy", "layer", "runs"])
     means["_rank"] = [layer_rank(m, layer) for m, layer in zip(means["model"], means["layer"])]
@@ -306,14 +207,14 @@ def _key_files(probes: "pd.DataFrame", key) -> str:
     return ", ".join(sorted(set(files))) or "no probe table"
 
 
-def _add_best(table, keys, final, probes, probe: str, labels: str, name: str) -> "pd.DataFrame":
+def _add_best(table, keys, final, probes, probe: str, labels: str, name: str, with_input: bool = True):
     """``table`` with columns ``name``, ``name_layer``: ``probe``'s best layer for every key (or ValueError)."""
-    best = best_layers(final, probe, labels)
+    best = best_layers(final, probe, labels, with_input=with_input)
     missing = keys.merge(best[KEYS], how="left", indicator=True)
     missing = missing[missing["_merge"] == "left_only"]
     if not missing.empty:
         key = tuple(missing.iloc[0][KEYS])
-        raise ValueError(f"no non-input {probe} test rows with fit_labels={labels} for {key[0]}-{key[1]} "
+        raise ValueError(f"no {probe} test rows of a table layer with fit_labels={labels} for {key[0]}-{key[1]} "
                          f"c={key[2]} in {_key_files(probes, key)}")
     return table.merge(best[KEYS + ["accuracy", "layer"]].rename(columns={"accuracy": name, "layer": f"{name}_layer"}),
                        on=KEYS, how="inner")
@@ -356,16 +257,22 @@ def build_table_baselines(probes: "pd.DataFrame", logs: "pd.DataFrame") -> "pd.D
 
 
 def build_table_relabel(relabel: "pd.DataFrame") -> "pd.DataFrame":
-    """Per model × degree × subspaces: means over runs, and per run (in run order, ``;``-joined) the
-    chosen layer, epochs trained and best epoch; ``stopped_early`` counts runs stopped early."""
+    """Per model × degree × subspaces, means over runs. ``test_acc_80_after`` / ``test_acc_20_after``
+    and ``gain_80`` are the **last** retraining epoch's, as the authors report (their script trains
+    on and logs every epoch); ``test_acc_80_best`` / ``test_acc_20_best`` are early stopping's best
+    epoch's (the result files' ``_after``). Per run (in run order, ``;``-joined): the chosen layer,
+    epochs trained and best epoch; ``stopped_early`` counts runs stopped early."""
     import pandas as pd
 
     rows = []
-    means = ["test_acc_80_before", "test_acc_80_after", "test_acc_20_before", "test_acc_20_after",
-             "relabel_agreement_true", "relabel_agreement_corrupted"]
+    means = {"test_acc_80_before": "test_acc_80_before", "test_acc_80_after": "test_acc_80_last",
+             "test_acc_80_best": "test_acc_80_after", "test_acc_20_before": "test_acc_20_before",
+             "test_acc_20_after": "test_acc_20_last", "test_acc_20_best": "test_acc_20_after",
+             "relabel_agreement_true": "relabel_agreement_true",
+             "relabel_agreement_corrupted": "relabel_agreement_corrupted"}
     for key, group in relabel.sort_values("run").groupby([*KEYS, "subspaces"], sort=False):
         row = dict(zip([*KEYS, "subspaces"], key), runs=group["run"].nunique())
-        row.update({c: group[c].mean() for c in means})
+        row.update({name: group[source].mean() for name, source in means.items()})
         row["gain_80"] = row["test_acc_80_after"] - row["test_acc_80_before"]
         for c in ("layer", "epochs_trained", "best_epoch"):
             row[c] = ";".join(str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in group[c])
@@ -375,13 +282,16 @@ def build_table_relabel(relabel: "pd.DataFrame") -> "pd.DataFrame":
     table["_subspaces"] = table["subspaces"].map(lambda s: LABEL_SETS.index(s) if s in LABEL_SETS else 9)
     table = _sorted(table, ["_subspaces"]).drop(columns="_subspaces")
     return table[[*KEYS, "subspaces", "runs", "test_acc_80_before", "test_acc_80_after", "gain_80",
-                  "test_acc_20_before", "test_acc_20_after", "relabel_agreement_true",
-                  "relabel_agreement_corrupted", "layer", "epochs_trained", "best_epoch", "stopped_early"]]
+                  "test_acc_80_best", "test_acc_20_before", "test_acc_20_after", "test_acc_20_best",
+                  "relabel_agreement_true", "relabel_agreement_corrupted", "layer", "epochs_trained", "best_epoch",
+                  "stopped_early"]]
 
 
 def build_table_sensitivity(probes: "pd.DataFrame") -> "pd.DataFrame":
-    """Per model × degree, MASC (corrupted-label subspaces) at its best layer per variance threshold;
-    the 0.99 column falls back to the ``masc`` rows where no ``masc_var0.99`` rows exist."""
+    """Per model × degree, MASC (corrupted-label subspaces) at its best hidden layer per variance
+    threshold (never the input layer: the CNN's input rule is Table_values.ipynb's, whose tables do
+    not cover the thresholds); the 0.99 column falls back to the ``masc`` rows where no
+    ``masc_var0.99`` rows exist."""
     final = final_rows(probes)
     final = final[final["fit_labels"] == "corrupted"]
     table = final[final["probe"].isin([p for p, _ in SENSITIVITY])][KEYS].drop_duplicates()
@@ -391,7 +301,7 @@ def build_table_sensitivity(probes: "pd.DataFrame") -> "pd.DataFrame":
     keys = table.copy()
     for probe, _ in SENSITIVITY:
         source = probe if probe in set(final["probe"]) or probe != "masc_var0.99" else "masc"
-        table = _add_best(table, keys, final, probes, source, "corrupted", probe)
+        table = _add_best(table, keys, final, probes, source, "corrupted", probe, with_input=False)
     return _sorted(table)
 
 
@@ -448,10 +358,11 @@ def _cells_baselines(t):
 
 
 def _cells_relabel(t):
-    heads = ["Model", "c (%)", "Subspaces", "Runs", "Before (80 %)", "After (80 %)", "Gain", "Layer(s)",
-             "Epochs", "Stopped early"]
+    heads = ["Model", "c (%)", "Subspaces", "Runs", "Before (80 %)", "After, last epoch (80 %)", "Gain",
+             "Best epoch (80 %)", "Layer(s)", "Epochs", "Stopped early"]
     rows = [[_label(r["model"], r["dataset"]), f"{100 * r['corruption']:.0f}", _NAMES.get(r["subspaces"], "?"),
              str(r["runs"]), percent(r["test_acc_80_before"]), percent(r["test_acc_80_after"]), percent(r["gain_80"]),
+             percent(r["test_acc_80_best"]),
              ", ".join(_layer(x) for x in str(r["layer"]).split(";")), str(r["epochs_trained"]).replace(";", ", "),
              f"{r['stopped_early']}/{r['runs']}"] for r in t.to_dict("records")]
     return heads, rows

@@ -26,6 +26,9 @@ in that pass (MASC's includes the decomposition MASC, VeLPIC and the sensitivity
 k-NN's neighbour search is made once, on the first label set). ``--no-reference`` skips the
 authors' procedure (minutes).
 
+**LDA** (``--lda``, instead of the above): scikit-learn's svd solver against the gram route of
+``latentgen.discriminant`` on the same fc4 rows (``latentgen.bench.lda``).
+
 **ResNet-18 peak memory** (``--resnet-memory``, instead of the above): the probes of one layer
 of the ResNet's widest width (16,384 features, 50,000 training and 10,000 test rows, 10
 classes; the probe job holds one layer at a time), on seeded random ReLU-like data (full rank:
@@ -73,6 +76,8 @@ def add_arguments(parser) -> None:
                         help="label sets the families are fit on (default corrupted,true; also --resnet-memory's)")
     parser.add_argument("--corruption", type=float, default=0.6,
                         help="degree of the corrupted labels the families are fit on (default 0.6)")
+    parser.add_argument("--lda", action="store_true",
+                        help="time LDA instead: scikit-learn's svd solver against the gram route (latentgen.bench.lda)")
     parser.add_argument("--resnet-memory", action="store_true",
                         help="measure the peak memory of the probes on one ResNet-18-wide layer instead")
     parser.add_argument("--scales", default="0.0625,0.125,0.25",
@@ -203,6 +208,11 @@ def run(args) -> dict:
         x_train, y_train, x_test, y_test = _synthetic(args.n_train, args.n_test, args.seed)
         data = f"SYNTHETIC seeded matrix (MNIST not found under {root})"
     data_s = time.perf_counter() - t0
+    if args.lda:
+        from latentgen.bench.lda import run_lda
+
+        return {"data": data, "cpus": os.cpu_count(), "load_average_1min_before": load_before,
+                **run_lda(x_train, y_train, x_test, y_test, args), "load_average_1min_after": os.getloadavg()[0]}
     classes = np.unique(y_train)
 
     families = {} if args.no_families else time_families(x_train, y_train, x_test, y_test, args)

@@ -26,8 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compression", choices=registry.ACTIVATION_COMPRESSIONS,
                         default=registry.ACTIVATION_COMPRESSIONS[0],
                         help="HDF5 compression, lossless (default lzf; none writes at disk speed, for fast GPUs)")
-    parser.add_argument("--batchnorm", choices=registry.BATCHNORM_MODES, default=registry.BATCHNORM_MODES[0],
-                        help="BatchNorm in eval mode (default) or per-image statistics as the authors' ResNet dumps (D9)")
+    parser.add_argument("--batchnorm", choices=registry.BATCHNORM_MODES, default=None,
+                        help="BatchNorm in eval mode or with per-image statistics (the authors' ResNet dumps, D9); "
+                             "default: the architecture's own (per_sample for ResNet-18, eval for the others)")
     parser.add_argument("--device", choices=list(registry.DEVICE_CHOICES), default="auto",
                         help="auto = CUDA when available")
     parser.add_argument("--threads", type=argtypes.positive_int, help="CPU threads for torch (default: torch's choice)")

@@ -58,8 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--activation-batch-size", type=argtypes.positive_int, default=500,
                         help="images per forward pass for the activations (default 500, as `latentgen activations`)")
     parser.add_argument("--layers", help="comma-separated probe layers (default: all of the model's)")
-    parser.add_argument("--batchnorm", choices=registry.BATCHNORM_MODES, default=registry.BATCHNORM_MODES[0],
-                        help="BatchNorm in eval mode (default) or per-image statistics (the authors' ResNet, D9)")
+    parser.add_argument("--batchnorm", choices=registry.BATCHNORM_MODES, default=None,
+                        help="BatchNorm in eval mode or with per-image statistics (default: the architecture's own, "
+                             "registry.activation_batchnorm: per_sample for ResNet-18 as the authors, D9)")
     parser.add_argument("--memory-budget", type=argtypes.byte_size, default=None, metavar="BYTES",
                         help="bytes of activations held at once in host memory, e.g. 8G (default: half the available memory)")
     parser.add_argument("--keep-activations", metavar="DIR",
