@@ -51,7 +51,7 @@ def test_curvature_benchmark_reference_agrees_with_ours(capsys, mnist_root):
 
 
 def test_probe_run_benchmark_times_both_paths_on_the_same_run(capsys, mnist_root):
-    result = _bench(capsys, "probe_run", "--data-root", str(mnist_root), "--train-subset", "600", "--epochs", "1")
+    result = _bench(capsys, "probe_run", "--dataset", "digits", "--train-subset", "600", "--epochs", "1")
     assert result["checkpoints"] == 2 and result["identical"] is True  # epochs 0 and 1, the same bytes both ways
     assert result["ours_seconds"] > 0 and result["reference_seconds"] > 0
     assert result["ratio"] == pytest.approx(result["reference_seconds"] / result["ours_seconds"])

@@ -103,7 +103,7 @@ def _check_lda(X, y, T, y_test, full=True):
     authors_svd = fit_lda(X64, y, within_scale="n-K", method="svd")
     authors = fit_lda(X, y)  # the family's fit: n-K, gram where n >= d
     assert authors.method_ == ("gram" if len(X) >= X.shape[1] else "svd")
-    authors_gram = fit_lda(X, y, method="gram")
+    authors_gram = authors if authors.method_ == "gram" else fit_lda(X, y, method="gram")
     assert authors_gram.within_rank_ == authors_svd.within_rank_
     assert authors_gram.scalings_.shape == authors_svd.scalings_.shape
     assert _accuracy(authors_gram, T, y_test) == _accuracy(authors_svd, T, y_test)

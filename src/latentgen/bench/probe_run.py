@@ -1,7 +1,7 @@
 """Probing a whole run: one `latentgen probe-run` job vs the per-checkpoint jobs it replaced.
 
-A real MLP run on MNIST (``--train-subset`` images, ``--epochs`` epochs, checkpoints on a dense
-grid, trained first and not timed) is probed both ways at the TMLR figures' settings (MASC,
+A real MLP run on MNIST (``--dataset``; ``--train-subset`` images, ``--epochs`` epochs, checkpoints
+on a dense grid, trained first and not timed) is probed both ways at the TMLR figures' settings (MASC,
 VeLPIC, the transfer; the final checkpoint also with ``--final-families`` on both label sets), each
 as the workflow runs it — fresh Python processes on ``--threads`` threads:
 
@@ -32,7 +32,9 @@ DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[3].parent / "shared" / "dat
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT),
                         help=f"folder with MNIST/raw (default {DEFAULT_DATA_ROOT})")
-    parser.add_argument("--train-subset", type=int, default=6000, help="MNIST training images (default 6000)")
+    parser.add_argument("--dataset", choices=("mnist", "digits"), default="mnist",
+                        help="mnist (default; from --data-root) or digits (scikit-learn's, for a quick check)")
+    parser.add_argument("--train-subset", type=int, default=6000, help="training images (default 6000)")
     parser.add_argument("--epochs", type=int, default=4, help="epochs trained, every one a checkpoint (default 4)")
     parser.add_argument("--final-families", default="masc,velpic,transfer,ncm",
                         help="families of the final checkpoint, on corrupted and true labels")
@@ -61,14 +63,16 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="latentgen-bench-") as tmp:
         tmp = Path(tmp)
-        data = load_dataset("mnist", data_root=args.data_root)
-        config = default_train_config("mlp", "mnist", corruption=0.4, run=1, train_subset=args.train_subset,
+        data = load_dataset(args.dataset, data_root=args.data_root if args.dataset == "mnist" else None)
+        config = default_train_config("mlp", args.dataset, corruption=0.4, run=1,
+                                      train_subset=min(args.train_subset, len(data.train_y)),
                                       max_epochs=args.epochs, grid_dense_until=args.epochs, grid_dense_step=1)
         run_dir = tmp / "run"
         train(config, run_dir, dataset=data, device=args.device, verbose=False)
         manifest = json.loads((run_dir / "manifest.json").read_text())
         epochs, final = manifest["epochs"], manifest["final_epoch"]
-        common = ["--data-root", args.data_root, "--device", args.device, "--threads", str(args.threads)]
+        common = [*(["--data-root", args.data_root] if args.dataset == "mnist" else []), "--device", args.device,
+                  "--threads", str(args.threads)]
         final_options = ["--families", args.final_families, "--fit-labels", "corrupted,true"]
         times = {"ours": [], "reference": []}
         for repeat in range(args.repeats):
@@ -92,6 +96,7 @@ def run(args: argparse.Namespace) -> dict:
         identical = ((tmp / "ours0" / "run.csv").read_bytes() == (tmp / "reference0" / "run.csv").read_bytes()
                      and (tmp / "ours0" / "final.csv").read_bytes() == (tmp / f"reference0/epoch{final}.csv").read_bytes())
     ours, reference = statistics.median(times["ours"]), statistics.median(times["reference"])
-    return {"checkpoints": len(epochs), "train_images": args.train_subset, "device": args.device,
+    return {"dataset": args.dataset, "checkpoints": len(epochs), "train_images": config.train_subset,
+            "device": args.device,
             "threads": args.threads, "ours_seconds": ours, "reference_seconds": reference,
             "ratio": reference / ours, "identical": identical}
