@@ -54,10 +54,11 @@ def as_tensors(data, labels=None, what: str = "train") -> tuple[torch.Tensor, np
     return torch.cat(xs), y
 
 
-def _check_labels(y, n: int, classes: int, what: str) -> np.ndarray:
+def check_labels(y, n: int, classes: int, what: str, images: str = "images") -> np.ndarray:
+    """``y`` as int64 if it is ``n`` integer labels in 0..classes-1; else a ValueError naming ``what``."""
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != n:
-        raise ValueError(f"{what}: {len(y) if y.ndim == 1 else y.shape} labels for {n} images")
+        raise ValueError(f"{what}: {len(y) if y.ndim == 1 else y.shape} labels for {n} {images}")
     if not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{what}: labels must be integers, got {y.dtype}")
     bad = y[(y < 0) | (y >= classes)]
@@ -147,9 +148,9 @@ def _prepare(model, layers, train, test, labels, true_labels, test_labels, num_c
         raise ValueError("labels are needed for the training and the test images (labels=..., test_labels=...)")
     if num_classes is None:
         num_classes = int(max(train_y.max(), test_y.max(), -1 if true_labels is None else np.max(true_labels))) + 1
-    corrupted = _check_labels(train_y, len(train_x), num_classes, "labels")
-    true = corrupted if true_labels is None else _check_labels(true_labels, len(train_x), num_classes, "true_labels")
-    test_y = _check_labels(test_y, len(test_x), num_classes, "test labels")
+    corrupted = check_labels(train_y, len(train_x), num_classes, "labels")
+    true = corrupted if true_labels is None else check_labels(true_labels, len(train_x), num_classes, "true_labels")
+    test_y = check_labels(test_y, len(test_x), num_classes, "test labels")
     missing = np.setdiff1d(np.unique(corrupted), np.unique(test_y))
     if len(missing):
         raise ValueError(f"class {int(missing[0])} has training images but none in the test split")
@@ -213,7 +214,7 @@ def transfer(model: nn.Module, *, head: str, train, labels=None, layer: str | No
     train_x, train_y = as_tensors(train, labels, "train")
     if train_y is None:
         raise ValueError("labels are needed for the training images")
-    y = _check_labels(train_y, len(train_x), head_module.out_features, "labels")
+    y = check_labels(train_y, len(train_x), head_module.out_features, "labels")
     model = model.to(resolve_device(device))
     tapped = f"{head}{INPUT_SUFFIX}"
     layers = [tapped, *([layer] if layer else [])]

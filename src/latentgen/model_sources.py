@@ -147,16 +147,9 @@ def read_labels(path: str | os.PathLike, dataset, num_classes: int, what: str = 
             labels = np.array([int(row["label"]) for row in rows])
     else:
         raise ValueError(f"{what} {path}: expected a .npy or .csv file")
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or len(labels) != n:
-        raise ValueError(f"{what} {path}: {len(labels) if labels.ndim == 1 else labels.shape} labels for {n} "
-                         "training images")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{what} {path}: labels must be integers, got {labels.dtype}")
-    bad = labels[(labels < 0) | (labels >= num_classes)]
-    if len(bad):
-        raise ValueError(f"{what} {path}: label {int(bad[0])} is outside the classes 0..{num_classes - 1}")
-    return labels.astype(np.int64)
+    from latentgen.model_api import check_labels
+
+    return check_labels(labels, n, num_classes, f"{what} {path}", "training images")
 
 
 def images(dataset, batch_size: int = 256) -> torch.Tensor:
