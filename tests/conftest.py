@@ -40,6 +40,16 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="module")
+def single_threaded_blas():
+    """One BLAS thread: multi-threaded BLAS collapses (10-20x) on shared cores, and these tests
+    check values, not speed."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        yield
+
+
 @pytest.fixture(scope="session")
 def digits():
     """scikit-learn's embedded 8×8 digits, loaded once (no download)."""

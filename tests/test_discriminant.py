@@ -21,15 +21,8 @@ from latentgen.discriminant import AuthorsLDA, AuthorsQDA, fit_lda
 from latentgen.labels import corrupt_labels
 from latentgen.probing import LayerContext, ProbeOptions, probe_layer
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "single_threaded_blas")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_threaded_blas():
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, user_api="blas"):
-        yield
 
 
 N_TRAIN = 3000

@@ -27,16 +27,8 @@ from latentgen.probes import MASC, fit_probes
 from latentgen.probing import (COLUMNS, LayerContext, ProbeOptions, _run_family, probe_checkpoint, probe_layer,
                                write_probe_csv)
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "single_threaded_blas")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_threaded_blas():
-    # multi-threaded BLAS collapses (10-20x) on shared cores; these tests check values, not speed
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, user_api="blas"):
-        yield
 
 N_TRAIN = 2000
 LAYER_FAMILIES = ["masc", "velpic", "logistic", "ncm", "knn", "lda", "qda", "masc_sensitivity"]
