@@ -167,13 +167,10 @@ def plan(cfg: dict, costs: dict[str, ModelCost], *, cores: int, gpus: int = 0,
         elif stage == "probe_run":
             saved, final = expected_run_epochs(job_plan, job.model, w["corruption"], w["run"])
             model = job_plan.models[job.model]
-            tracked = [e for e in saved if registry.on_grid(e, **model["grid"]) or (e == final and model["probe_final"])]
-            tracked = tracked if job_plan.tracks_grid(job.model) else []
+            tracked = (registry.probed_epochs(saved, final, model["grid"], model["probe_final"])
+                       if job_plan.tracks_grid(job.model) else [])
             final_probe = cost.probe_final if cost.probe_final is not None else cost.probe
-            if paper.get("checkpoints") == "grid" and cost.probe_final is not None:
-                per_tracked = cost.probe_final
-            else:
-                per_tracked = cost.probe
+            per_tracked = final_probe if paper.get("checkpoints") == "grid" else cost.probe
             others = [e for e in tracked if e != final]
             extra = len(job_plan.clean_model_degrees(w["corruption"])) * cost.probe_final_labels
             seconds = (cost.load + len(others) * (cost.forward + per_tracked) + cost.forward + final_probe + extra

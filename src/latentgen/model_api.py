@@ -11,8 +11,9 @@ transfer); the model you pass is not touched.
 Layers are named as ``model.named_modules()`` names them: the module's output, flattened per
 image (``"layer4"``, ``"fc"``, ``"blocks.3"``); ``"NAME:input"`` is the input of module NAME
 (``"fc:input"``: what the head sees); ``"input"`` the images themselves. Activations are computed
-on ``device`` and held in host memory (``latentgen.checkpoint_activations``: within a memory
-budget, a layer that cannot fit is an error naming it), in ``eval()`` mode without gradients.
+on ``device`` (the model is moved there; its weights are never changed) and held in host memory
+(``latentgen.checkpoint_activations``: within a memory budget, a layer that cannot fit is an
+error naming it), in ``eval()`` mode without gradients.
 
 Data: a tensor of images (N×C×H×W, already transformed as the model expects) with its labels
 given separately, or anything iterable in batches of ``(images, labels)`` (a ``DataLoader``, a

@@ -212,7 +212,7 @@ class JobPlan:
         if self.cfg["repair"]["checkpoints"] != "grid":
             return [final]
         model = self.models[name]
-        return [e for e in saved if registry.on_grid(e, **model["grid"]) or (e == final and model["probe_final"])]
+        return registry.probed_epochs(saved, final, model["grid"], model["probe_final"])
 
     # -- the jobs -------------------------------------------------------------------------------
 

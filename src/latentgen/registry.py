@@ -103,6 +103,12 @@ def on_grid(epoch: int, dense_until: int = 20, dense_step: int = 2, step: int = 
     return (epoch - dense_until) % step == 0
 
 
+def probed_epochs(saved, final: int, grid: dict, probe_final: bool = False) -> list[int]:
+    """The probed checkpoints of a run that saved ``saved`` and ended at ``final``: those on its
+    ``grid`` (``on_grid``'s keywords), and the final one too with ``probe_final``."""
+    return [e for e in sorted(int(e) for e in saved) if on_grid(e, **grid) or (e == final and probe_final)]
+
+
 def checkpoint_grid(last_epoch: int, dense_until: int = 20, dense_step: int = 2, step: int = 5) -> list[int]:
     """The grid epochs up to ``last_epoch``: 0, 1, 2, 4, …, 20, 25, 30, … by default."""
     return [e for e in range(0, int(last_epoch) + 1) if on_grid(e, dense_until, dense_step, step)]

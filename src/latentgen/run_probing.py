@@ -70,9 +70,7 @@ def tracked_epochs(manifest: dict, checkpoints: str = "grid", probe_final: bool 
     if checkpoints == "final":
         return []
     grid = {k.removeprefix("grid_"): int(v) for k, v in manifest["train_config"].items() if k.startswith("grid_")}
-    final = int(manifest["final_epoch"])
-    return [e for e in sorted(int(e) for e in manifest["epochs"])
-            if registry.on_grid(e, **grid) or (e == final and probe_final)]
+    return registry.probed_epochs(manifest["epochs"], int(manifest["final_epoch"]), grid, probe_final)
 
 
 def _digest(array: np.ndarray) -> str:
@@ -206,20 +204,19 @@ def probe_run(job: RunProbeJob, *, data_root=None, prepared=None, labels=None, d
         common = dict(families=settings.families, fit_labels=settings.fit_labels,
                       extra_labels=dict(settings.extra_labels) or None, device=device, input_cache=cache,
                       **job.probe_options)
+        model, meta = load_checkpoint(checkpoint, device=device)
+        if dataset is None:  # one load for every checkpoint of the run
+            dataset = checkpoint_dataset(meta, data_root=data_root, prepared=prepared)
+            corrupted = corrupted_labels_for(meta, dataset.train_y.numpy(), labels)
+        elif meta.get("labels_sha256") != manifest.get("labels_sha256"):
+            raise ValueError(f"checkpoint {checkpoint} was trained on other labels than its run")
         if job.keep_activations is not None:  # the export: today's file, probed from
             h5 = job.keep_activations / f"epoch{epoch}.h5"
-            dump_activations(checkpoint, h5, data_root=data_root, prepared=prepared, labels=labels,
-                             batch_size=job.activation_batch_size, device=device, layers=job.layers, compression=job.compression,
-                             batchnorm=job.batchnorm, dataset=dataset)
+            dump_activations(checkpoint, h5, labels=labels, batch_size=job.activation_batch_size, device=device,
+                             layers=job.layers, compression=job.compression, batchnorm=job.batchnorm, dataset=dataset)
             with open_activations(h5) as acts:
                 rows = probe_checkpoint(acts, checkpoint=checkpoint, data_root=data_root, prepared=prepared, **common)
         else:
-            model, meta = load_checkpoint(checkpoint, device=device)
-            if dataset is None:  # one load for every checkpoint of the run
-                dataset = checkpoint_dataset(meta, data_root=data_root, prepared=prepared)
-                corrupted = corrupted_labels_for(meta, dataset.train_y.numpy(), labels)
-            elif meta.get("labels_sha256") != manifest.get("labels_sha256"):
-                raise ValueError(f"checkpoint {checkpoint} was trained on other labels than its run")
             with CheckpointActivations(checkpoint, model, meta, dataset, corrupted,
                                        layers=job.layers, batch_size=job.activation_batch_size, batchnorm=job.batchnorm,
                                        memory_budget=job.memory_budget) as acts:
@@ -229,7 +226,9 @@ def probe_run(job: RunProbeJob, *, data_root=None, prepared=None, labels=None, d
         log(f"epoch {epoch}: {len(rows)} rows -> {part}")
         _kill_point(epoch, "part")
     _kill_point(final, "outputs")
-    concatenate_csv([job.parts / f"epoch{e}.csv" for e in tracked], job.out) if tracked else \
+    if tracked:
+        concatenate_csv([job.parts / f"epoch{e}.csv" for e in tracked], job.out)
+    else:
         _write_empty(job.out)
     concatenate_csv([job.parts / f"epoch{final}.csv"], job.final_out)
     for part in job.parts.glob("epoch*.csv"):
