@@ -31,7 +31,6 @@ and written atomically, so concurrent jobs may share the folder.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -228,8 +227,8 @@ def probe_run(job: RunProbeJob, *, data_root=None, prepared=None, labels=None, d
     _kill_point(final, "outputs")
     if tracked:
         concatenate_csv([job.parts / f"epoch{e}.csv" for e in tracked], job.out)
-    else:
-        _write_empty(job.out)
+    else:  # no tracked checkpoints: the header only
+        write_probe_csv([], job.out)
     concatenate_csv([job.parts / f"epoch{final}.csv"], job.final_out)
     for part in job.parts.glob("epoch*.csv"):
         part.unlink()
@@ -241,11 +240,3 @@ def probe_run(job: RunProbeJob, *, data_root=None, prepared=None, labels=None, d
     log(f"input-layer rows: {cache.hits} reused, {cache.misses} fit")
     return probed
 
-
-def _write_empty(path: Path) -> None:
-    """A probe table with no checkpoints: the header only."""
-    from latentgen._io import atomic_path
-    from latentgen.probing import COLUMNS
-
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        csv.writer(fh).writerow(COLUMNS)
