@@ -53,7 +53,7 @@ def single_threaded_blas():
 @pytest.fixture(scope="session")
 def digits():
     """scikit-learn's embedded 8×8 digits, loaded once (no download)."""
-    from latentgen.datasets import load_dataset
+    from latentgen.data.datasets import load_dataset
 
     return load_dataset("digits")
 

@@ -6,9 +6,9 @@ behind the Snakemake workflow that rebuilds the figures of Ketha & Ramaswamy.
 
 __version__ = "0.1.0"
 
-# latentgen.probe / latentgen.transfer (your own model: latentgen.model_api), imported on first use
+# latentgen.probe / latentgen.transfer (your own model: latentgen.external.api), imported on first use
 # so that `import latentgen` stays free of torch (the Snakefile imports the package)
-_API = {"probe": "latentgen.model_api", "transfer": "latentgen.model_api"}
+_API = {"probe": "latentgen.external.api", "transfer": "latentgen.external.api"}
 
 
 def __getattr__(name):

@@ -45,7 +45,7 @@ def _load(name: str):
 
 
 def command_parser(name: str) -> argparse.ArgumentParser:
-    """The argument parser of one command (``latentgen.config`` checks the workflow's options with it)."""
+    """The argument parser of one command (``latentgen.workflow.config`` checks the workflow's options with it)."""
     if name not in COMMANDS:
         raise ValueError(f"unknown command {name!r}; commands: {', '.join(COMMANDS)}")
     parser = _Parser(prog=f"latentgen {name}")

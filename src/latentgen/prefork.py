@@ -36,10 +36,10 @@ import time
 from pathlib import Path
 
 PRELOAD = ["numpy", "scipy.linalg", "h5py", "torch", "sklearn.base", "pandas", "matplotlib", "matplotlib.pyplot",
-           "latentgen.datasets", "latentgen.models", "latentgen.training", "latentgen.activations",
-           "latentgen.probes", "latentgen.weight_transfer", "latentgen.figures", "latentgen.provenance", "latentgen.forward",
-           "latentgen.probing", "latentgen.metrics", "latentgen.repair", "latentgen.relabel", "latentgen.tables",
-           "latentgen.claims",
+           "latentgen.data.datasets", "latentgen.models.architectures", "latentgen.training.loop", "latentgen.probing.activations",
+           "latentgen.probing.subspaces", "latentgen.probing.velpic_transfer", "latentgen.paper.figures", "latentgen.provenance", "latentgen.models.forward",
+           "latentgen.probing.checkpoint", "latentgen.paper.metrics", "latentgen.repair", "latentgen.repair.relabel", "latentgen.paper.tables",
+           "latentgen.paper.claims",
            # creating an optimizer imports torch._dynamo (2-3 s) in every training-like job
            "torch._dynamo"]
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

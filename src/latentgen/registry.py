@@ -68,22 +68,22 @@ class Dataset:
 
 
 DATASETS: Mapping[str, Dataset] = _frozen({d.name: d for d in [
-    Dataset("digits", "Digits", 10, 1, 8, (0.5,), (0.5,), 16.0, 1438, 359, "latentgen.datasets:DIGITS_RAW",
+    Dataset("digits", "Digits", 10, 1, 8, (0.5,), (0.5,), 16.0, 1438, 359, "latentgen.data.datasets:DIGITS_RAW",
             target_acc=1.0, batch_size=32, needs_root=False, source="scikit-learn digits"),
-    Dataset("mnist", "MNIST", 10, 1, 28, (0.5,), (0.5,), 255.0, 60000, 10000, "latentgen.datasets:MNIST_RAW",
+    Dataset("mnist", "MNIST", 10, 1, 28, (0.5,), (0.5,), 255.0, 60000, 10000, "latentgen.data.datasets:MNIST_RAW",
             target_acc=0.999, batch_size=128, paper_cnn_batch=32, source="MNIST (torchvision MNIST/raw)"),
     Dataset("fashion_mnist", "Fashion-MNIST", 10, 1, 28, (0.5,), (0.5,), 255.0, 60000, 10000,
-            "latentgen.datasets:FASHION_MNIST_RAW", target_acc=0.991, batch_size=128, paper_cnn_batch=32,
+            "latentgen.data.datasets:FASHION_MNIST_RAW", target_acc=0.991, batch_size=128, paper_cnn_batch=32,
             source="Fashion-MNIST (torchvision FashionMNIST/raw)"),
     Dataset("cifar10", "CIFAR-10", 10, 3, 32, (0.5,) * 3, (0.5,) * 3, 255.0, 50000, 10000,
-            "latentgen.datasets:CIFAR10_RAW", target_acc=1.0, batch_size=32, paper_cnn_batch=128,
+            "latentgen.data.datasets:CIFAR10_RAW", target_acc=1.0, batch_size=32, paper_cnn_batch=128,
             source="CIFAR-10 python (cifar-10-python.tar.gz, extracted)"),
     Dataset("cifar100", "CIFAR-100", 100, 3, 32, (0.5,) * 3, (0.5,) * 3, 255.0, 50000, 10000,
-            "latentgen.datasets:CIFAR100_RAW", target_acc=0.991, batch_size=128,
+            "latentgen.data.datasets:CIFAR100_RAW", target_acc=0.991, batch_size=128,
             source="CIFAR-100 python (cifar-100-python.tar.gz, extracted)"),
     # ToTensor only (SPEC §1, D3): mean 0, std 1
     Dataset("tiny_imagenet", "Tiny ImageNet", 200, 3, 64, (0.0,) * 3, (1.0,) * 3, 255.0, 100000, 10000,
-            "latentgen.datasets:TINY_IMAGENET_RAW", target_acc=0.999, batch_size=500,
+            "latentgen.data.datasets:TINY_IMAGENET_RAW", target_acc=0.999, batch_size=500,
             strict_corruption_mask=True, source="Tiny ImageNet (the official tiny-imagenet-200.zip, extracted)"),
 ]})
 
@@ -169,7 +169,7 @@ class Architecture:
 # last few random labels)
 ARCHITECTURES: Mapping[str, Architecture] = _frozen({a.name: a for a in [
     Architecture(
-        "mlp", "MLP", "latentgen.models:build_mlp", ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100"),
+        "mlp", "MLP", "latentgen.models.architectures:build_mlp", ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100"),
         probe_layers=("input", "fc1", "fc2", "fc3", "fc4"), head="output", last_hidden="fc4",
         linear_layers=("fc1", "fc2", "fc3", "fc4", "output"),
         # the MLP always trains to exactly 100 % (D7)
@@ -179,7 +179,7 @@ ARCHITECTURES: Mapping[str, Architecture] = _frozen({a.name: a for a in [
         repair_layer_sets=("fc1", "fc2", "fc3", "fc4", "output", "fc1+fc4", "fc3+fc4", "fc4+output", "hidden", "all"),
         a_priori_layer_set="fc1+fc4", description="MLP 784|3072-128-512-2048-2048-K"),
     Architecture(
-        "cnn", "CNN", "latentgen.models:build_cnn", ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100"),
+        "cnn", "CNN", "latentgen.models.architectures:build_cnn", ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100"),
         probe_layers=("input", "flatten", "fc1", "fc2", "fc3"), head="fc3", last_hidden="fc3",
         linear_layers=("fcs.0", "fcs.1", "fcs.2", "fc3"),
         train={"optimizer": "adam", "lr": 2e-4, "batch_size": FROM_DATASET, "target_acc": FROM_DATASET},
@@ -190,7 +190,7 @@ ARCHITECTURES: Mapping[str, Architecture] = _frozen({a.name: a for a in [
         a_priori_layer_set="fcs.0+fcs.2", description="NgnCnn (Tran et al. 2022), 6 conv + 3 fc",
         best_layer_includes_input=True),
     Architecture(
-        "alexnet", "AlexNet", "latentgen.models:build_alexnet", ("digits", "cifar100", "tiny_imagenet"),
+        "alexnet", "AlexNet", "latentgen.models.architectures:build_alexnet", ("digits", "cifar100", "tiny_imagenet"),
         probe_layers=("flatten", "fc1", "fc2"), head="fc3", last_hidden="fc2",
         linear_layers=("classifier.1", "classifier.4", "classifier.6", "fc1", "fc2", "fc3"),
         train={"optimizer": "adam", "lr": 1e-4, "batch_size": FROM_DATASET, "target_acc": FROM_DATASET},
@@ -200,7 +200,7 @@ ARCHITECTURES: Mapping[str, Architecture] = _frozen({a.name: a for a in [
         train_by_dataset={"digits": {"lr": 1e-3, "target_acc": 0.99}, "tiny_imagenet": {"grid_step": 10}},
         description="AlexNet, Tiny ImageNet / CIFAR-100 variants"),
     Architecture(
-        "resnet18", "ResNet-18", "latentgen.models:build_resnet18", ("digits", "cifar10"),
+        "resnet18", "ResNet-18", "latentgen.models.architectures:build_resnet18", ("digits", "cifar10"),
         probe_layers=("l0", "l0_1", "l0_2", "l0_3", "l1", "l2", "l3", "l4", "bf_last"), head="fc",
         last_hidden="bf_last", linear_layers=("fc",),
         train={"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "batch_size": 32, "target_acc": FROM_DATASET},
@@ -267,7 +267,7 @@ def expand_layer_set(arch: str, text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class ProbeFamily:
-    """A probe the per-checkpoint probing runs: ``impl`` yields its tidy rows (latentgen.probing).
+    """A probe the per-checkpoint probing runs: ``impl`` yields its tidy rows (latentgen.probing.checkpoint).
 
     ``probes``: the ``probe`` values its rows carry (empty: its own name). ``skip_input``: it
     does not run on the ``input`` layer (the authors' baselines, SPEC §10). ``extra_labels``: it
@@ -307,27 +307,27 @@ MASC_SENSITIVITY = (("masc_var0.25", 0.25, None), ("masc_var0.5", 0.5, None), ("
 
 PROBE_FAMILIES: Mapping[str, ProbeFamily] = _frozen({p.name: p for p in [
     ProbeFamily("masc", "MASC: quadratic class-subspace probe (uncentered ± PCA at variance 0.99)",
-                "latentgen.probe_families:masc_rows", extra_labels=True, shares_fit=True),
+                "latentgen.probing.families:masc_rows", extra_labels=True, shares_fit=True),
     ProbeFamily("velpic", "VeLPIC: linear probe, one signed principal vector per class",
-                "latentgen.probe_families:velpic_rows", extra_labels=True, shares_fit=True),
+                "latentgen.probing.families:velpic_rows", extra_labels=True, shares_fit=True),
     ProbeFamily("transfer", "the network with VeLPIC's class vectors as its head (bias zeroed; "
-                "transfer_bias rows keep the trained bias)", "latentgen.probe_families:transfer_rows",
+                "transfer_bias rows keep the trained bias)", "latentgen.probing.families:transfer_rows",
                 needs_checkpoint=True, probes=("transfer", "transfer_bias")),
     ProbeFamily("logistic", "logistic regression: nn.Linear(d, K), Adam 1e-3, 20 epochs, batch 128, shuffled, "
-                "seeded (the authors' baseline)", "latentgen.probe_families:logistic_rows", default=False,
+                "seeded (the authors' baseline)", "latentgen.probing.families:logistic_rows", default=False,
                 skip_input=True, test_only=True),
     ProbeFamily("ncm", "nearest class mean, cosine similarity to the raw class means (the authors' baseline)",
-                "latentgen.probe_families:ncm_rows", default=False, skip_input=True, test_only=True),
+                "latentgen.probing.families:ncm_rows", default=False, skip_input=True, test_only=True),
     ProbeFamily("knn", "5 nearest neighbours, cosine distance, majority vote (scikit-learn's brute force, the "
-                "authors' baseline)", "latentgen.probe_families:knn_rows", default=False, skip_input=True, test_only=True),
+                "authors' baseline)", "latentgen.probing.families:knn_rows", default=False, skip_input=True, test_only=True),
     ProbeFamily("lda", "linear discriminant analysis as the authors' scikit-learn (svd solver, within-class "
                 "factor 1/(n - K)), from the float64 within-class scatter (the authors' baseline)",
-                "latentgen.probe_families:lda_rows", default=False, skip_input=True, test_only=True),
+                "latentgen.probing.families:lda_rows", default=False, skip_input=True, test_only=True),
     ProbeFamily("qda", "quadratic discriminant analysis as the authors' scikit-learn (<= 1.7, reg_param=0): a "
                 "rank-deficient class covariance is a warning; inf/NaN scores as numpy makes them, logged per class",
-                "latentgen.probe_families:qda_rows", default=False, skip_input=True, test_only=True),
+                "latentgen.probing.families:qda_rows", default=False, skip_input=True, test_only=True),
     ProbeFamily("masc_sensitivity", "MASC at variance 0.25, 0.5, 0.75, 0.99 and with one component, from the "
-                "one decomposition MASC uses", "latentgen.probe_families:masc_sensitivity_rows", default=False,
+                "one decomposition MASC uses", "latentgen.probing.families:masc_sensitivity_rows", default=False,
                 probes=tuple(name for name, _, _ in MASC_SENSITIVITY), shares_fit=True),
 ]})
 

@@ -11,15 +11,15 @@ from pathlib import Path
 # this checkout's latentgen (torch-free modules only: registry, config, figures)
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from latentgen import registry  # noqa: E402
-from latentgen.config import check_config, command_line, corruption_tag  # noqa: E402
-from latentgen.figures import FIGURES  # noqa: E402
-from latentgen.plan import GPU_RULES, LAYOUT, PRIORITY, JobPlan  # noqa: E402
+from latentgen.workflow.config import check_config, command_line, corruption_tag  # noqa: E402
+from latentgen.paper.figures import FIGURES  # noqa: E402
+from latentgen.workflow.plan import GPU_RULES, LAYOUT, PRIORITY, JobPlan  # noqa: E402
 
 # the whole configuration checked (schema, registry names, every command option by the command's
 # own parser) and its defaults filled in, before any job; a bad key stops here, naming it
 config.update(check_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"))
 
-# every job of the build, and what each needs (latentgen.plan): the input functions below read it
+# every job of the build, and what each needs (latentgen.workflow.plan): the input functions below read it
 PLAN = JobPlan(config)
 OUT = config["outdir"].rstrip("/")
 DEVICE = config["device"]
@@ -70,8 +70,8 @@ os.environ.update(
 # Jobs run `python -m latentgen.prefork COMMAND`, which is `python -m latentgen.prefork COMMAND` unless
 # `prefork: true` asks for a warm, forking server (no 2–4 s of imports per job).
 os.environ.update(LATENTGEN_PREFORK="1" if config["prefork"] else "0")
-# GPU jobs (latentgen.plan.GPU_RULES) take a GPU of their own (Snakemake's gpu resource only counts them)
-GPU_PREFIX = "python -m latentgen.gpu_slots --" if CUDA else ""
+# GPU jobs (latentgen.workflow.plan.GPU_RULES) take a GPU of their own (Snakemake's gpu resource only counts them)
+GPU_PREFIX = "python -m latentgen.workflow.gpu_slots --" if CUDA else ""
 
 
 def gpu_of(rule):
@@ -128,7 +128,7 @@ BUILDABLE = PLAN.buildable_figures(built_only=False)
 
 
 def probe_run_options(wildcards):
-    """`latentgen probe-run` options of one run (latentgen.plan.JobPlan.probe_run_options)."""
+    """`latentgen probe-run` options of one run (latentgen.workflow.plan.JobPlan.probe_run_options)."""
     name = NAME_BY_PAIR[(wildcards.arch, wildcards.dataset)]
     return command_line("probe-run", PLAN.probe_run_options(name, wildcards.corruption, wildcards.dataset))
 
@@ -207,7 +207,7 @@ def repair_targets(wildcards):
 # the 2025 paper (final-model probes, relabel-and-retrain, tables, claims): configuration,
 # paths and input functions
 
-from latentgen.tables import TABLES  # noqa: E402  (torch-free)
+from latentgen.paper.tables import TABLES  # noqa: E402  (torch-free)
 
 PROBES_2025 = config["probes"]
 RELABEL = config["relabel"]
@@ -229,7 +229,7 @@ def relabel_checkpoint(wildcards):
 
 
 def table_inputs(name):
-    """What table ``name`` (or ``claims``) reads: latentgen.plan.JobPlan.table_inputs."""
+    """What table ``name`` (or ``claims``) reads: latentgen.workflow.plan.JobPlan.table_inputs."""
     return PLAN.table_inputs(name)
 
 

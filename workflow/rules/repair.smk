@@ -56,7 +56,7 @@ rule fig_repair:
     conda:
         "../../envs/plot.yaml"
     shell:
-        "python -m latentgen.repair_figures --inputs {input} --pdf {output.pdf} --csv {output.csv}"
+        "python -m latentgen.paper.repair_figures --inputs {input} --pdf {output.pdf} --csv {output.csv}"
         " --summary {output.summary} --provenance {output.provenance} --config-json {params.config_json:q}"
         " > {log} 2>&1"
 
@@ -80,5 +80,5 @@ rule fig_repair_epochs:
     conda:
         "../../envs/plot.yaml"
     shell:
-        "python -m latentgen.repair_figures --figure epoch --inputs {input} --pdf {output.pdf} --csv {output.csv}"
+        "python -m latentgen.paper.repair_figures --figure epoch --inputs {input} --pdf {output.pdf} --csv {output.csv}"
         " --provenance {output.provenance} --config-json {params.config_json:q} > {log} 2>&1"

@@ -1,4 +1,4 @@
-# Stage 10 (the 2025 paper): its tables, one rule per entry of latentgen.tables.TABLES
+# Stage 10 (the 2025 paper): its tables, one rule per entry of latentgen.paper.tables.TABLES
 # (`snakemake results/table_masc.csv` builds one, and only what it needs), each as .csv, .tex and
 # .md with a provenance sidecar and, for two of them, a bar chart; then results/claims.csv, the
 # papers' quantitative claims evaluated on this build.

@@ -46,7 +46,7 @@ def add_arguments(parser) -> None:
 
 
 def _inputs(args):
-    from latentgen.datasets import load_dataset
+    from latentgen.data.datasets import load_dataset
 
     root = Path(args.data_root)
     if (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
@@ -57,10 +57,10 @@ def _inputs(args):
 
 
 def _model(args):
-    from latentgen.models import build_model
+    from latentgen.models.architectures import build_model
 
     if args.checkpoint:
-        from latentgen.training import load_checkpoint
+        from latentgen.training.loop import load_checkpoint
 
         model, meta = load_checkpoint(args.checkpoint)
         if meta["arch"] != "mlp" or model.fc4.weight.shape != (2048, 2048):

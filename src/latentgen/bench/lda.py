@@ -1,4 +1,4 @@
-"""LDA: the gram route (``latentgen.discriminant.fit_lda``) against scikit-learn's svd solver.
+"""LDA: the gram route (``latentgen.probing.discriminant.fit_lda``) against scikit-learn's svd solver.
 
 Run as ``python -m latentgen.bench probes --lda [--n-train N] [--n-test N]``: the paper's MLP fc4
 (2,048 features, MNIST, random initialisation ``--seed``; a synthetic matrix of that shape without
@@ -7,7 +7,7 @@ MNIST) with the authors' corrupted labels (``--corruption``, seed 42). Timed: sc
 theirs had 1/(n − K)) and ``fit_lda`` (1/(n − K), the gram route). ``lda_ratio`` = scikit-learn's
 wall time / ours. Reported beside: the within-class ranks, the between-class ranks, each test
 accuracy and the fraction of test rows predicted alike (scikit-learn on float32 rounds its SVD in
-float32; see ``latentgen.discriminant``).
+float32; see ``latentgen.probing.discriminant``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np
 def run_lda(x_train, y_true, x_test, y_test, args) -> dict:
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-    from latentgen.discriminant import fit_lda
-    from latentgen.labels import corrupt_labels
+    from latentgen.probing.discriminant import fit_lda
+    from latentgen.data.labels import corrupt_labels
 
     y = corrupt_labels(np.asarray(y_true), args.corruption, int(np.max(y_true)) + 1, seed=42)
     t0 = time.perf_counter()

@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> dict:
 
     import torch
 
-    from latentgen.datasets import load_dataset
-    from latentgen.training import default_train_config, train
+    from latentgen.data.datasets import load_dataset
+    from latentgen.training.loop import default_train_config, train
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="latentgen-bench-") as tmp:

@@ -16,7 +16,7 @@ process CPU seconds. ``agreement`` is the smaller of the two probes' fractions o
 predicted identically; ``n_components_match`` compares r per class with the reference's.
 
 **Every family** (``families_*``, skipped with ``--no-families``): the same fc4 layer probed as
-``latentgen probe`` probes one layer (``latentgen.probing.probe_layer``: fit, then the test and,
+``latentgen probe`` probes one layer (``latentgen.probing.checkpoint.probe_layer``: fit, then the test and,
 for MASC, VeLPIC and the sensitivity, the training rows), with "corrupted" labels made by the
 authors' corruption (``--corruption``, seed 42) and the true ones. ``families_alone_s``: MASC +
 VeLPIC on the corrupted labels alone (today's probing of a layer); ``families_all_s``: every
@@ -27,7 +27,7 @@ k-NN's neighbour search is made once, on the first label set). ``--no-reference`
 authors' procedure (minutes).
 
 **LDA** (``--lda``, instead of the above): scikit-learn's svd solver against the gram route of
-``latentgen.discriminant`` on the same fc4 rows (``latentgen.bench.lda``).
+``latentgen.probing.discriminant`` on the same fc4 rows (``latentgen.bench.lda``).
 
 **ResNet-18 peak memory** (``--resnet-memory``, instead of the above): the probes of one layer
 of the ResNet's widest width (16,384 features, 50,000 training and 10,000 test rows, 10
@@ -94,9 +94,9 @@ def add_arguments(parser) -> None:
 
 
 def _mnist_fc4(data_root, n_train: int, n_test: int, seed: int):
-    from latentgen.datasets import load_dataset
-    from latentgen.forward import iter_activations
-    from latentgen.models import build_model
+    from latentgen.data.datasets import load_dataset
+    from latentgen.models.forward import iter_activations
+    from latentgen.models.architectures import build_model
 
     data = load_dataset("mnist", data_root=data_root)
     model = build_model("mlp", "mnist", seed=seed).eval()
@@ -182,7 +182,7 @@ def reference_velpic_predict(X, vectors):
 
 def _ours(x_train, y_train, x_test, args) -> dict:
     """Fit both probes from one decomposition and predict the test rows; wall and CPU seconds."""
-    from latentgen.probes import fit_probes
+    from latentgen.probing.subspaces import fit_probes
 
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -314,7 +314,7 @@ def _layer_families(names: str | None) -> list:
 def _options(families: list, device, variance: float = 0.99):
     from latentgen import registry
     from latentgen.devices import resolve_device
-    from latentgen.probing import ProbeOptions
+    from latentgen.probing.checkpoint import ProbeOptions
 
     extra_v, extra_n = (), ()
     if any(f.name == "masc_sensitivity" for f, _ in families):
@@ -324,7 +324,7 @@ def _options(families: list, device, variance: float = 0.99):
 
 
 def _layer_context(x_train, x_test, labels, options, name="fc4"):
-    from latentgen.probing import LayerContext
+    from latentgen.probing.checkpoint import LayerContext
 
     classes = np.arange(int(max(labels["train_true"].max(), labels["test"].max())) + 1)
     return LayerContext(_Arrays({name: x_train}, {name: x_test}), name, ("bench", "bench", 0.0, 1, 0), labels,
@@ -334,9 +334,9 @@ def _layer_context(x_train, x_test, labels, options, name="fc4"):
 def time_families(x_train, y_true, x_test, y_test, args) -> dict:
     """MASC + VeLPIC alone, then every family on both label sets, on one layer (module docstring)."""
     from latentgen import registry
-    from latentgen.labels import corrupt_labels
-    from latentgen.baselines import LogisticRegressionProbe
-    from latentgen.probing import probe_layer, resolve_fit_labels
+    from latentgen.data.labels import corrupt_labels
+    from latentgen.probing.baselines import LogisticRegressionProbe
+    from latentgen.probing.checkpoint import probe_layer, resolve_fit_labels
 
     num_classes = int(max(y_true.max(), y_test.max())) + 1
     labels = {"test": y_test, "train_true": y_true,
@@ -393,8 +393,8 @@ def memory_child(spec: dict) -> dict:
     """In a fresh process: one layer of ``spec`` shape, the families of ``spec``, peak RSS."""
     import resource
 
-    from latentgen.labels import corrupt_labels
-    from latentgen.probing import probe_layer
+    from latentgen.data.labels import corrupt_labels
+    from latentgen.probing.checkpoint import probe_layer
 
     n, d, n_test = spec["n_train"], spec["width"], spec["n_test"]
     rng = np.random.default_rng(spec["seed"])

@@ -4,8 +4,8 @@ Three loops train the paper's MLP (784-128-512-2048-2048-10, the same initial we
 ``SGD(lr=1e-3, momentum=0.9)`` at batch size 32 on ``--device`` (default the CPU), over the same
 number of MNIST training samples, in the same process:
 
-- ours: ``latentgen.training.train_one_epoch`` over the whole training set loaded once into
-  normalised tensors (``latentgen.datasets.load_dataset``) and placed as ``train`` places it
+- ours: ``latentgen.training.loop.train_one_epoch`` over the whole training set loaded once into
+  normalised tensors (``latentgen.data.datasets.load_dataset``) and placed as ``train`` places it
   (``placement.place_images``: on a GPU once, as uint8, normalised per batch there), by index slices;
 - reference: ``torchvision.datasets.MNIST`` with per-item ``ToTensor`` + ``Normalize(0.5, 0.5)``
   and ``DataLoader(batch_size=32, shuffle=False)``, the authors' loop (on a GPU: pinned batches,
@@ -94,11 +94,11 @@ def run(args: argparse.Namespace) -> dict:
     import torchvision
     from torchvision import transforms
 
-    from latentgen.datasets import load_dataset
+    from latentgen.data.datasets import load_dataset
     from latentgen.devices import resolve_device
-    from latentgen.models import build_model
-    from latentgen.placement import place_images
-    from latentgen.training import train_one_epoch
+    from latentgen.models.architectures import build_model
+    from latentgen.training.placement import place_images
+    from latentgen.training.loop import train_one_epoch
 
     if args.samples < 32 or args.chunk < 1 or (args.threads is not None and args.threads < 1):
         raise ValueError("--samples must be >= 32, --chunk and --threads >= 1")

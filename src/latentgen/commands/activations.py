@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from latentgen import argtypes, registry
+from latentgen import registry
+from latentgen.options import types as argtypes
 from latentgen.commands import add_data_source
 
 
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from latentgen.activations import dump_activations, open_activations
+    from latentgen.probing.activations import dump_activations, open_activations
     from latentgen.devices import set_threads
 
     set_threads(args.threads)

@@ -4,7 +4,7 @@ One row per claim (per model–dataset pair where the claim is made per model): 
 paper, section, the claim, the measured value, the criterion, the verdict (holds / does not hold /
 not evaluable) and the evidence. A claim whose inputs are not given is "not evaluable", naming
 them. Writes --out and a provenance sidecar (--out with .json). The claims and their criteria:
-latentgen.claims.CLAIMS.
+latentgen.paper.claims.CLAIMS.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from latentgen.claims import Inputs, evaluate, write_claims
+    from latentgen.paper.claims import Inputs, evaluate, write_claims
     from latentgen.provenance import build_record, write_sidecar
 
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from latentgen.cluster import FAIL, WARN, Slurm, check_cluster, load_profile
+from latentgen.workflow.cluster import FAIL, WARN, Slurm, check_cluster, load_profile
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from latentgen import argtypes, registry
+from latentgen import registry
+from latentgen.options import types as argtypes
 from latentgen.commands import add_data_source
 
 STRICT_MASK = {"auto": None, "yes": True, "no": False}
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from latentgen.labels import corrupt_dataset
+    from latentgen.data.labels import corrupt_dataset
 
     true, corrupted = corrupt_dataset(args.dataset, args.corruption, args.out, seed=args.seed,
                                       data_root=args.data_root, prepared=args.prepared,

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from latentgen.datasets import prepare_dataset, read_prepared
+    from latentgen.data.datasets import prepare_dataset, read_prepared
 
     out = prepare_dataset(args.dataset, args.data_root, args.out, download=not args.no_download)
     raw = read_prepared(out, args.dataset)

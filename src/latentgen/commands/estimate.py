@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from latentgen import argtypes, registry
+from latentgen import registry
+from latentgen.options import types as argtypes
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -89,7 +90,7 @@ def write_csv(summary: dict, path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from latentgen.estimate import estimate
+    from latentgen.workflow.estimate import estimate
 
     start = time.perf_counter()
 

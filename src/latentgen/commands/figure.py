@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 
-from latentgen import argtypes
+from latentgen.options import types as argtypes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from latentgen.figures import FIGURES, MODEL_EPOCH0
+    from latentgen.paper.figures import FIGURES, MODEL_EPOCH0
 
     parser.add_argument("--name", required=True, choices=list(FIGURES), help="figure (fig1 … fig14)")
     parser.add_argument("--metrics", nargs="+", required=True, help="metrics CSVs from `latentgen metrics`")
@@ -41,7 +41,7 @@ def model_dataset(item: str) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from latentgen.figures import make_figure, read_metrics
+    from latentgen.paper.figures import make_figure, read_metrics
     from latentgen.provenance import build_record, parse_json, write_sidecar
 
     config = parse_json(args.config_json, "--config-json")

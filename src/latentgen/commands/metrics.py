@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from latentgen.metrics import parse_train_logs, write_metrics
+    from latentgen.paper.metrics import parse_train_logs, write_metrics
     from latentgen.provenance import parse_json
 
     config = parse_json(args.config_json, "--config-json")

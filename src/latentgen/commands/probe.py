@@ -29,7 +29,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from latentgen import argtypes, registry
+from latentgen import registry
+from latentgen.options import types as argtypes
 from latentgen.commands import add_data_source
 
 # the families run when --families is not given (registry order)
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from latentgen.devices import blas_threads, set_threads
-    from latentgen.probing import probe_checkpoint, write_probe_csv
+    from latentgen.probing.checkpoint import probe_checkpoint, write_probe_csv
 
     names = chosen_families(args)
     extra = chosen_extra_labels(args)

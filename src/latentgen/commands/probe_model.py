@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from latentgen import argtypes
+from latentgen.options import types as argtypes
 from latentgen.commands.probe import families
 
 
@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_sources(args: argparse.Namespace):
     """(model, train, test, classes, labels) as the options name them."""
     from latentgen.devices import set_threads
-    from latentgen.model_sources import build_model, dataset_labels, load_data, read_labels
+    from latentgen.external.sources import build_model, dataset_labels, load_data, read_labels
 
     set_threads(args.threads)
     train, test, classes = load_data(args.data, data_root=args.data_root, resize=args.resize, normalize=args.normalize)
@@ -65,9 +65,9 @@ def load_sources(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from latentgen.model_api import probe, tappable_layers
-    from latentgen.model_sources import dataset_labels, images, read_labels
-    from latentgen.probing import write_probe_csv
+    from latentgen.external.api import probe, tappable_layers
+    from latentgen.external.sources import dataset_labels, images, read_labels
+    from latentgen.probing.checkpoint import write_probe_csv
 
     model, train, test, classes, labels = load_sources(args)
     if args.list_layers:
@@ -85,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
     write_probe_csv(rows, args.out)
     print(f"{len(rows)} rows -> {args.out}")
     if args.figure:
-        from latentgen.forward import accuracy
-        from latentgen.model_figure import plot_layers
+        from latentgen.models.forward import accuracy
+        from latentgen.external.figure import plot_layers
 
         own = accuracy(model, test_x, torch.as_tensor(test_y), args.batch_size)
         plot_layers(rows, own, args.figure, title=f"{args.model} on {args.data}")

@@ -23,7 +23,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from latentgen import argtypes, registry
+from latentgen import registry
+from latentgen.options import types as argtypes
 from latentgen.commands import add_data_source
 from latentgen.commands.probe import extra_label_file, families, fit_label_sets
 
@@ -74,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace, prefix: str):
-    from latentgen.run_probing import ProbeSettings
+    from latentgen.probing.run import ProbeSettings
 
     def joined(value):
         return None if not value else tuple(name for group in value for name in group)
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from latentgen.devices import blas_threads, set_threads
-    from latentgen.run_probing import InputRowCache, RunProbeJob, probe_run
+    from latentgen.probing.run import InputRowCache, RunProbeJob, probe_run
 
     if not logging.getLogger().handlers:  # the families' warnings and NaN reasons, on stderr
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

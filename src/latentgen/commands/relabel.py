@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import argparse
 
-from latentgen import argtypes, registry
+from latentgen import registry
+from latentgen.options import types as argtypes
 from latentgen.commands import add_data_source
 
-SUBSPACES = ("corrupted", "true")  # latentgen.relabel.SUBSPACES (checked by the tests)
+SUBSPACES = ("corrupted", "true")  # latentgen.repair.relabel.SUBSPACES (checked by the tests)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from latentgen.relabel import relabel_and_retrain
+    from latentgen.repair.relabel import relabel_and_retrain
 
     relabel_and_retrain(args.checkpoint, args.labels, args.out, subspaces=args.subspaces, prepared=args.prepared,
                         data_root=args.data_root, max_epochs=args.max_epochs, patience=args.patience,

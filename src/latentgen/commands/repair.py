@@ -27,7 +27,7 @@ import re
 import sys
 
 from latentgen import registry
-from latentgen.argtypes import fraction, json_object, nonnegative_int, positive_int
+from latentgen.options.types import fraction, json_object, nonnegative_int, positive_int
 from latentgen.commands import add_data_source
 
 FISHER_DEPRECATED = "latentgen repair: --fisher true is deprecated; use --fisher exact (the same exact true Fisher)"

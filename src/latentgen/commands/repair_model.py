@@ -29,9 +29,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from latentgen._io import atomic_path
-    from latentgen.forward import accuracy
-    from latentgen.model_api import transfer
-    from latentgen.model_sources import dataset_labels, images
+    from latentgen.models.forward import accuracy
+    from latentgen.external.api import transfer
+    from latentgen.external.sources import dataset_labels, images
 
     model, train, test, classes, labels = load_sources(args)
     repaired = transfer(model, head=args.head, train=images(train, args.batch_size), labels=labels, layer=args.layer,

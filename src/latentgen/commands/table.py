@@ -4,7 +4,7 @@ Writes OUT_PREFIX.csv (accuracies as fractions), OUT_PREFIX.tex (booktabs) and O
 (accuracies in %, best layer in parentheses), the bar chart with --pdf (table_masc and
 table_baselines), and a provenance sidecar OUT_PREFIX.json hashing every input and output.
 A probe's best layer is the maximum over non-input layers of the mean over runs of the
-final-epoch test accuracy (SPEC D14). See latentgen.tables for the inputs each table needs.
+final-epoch test accuracy (SPEC D14). See latentgen.paper.tables for the inputs each table needs.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from latentgen.provenance import build_record, write_sidecar
-    from latentgen.tables import build_table, get_table, plot_table, write_table
+    from latentgen.paper.tables import build_table, get_table, plot_table, write_table
 
     spec = get_table(args.name)
     if args.pdf and spec.figure is None:

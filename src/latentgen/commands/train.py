@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import argparse
 
-from latentgen import argtypes, registry
+from latentgen import registry
+from latentgen.options import types as argtypes
 from latentgen.commands import add_data_source
 
 
@@ -73,7 +74,7 @@ OVERRIDES = ("seed", "init_seed", "optimizer", "lr", "momentum", "weight_decay",
 
 
 def config_from_args(args: argparse.Namespace):
-    from latentgen.training import default_train_config
+    from latentgen.training.loop import default_train_config
 
     overrides = {field: getattr(args, field) for field in OVERRIDES if getattr(args, field) is not None}
     options = dict(args.model_options or {})
@@ -87,7 +88,7 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from latentgen.devices import set_threads
-    from latentgen.training import train
+    from latentgen.training.loop import train
 
     if args.eval_batch_size < 1:
         raise ValueError(f"--eval-batch-size must be >= 1, got {args.eval_batch_size}")

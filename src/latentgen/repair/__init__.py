@@ -11,7 +11,7 @@ set × ρ of one checkpoint, ``run.repair_checkpoint`` does that from files to f
 
 Modules: ``layers`` (layer sets, ρ), ``factors``, ``edits``, ``methods``, ``evaluation``,
 ``sweep``, ``bands``, ``run``. The names below are the public API; the batched forward passes
-they use are ``latentgen.forward``'s.
+they use are ``latentgen.models.forward``'s.
 """
 
 from latentgen.repair.bands import BANDS, band_activation_ratios, band_weights

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from latentgen.forward import layer_inputs
+from latentgen.models.forward import layer_inputs
 from latentgen.repair.edits import basis_and_weight, mask_from, rebuild
 from latentgen.repair.factors import LayerFactors
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from latentgen.forward import predict, predict_and_max_outputs
+from latentgen.models.forward import predict, predict_and_max_outputs
 
 TEST_SPLIT_SEED = 2345  # the 2025 paper's train_test_split(random_state=2345) (SPEC §10)
 TEST_SELECT_FRACTION = 0.2

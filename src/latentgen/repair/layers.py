@@ -12,8 +12,8 @@ from typing import Iterable
 from torch import nn
 
 from latentgen import registry
-from latentgen.argtypes import check_fraction
-from latentgen.forward import head_name, linear_layers
+from latentgen.options.types import check_fraction
+from latentgen.models.forward import head_name, linear_layers
 
 BIAS_MODES = ("keep", "homogeneous")
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from latentgen import registry
-from latentgen.forward import head_inputs, head_name, linear_layers
+from latentgen.models.forward import head_inputs, head_name, linear_layers
 from latentgen.repair.edits import edit_log, factor_edit_layer, kfac_edit_layer, random_edit_layer, svd_edit_layer
 from latentgen.repair.evaluation import dead_unit_counts, unit_max_preactivation
 from latentgen.repair.factors import LayerFactors, collect_factors
@@ -161,8 +161,8 @@ def kfac_reestimate(model, layers, rho, ctx):
 def _velpic_transfer(model: nn.Module, keep_bias: bool, inputs: RepairInputs) -> dict:
     """Replace the head by the VeLPIC class vectors of its input (the last hidden layer)."""
     # imported here: scikit-learn is slow to import and only the transfer needs it
-    from latentgen.probes import VeLPIC
-    from latentgen.weight_transfer import transfer_velpic
+    from latentgen.probing.subspaces import VeLPIC
+    from latentgen.probing.velpic_transfer import transfer_velpic
 
     if inputs.train_x is None or inputs.train_labels is None:
         raise ValueError("the VeLPIC transfer needs the training inputs and their (corrupted) labels")

@@ -25,10 +25,10 @@ def load_repair_inputs(checkpoint, labels, prepared=None, data_root=None, device
     """Model, meta and ``RepairData`` of a checkpoint, after checking that the pieces belong together."""
     import numpy as np
 
-    from latentgen.datasets import load_dataset
-    from latentgen.labels import read_label_file
+    from latentgen.data.datasets import load_dataset
+    from latentgen.data.labels import read_label_file
     from latentgen.repair.evaluation import RepairData
-    from latentgen.training import labels_digest, load_checkpoint
+    from latentgen.training.loop import labels_digest, load_checkpoint
 
     model, meta = load_checkpoint(checkpoint, device=device)
     lf = read_label_file(labels)
@@ -80,7 +80,7 @@ def repair_checkpoint(checkpoint: str | os.PathLike, labels: str | os.PathLike, 
     from latentgen.repair.evaluation import METRICS
     from latentgen.repair.layers import check_rho, default_layer_sets, expand_layer_set, layers_in_sets
     from latentgen.repair.sweep import repair_sweep, sweep_factors
-    from latentgen.training import load_checkpoint
+    from latentgen.training.loop import load_checkpoint
 
     out = Path(out)
     if out.suffix != ".csv":

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from latentgen.forward import head_name, linear_layers
+from latentgen.models.forward import head_name, linear_layers
 from latentgen.registry import DEFAULT_REPAIRS, DEFAULT_RHOS, REPAIR_METHODS, REPAIR_REFERENCES, fisher_kind
 from latentgen.repair.evaluation import RepairData, dead_unit_counts, evaluate_repair
 from latentgen.repair.factors import LayerFactors, collect_factors

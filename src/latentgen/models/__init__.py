@@ -1,0 +1,1 @@
+"""Stage 2, models: the architectures and the forward passes (hooks, batched predictions)."""

@@ -1,0 +1,1 @@
+"""Option definitions the commands and the config check both read (torch-free)."""

@@ -1,0 +1,530 @@
+"""Probes of layer activations: MASC and VeLPIC (the baselines: ``latentgen.probing.baselines``).
+
+MASC and VeLPIC are exactly the authors' algorithms (SPEC §6–7), computed differently:
+
+- **Subspaces.** Class k's subspace comes from PCA of its ± augmented rows
+  ``[x1, −x1, x2, −x2, …]``. That data has mean 0, so ``np.cov`` of it is the uncentered second
+  moment ``2·X_kᵀX_k / (2n_k − 1)``: we form ``X_kᵀX_k`` (in float64, in row blocks) and never
+  build the ± copy. Features that are zero on every row of the class (dead ReLU units) are
+  dropped before the eigen-decomposition: they only add exact zero eigenvalues. When a class
+  has fewer rows than (live) features we decompose the n_k×n_k Gram ``X_k X_kᵀ`` instead and
+  map its eigenvectors back (``v = X_kᵀu / ‖X_kᵀu‖``); the nonzero spectrum is the same.
+- **Components.** All eigenvalues first (on the CPU: one LAPACK tridiagonalisation and the
+  tridiagonal eigenvalues), then ``r`` from them, then only the top r eigenvectors. With
+  ``variance=v`` (default 0.99), ``r = #{i : cumsum(λ)_i / Σλ ≤ v} + 1``: the component that
+  crosses v is included, as in the authors' code. ``n_components=k`` forces k components
+  (k=1 is one component, the authors' "n = 1"). ``variance=1.0`` keeps every component of
+  nonzero variance. r never exceeds the class's numerical rank: components of zero variance
+  are arbitrary directions (any basis of the null space), so no answer could depend on them.
+  The Gram matrix is accumulated in float64 because r must be the authors' float64 count: on
+  MNIST fc4 the cumulative ratio passes within 2e-6 of 0.99 for some classes, and a float32
+  Gram moves it by ~1e-8 — rarely enough to flip r, but not never.
+- **Scores.** MASC's cos θ_k = ‖P_k x‖ / ‖x‖ (SPEC §6.4; Proposition 1 of the TMLR paper), so
+  we score cos²θ_k = ‖P_k x‖² / ‖x‖² with one matrix product against all classes' components
+  instead of angles, in float64 as the authors. argmin θ = argmax cos²; ties go to the lowest
+  class index, as ``torch.min`` in the authors' code. cos² is clipped to [0, 1] as the authors
+  clamp cos. VeLPIC scores ``x·v_k`` and predicts the argmax (first index on ties).
+- **VeLPIC's sign.** ``v_k = p_k`` flipped when T_k, the mean projection of training rows on
+  p_k, is negative. ``sign="all"`` (default) averages over **all** training rows of every class,
+  as the authors' code (SPEC §7.2, D6); ``sign="class"`` averages over class k's rows only, the
+  paper's wording (footnote 4). They differ when the overall mean lies on the other side of
+  p_k's orthogonal hyperplane than class k's mean. Before the rule, every eigenvector is given
+  a canonical sign (its largest-magnitude entry positive), so T_k = 0 has one answer.
+- **VeLPIC's dtype.** Scores are computed in the dtype of X: float32 activations are scored in
+  float32 with the float32-rounded class vectors through ``torch.nn.functional.linear`` —
+  exactly what the network computes after ``transfer_velpic`` — so the transfer reproduces
+  VeLPIC's predictions by construction. float64 input is scored in float64 (the authors).
+- **Zero rows.** A zero row at predict time scores 0 for every class (its angle to every
+  subspace is undefined) and is predicted as ``classes_[0]``, which is also what the authors'
+  code returns (NaN propagates through ``torch.min``, which then picks the first class). One
+  deliberate difference: a nonzero x orthogonal to class k's subspace gets cos² = 0 (θ = 90°)
+  here, while the authors' 0/0 gives NaN and ``torch.min`` would pick class k.
+- A class whose training rows are all zero has an empty subspace (MASC score 0) and a zero class
+  vector (VeLPIC score 0).
+
+``fit_probes(X, y)`` builds MASC and VeLPIC from one ``ClassSubspaces`` (one decomposition).
+Everything runs on the configured torch device (``device="auto"``: CUDA when available): on a
+GPU the Gram matrices and ``torch.linalg.eigh`` run there in float64, one class after another;
+on the CPU classes are decomposed in parallel, one per BLAS thread, each single-threaded.
+``class_scores(X)`` is always n×K; ``decision_function`` follows scikit-learn (n×K, or
+``score₁ − score₀`` for two classes), and ``predict`` is derived from it.
+
+The 2025 paper's stronger baselines (SPEC §10) are in ``latentgen.probing.baselines``, with the
+``PROBES`` registry of every estimator (``make_probe(name, **params)``).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import scipy.linalg
+import torch
+from scipy.linalg import lapack
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from latentgen import registry
+from latentgen.options.types import check_fraction
+
+SIGN_MODES = registry.SIGN_MODES
+_ROW_BLOCK = 4096  # rows (or columns) per float64 block when accumulating a Gram matrix
+_SMALL_EIGH = 256  # below this size a full eigh is cheaper than the staged LAPACK route
+_SCORE_ELEMENTS = 1 << 24  # rows per scoring batch × max(score columns, features)
+
+
+def _device(device) -> torch.device:
+    from latentgen.devices import resolve_device
+
+    return resolve_device(device)
+
+
+def _blas_threads() -> int:
+    counts = [lib["num_threads"] for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    return max(counts) if counts else (os.cpu_count() or 1)
+
+
+def _as_tensor(a: np.ndarray, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``a`` as a tensor on ``device``; copies read-only or non-contiguous arrays (torch needs both)."""
+    if not (a.flags.writeable and a.flags.c_contiguous):
+        a = np.array(a, order="C")
+    return torch.from_numpy(a).to(device, dtype)
+
+
+# ------------------------------------------------------------------------------------------
+# checks
+
+
+def check_variance(variance) -> float:
+    """``variance`` as a float in (0, 1] (MASC's threshold); ValueError otherwise."""
+    return check_fraction(variance, "variance")
+
+
+def _check_n_components(n_components, n_features: int):
+    if n_components is None:
+        return None
+    if isinstance(n_components, (bool, np.bool_)) or int(n_components) != n_components or n_components < 1:
+        raise ValueError(f"n_components must be a positive integer or None, got {n_components!r}")
+    if n_components > n_features:
+        raise ValueError(f"n_components={n_components} exceeds the number of features ({n_features})")
+    return int(n_components)
+
+
+def _check_sign(sign) -> str:
+    if sign not in SIGN_MODES:
+        raise ValueError(f"unknown sign mode {sign!r}; choose one of {', '.join(SIGN_MODES)}")
+    return sign
+
+
+def _check_fit_data(estimator, X, y, classes):
+    """Validated (X, class indices, classes): X float32 or float64, finite; every class has rows."""
+    if y is None:
+        raise ValueError(f"{type(estimator).__name__} requires y to be passed, but the target y is None")
+    X, y = validate_data(estimator, X, y, dtype=[np.float64, np.float32], ensure_all_finite=True)
+    check_classification_targets(y)
+    present = np.unique(y)
+    if classes is None:
+        classes = present
+    else:
+        classes = np.asarray(classes)
+        if classes.ndim != 1 or len(np.unique(classes)) != len(classes):
+            raise ValueError("classes must be a 1-D array of distinct labels")
+        classes = np.sort(classes)
+        unknown = np.setdiff1d(present, classes)
+        if len(unknown):
+            raise ValueError(f"y has label(s) {unknown.tolist()[:10]} that are not in classes")
+        empty = np.setdiff1d(classes, present)
+        if len(empty):
+            raise ValueError(f"class(es) {empty.tolist()[:10]} have no training rows")
+    if len(classes) < 2:
+        raise ValueError(f"{type(estimator).__name__} needs at least 2 classes, got 1 class ({classes[0]!r})")
+    return X, np.searchsorted(classes, y), classes
+
+
+# ------------------------------------------------------------------------------------------
+# the shared decomposition
+
+
+def _n_components(eigenvalues, rank: int, variance: float, n_components) -> int:
+    """The authors' component count (SPEC §6.3), capped at the class's numerical rank."""
+    if rank == 0:
+        return 0
+    if n_components is not None:
+        return min(n_components, rank)
+    ratio = np.cumsum(eigenvalues) / eigenvalues.sum()
+    return min(int(np.count_nonzero(ratio <= variance)) + 1, rank)
+
+
+def _numerical_rank(eigenvalues, size: int) -> int:
+    # numpy's matrix_rank tolerance, applied to a symmetric positive semi-definite matrix
+    if len(eigenvalues) == 0 or eigenvalues[0] <= 0:
+        return 0
+    tol = eigenvalues[0] * size * np.finfo(np.float64).eps
+    return int(np.count_nonzero(eigenvalues > tol))
+
+
+def _top_eigenpairs_cpu(G: np.ndarray, how_many):
+    """All eigenvalues (descending) of symmetric G and its top m eigenvectors as rows, m = how_many(λ).
+
+    LAPACK's staged route (what ``dsyevr`` does), so eigenvectors are computed only for the m
+    needed: tridiagonalise once (dsytrd), eigenvalues of the tridiagonal (sterf), m eigenvectors
+    of the tridiagonal (stemr), back-transform with the Householder reflectors. LAPACK's dormtr
+    is not wrapped by scipy; for ``lower`` storage it is dormqr on rows 2..n.
+    """
+    n = G.shape[0]
+    if n <= _SMALL_EIGH:
+        w, V = np.linalg.eigh(G)
+        w = w[::-1]
+        m = how_many(w)
+        return w, np.ascontiguousarray(V[:, ::-1][:, :m].T)
+    lwork = int(lapack.dsytrd_lwork(n, lower=1)[0])
+    # G is symmetric, so its transpose (a Fortran-ordered view) is G itself: no copy
+    a, diag, off, tau, info = lapack.dsytrd(G.T, lower=1, lwork=lwork, overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dsytrd failed (info={info})")
+    w = scipy.linalg.eigvalsh_tridiagonal(diag, off, lapack_driver="sterf")[::-1]
+    m = how_many(w)
+    if m == 0:
+        return w, np.zeros((0, n))
+    try:
+        _, Z = scipy.linalg.eigh_tridiagonal(diag, off, select="i", select_range=(n - m, n - 1),
+                                             lapack_driver="stemr")
+    except np.linalg.LinAlgError:  # MRRR can fail on rare inputs; bisection + inverse iteration cannot
+        _, Z = scipy.linalg.eigh_tridiagonal(diag, off, select="i", select_range=(n - m, n - 1),
+                                             lapack_driver="stebz")
+    Z = np.asfortranarray(Z[:, ::-1])
+    reflectors = a[1:, :-1]
+    lwork = int(lapack.dormqr("L", "N", reflectors, tau, Z[1:], -1)[1][0])
+    rest, _, info = lapack.dormqr("L", "N", reflectors, tau, Z[1:], max(lwork, 1))
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dormqr failed (info={info})")
+    Z[1:] = rest
+    return w, np.ascontiguousarray(Z.T)
+
+
+def _top_eigenpairs_torch(G: torch.Tensor, how_many):
+    w, V = torch.linalg.eigh(G)
+    w = w.flip(0).cpu().numpy()
+    m = how_many(w)
+    return w, V[:, V.shape[1] - m:].flip(1).T.cpu().numpy()
+
+
+def _gram(Xa, rows: bool, device: torch.device, use_torch: bool):
+    """float64 ``XᵀX`` (or ``XXᵀ`` with ``rows``), accumulated over blocks converted to float64."""
+    n, d = Xa.shape
+    if not use_torch:
+        G = np.zeros((n, n) if rows else (d, d))
+        for i in range(0, d if rows else n, _ROW_BLOCK):
+            block = (Xa[:, i:i + _ROW_BLOCK] if rows else Xa[i:i + _ROW_BLOCK]).astype(np.float64)
+            G += block @ block.T if rows else block.T @ block
+        return G
+    Xt = _as_tensor(Xa, device)
+    G = torch.zeros((n, n) if rows else (d, d), dtype=torch.float64, device=device)
+    for i in range(0, d if rows else n, _ROW_BLOCK):
+        block = (Xt[:, i:i + _ROW_BLOCK] if rows else Xt[i:i + _ROW_BLOCK]).double()
+        G += block @ block.T if rows else block.T @ block
+    return G
+
+
+def _canonical_signs(V: np.ndarray) -> np.ndarray:
+    """Flip each row so that its largest-magnitude entry is positive (eigenvector signs are arbitrary)."""
+    if len(V):
+        pivot = V[np.arange(len(V)), np.abs(V).argmax(axis=1)]
+        V *= np.where(pivot < 0, -1.0, 1.0)[:, None]
+    return V
+
+
+def _decompose_class(Xk: np.ndarray, variance: float, n_components, device: torch.device, use_torch=None,
+                     also=()):
+    """Eigenvalues (of X_kᵀX_k, descending, nonzero part), the numerical rank and the leading unit
+    eigenvectors: r_k of them for (``variance``, ``n_components``), or the most that any threshold
+    of ``also`` (more ``(variance, n_components)`` pairs) needs. numpy/LAPACK on the CPU; torch on
+    other devices (``use_torch`` forces it)."""
+    use_torch = device.type != "cpu" if use_torch is None else use_torch
+    n_k, d = Xk.shape
+    live = np.flatnonzero(np.any(Xk != 0, axis=0))  # features not identically zero in this class
+    Xa = Xk[:, live] if len(live) < d else Xk
+    use_rows = n_k < len(live)  # fewer rows than features: decompose the n_k×n_k Gram
+    G = _gram(Xa, use_rows, device, use_torch)
+    size = G.shape[0]
+    rank = [0]
+    thresholds = [(variance, n_components), *also]
+
+    def how_many(w):
+        rank[0] = _numerical_rank(w, size)
+        return max(_n_components(w, rank[0], v, n) for v, n in thresholds)
+
+    eig = _top_eigenpairs_torch if use_torch else _top_eigenpairs_cpu
+    w, V = eig(G, how_many) if size else (np.zeros(0), np.zeros((0, 0)))
+    del G
+    if use_rows and len(V):  # v = X_kᵀu / ‖X_kᵀu‖
+        U = V
+        V = np.empty((len(U), Xa.shape[1]))
+        for j in range(0, Xa.shape[1], _ROW_BLOCK):
+            V[:, j:j + _ROW_BLOCK] = U @ Xa[:, j:j + _ROW_BLOCK].astype(np.float64)
+        V /= np.linalg.norm(V, axis=1, keepdims=True)
+    if len(live) == d and V.shape == (len(V), d):
+        components = V  # every feature live: no scattered copy (r_k × d float64 can be GBs)
+    else:
+        components = np.zeros((len(V), d))
+        components[:, live] = V
+    del V
+    return w, rank[0], _canonical_signs(components)
+
+
+class ClassSubspaces(BaseEstimator):
+    """Per-class principal subspaces of the ± augmented class data — the one decomposition that
+    MASC and VeLPIC share (see the module docstring for the algorithm).
+
+    ``fit(X, y, classes=None)`` learns, per class k (in ``classes_`` order):
+    ``eigenvalues_[k]`` (descending, the nonzero part of the spectrum of the authors' covariance
+    ``2·X_kᵀX_k/(2n_k−1)``), ``n_components_[k]`` (r_k), ``components_[k]`` (r_k×d orthonormal rows),
+    ``explained_variance_ratio_[k]``, ``rank_[k]``, ``n_samples_[k]``, ``class_means_[k]``; and
+    ``mean_`` (the mean training row). ``classes`` names the expected labels: one without
+    training rows is an error (default: the labels present in y).
+
+    **Several thresholds from one fit.** ``extra_variances`` (fractions in (0, 1]) and
+    ``extra_n_components`` (counts) name further thresholds: the fit computes, per class, as many
+    leading eigenvectors as the largest of all thresholds needs (``computed_components_``; with
+    the default 0.99 and the sensitivity thresholds 0.25–0.99 and 1 PC that is no more than
+    0.99 alone needs), and :meth:`at` then gives the subspaces of any of them from the same
+    eigenvalues and eigenvectors — no second decomposition. ``components_`` of every threshold
+    are views of the same arrays.
+    """
+
+    def __init__(self, variance=0.99, n_components=None, device="auto", extra_variances=(),
+                 extra_n_components=()):
+        self.variance = variance
+        self.n_components = n_components
+        self.device = device
+        self.extra_variances = extra_variances
+        self.extra_n_components = extra_n_components
+
+    def fit(self, X, y, classes=None):
+        variance = check_variance(self.variance)
+        X, y_idx, classes = _check_fit_data(self, X, y, classes)
+        n_components = _check_n_components(self.n_components, X.shape[1])
+        also = [(check_variance(v), None) for v in self.extra_variances]
+        also += [(1.0, _check_n_components(n, X.shape[1])) for n in self.extra_n_components]
+        device = _device(self.device)
+        self.classes_ = classes
+        self.gram_eigenvalues_, self.computed_components_ = [], []
+        self.rank_ = np.zeros(len(classes), dtype=np.int64)
+        self.n_samples_ = np.bincount(y_idx, minlength=len(classes))
+        self.class_means_ = np.zeros((len(classes), X.shape[1]))
+
+        def decompose(k):
+            Xk = np.take(X, np.flatnonzero(y_idx == k), axis=0)
+            mean = Xk.sum(axis=0, dtype=np.float64) / len(Xk)
+            return (mean, *_decompose_class(Xk, variance, n_components, device, also=also))
+
+        if device.type == "cpu":
+            # one class per worker, each with single-threaded BLAS, as many workers as BLAS has
+            # threads (OMP_NUM_THREADS, which Snakemake sets to a job's threads): the
+            # tridiagonalisation is bandwidth-bound and synchronises its threads 2d times, so
+            # multi-threaded BLAS gains little on idle cores and collapses (4-10x slower,
+            # measured) on shared ones
+            workers = max(1, min(len(classes), _blas_threads()))
+            with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+                results = list(pool.map(decompose, range(len(classes))))
+        else:
+            results = [decompose(k) for k in range(len(classes))]
+        for k, (mean, w, rank, P) in enumerate(results):
+            self.class_means_[k] = mean
+            self.gram_eigenvalues_.append(w)
+            self.computed_components_.append(P)
+            self.rank_[k] = rank
+        self.mean_ = self.n_samples_ @ self.class_means_ / self.n_samples_.sum()
+        self.eigenvalues_ = [w * (2.0 / (2 * n - 1)) for w, n in zip(self.gram_eigenvalues_, self.n_samples_)]
+        self._select(variance, n_components)
+        return self
+
+    def _select(self, variance, n_components):
+        """``components_`` and what derives from them for one threshold (views, no copies)."""
+        self.components_, self.explained_variance_ratio_ = [], []
+        for k, (w, computed) in enumerate(zip(self.gram_eigenvalues_, self.computed_components_)):
+            r = _n_components(w, int(self.rank_[k]), variance, n_components)
+            if r > len(computed):
+                raise ValueError(f"class {self.classes_[k]!r} needs {r} components at variance={variance}, "
+                                 f"n_components={n_components}, but the fit computed {len(computed)}: fit with "
+                                 "this threshold in extra_variances / extra_n_components")
+            self.components_.append(computed[:r])
+            self.explained_variance_ratio_.append(w[:r] / w.sum() if r else np.zeros(0))
+        self.n_components_ = np.array([len(P) for P in self.components_], dtype=np.int64)
+
+    def at(self, variance=None, n_components=None) -> "ClassSubspaces":
+        """The subspaces of another threshold — ``variance`` (a fraction) or ``n_components`` (a
+        count, which wins as in the constructor) — from this fit's eigenvalues and eigenvectors,
+        with no new decomposition; a ValueError when the fit did not compute enough components
+        (name the threshold in ``extra_variances`` / ``extra_n_components``)."""
+        check_is_fitted(self)
+        if variance is None and n_components is None:
+            raise ValueError("at() needs a variance or n_components")
+        variance = check_variance(1.0 if variance is None else variance)
+        n_components = _check_n_components(n_components, self.n_features_in_)
+        view = ClassSubspaces(variance, n_components, self.device, self.extra_variances, self.extra_n_components)
+        for name, value in vars(self).items():
+            if name.endswith("_") and not name.startswith("_"):
+                setattr(view, name, value)
+        view._select(variance, n_components)
+        return view
+
+
+# ------------------------------------------------------------------------------------------
+# MASC and VeLPIC
+
+
+def _batches(n: int, width: int):
+    step = max(1, _SCORE_ELEMENTS // max(width, 1))
+    for i in range(0, n, step):
+        yield slice(i, min(n, i + step))
+
+
+def _copy_input_attributes(source, target):
+    target.classes_ = source.classes_
+    target.n_features_in_ = source.n_features_in_
+    if hasattr(source, "feature_names_in_"):
+        target.feature_names_in_ = source.feature_names_in_
+
+
+class ClassScoreClassifier(ClassifierMixin, BaseEstimator):
+    """Shared predict logic of the probes that score classes (MASC, VeLPIC and the baselines
+    logistic regression and NCM): one score per class, higher is closer; ties → lowest class index."""
+
+    def class_scores(self, X) -> np.ndarray:
+        raise NotImplementedError
+
+    def decision_function(self, X):
+        """n×K class scores; with 2 classes, scikit-learn's 1-D convention ``score₁ − score₀``."""
+        scores = self.class_scores(X)
+        return scores[:, 1] - scores[:, 0] if len(self.classes_) == 2 else scores
+
+    def predict(self, X):
+        decision = self.decision_function(X)
+        index = (decision > 0).astype(np.int64) if decision.ndim == 1 else decision.argmax(axis=1)
+        return self.classes_[index]
+
+    def _validate_predict_input(self, X):
+        check_is_fitted(self)
+        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32], ensure_all_finite=True)
+
+
+
+class _AngleProbe(ClassScoreClassifier):
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # angle probes through the origin are built for high-dimensional layers; on scikit-learn's
+        # standardised 2-D blobs a 99 % subspace is the whole plane and every class ties
+        tags.classifier_tags.poor_score = True
+        return tags
+
+
+class MASC(_AngleProbe):
+    """Minimum Angle Subspace Classifier (Ketha & Ramaswamy 2025), as the authors implement it.
+
+    ``variance`` in (0, 1]: keep components up to and including the one whose cumulative
+    explained variance crosses it. ``n_components``: a fixed count instead (1 = one component).
+    ``class_scores(X)`` / ``decision_function(X)``: cos² of the angle between each row and each
+    class subspace; ``predict``: the class of the smallest angle. Learned: ``classes_``,
+    ``components_`` (list of r_k×d orthonormal rows), ``n_components_``,
+    ``explained_variance_ratio_`` (list), ``eigenvalues_`` (list).
+    """
+
+    def __init__(self, variance=0.99, n_components=None, device="auto"):
+        self.variance = variance
+        self.n_components = n_components
+        self.device = device
+
+    def fit(self, X, y, classes=None):
+        subspaces = ClassSubspaces(self.variance, self.n_components, self.device).fit(X, y, classes)
+        return self._set_from(subspaces)
+
+    @classmethod
+    def from_subspaces(cls, subspaces: ClassSubspaces) -> "MASC":
+        """A fitted MASC from a fitted ``ClassSubspaces`` (no further decomposition)."""
+        check_is_fitted(subspaces)
+        return cls(subspaces.variance, subspaces.n_components, subspaces.device)._set_from(subspaces)
+
+    def _set_from(self, subspaces):
+        _copy_input_attributes(subspaces, self)
+        self.components_ = subspaces.components_
+        self.n_components_ = subspaces.n_components_
+        self.explained_variance_ratio_ = subspaces.explained_variance_ratio_
+        self.eigenvalues_ = subspaces.eigenvalues_
+        return self
+
+    def class_scores(self, X) -> np.ndarray:
+        """n×K cos²θ_k = ‖P_k x‖²/‖x‖² in [0, 1] (float64); 0 for a zero row."""
+        X = self._validate_predict_input(X)
+        device = _device(self.device)
+        # one product per class (as the authors' loop): classes with identical subspaces then
+        # get bit-identical scores, so ties really go to the lowest index
+        P = [torch.from_numpy(c).to(device) for c in self.components_]
+        out = np.empty((len(X), len(self.classes_)))
+        for rows in _batches(len(X), max(max(len(c) for c in P), X.shape[1])):
+            x = _as_tensor(X[rows], device, torch.float64)
+            projected = torch.stack([(x @ c.T).square_().sum(1) for c in P], dim=1)
+            norm2 = x.square().sum(1, keepdim=True)
+            cos2 = torch.where(norm2 > 0, projected / norm2.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
+            out[rows] = cos2.clamp_(0.0, 1.0).cpu().numpy()
+        return out
+
+
+class VeLPIC(_AngleProbe):
+    """Vector Linear Probe Intermediate-layer Classifier (TMLR 2026), as the authors implement it.
+
+    Class vector v_k = top principal direction of class k's ± augmented data, flipped when the
+    mean projection of the training rows on it is negative: over all rows (``sign="all"``, the
+    authors' code) or class k's rows (``sign="class"``, the paper's wording). ``predict``:
+    argmax_k x·v_k. Learned: ``classes_``, ``class_vectors_`` (K×d unit rows, float64),
+    ``mean_projections_`` (T_k before the flip), ``flipped_``.
+    """
+
+    def __init__(self, sign="all", device="auto"):
+        self.sign = sign
+        self.device = device
+
+    def fit(self, X, y, classes=None):
+        _check_sign(self.sign)
+        subspaces = ClassSubspaces(n_components=1, device=self.device).fit(X, y, classes)
+        return self._set_from(subspaces)
+
+    @classmethod
+    def from_subspaces(cls, subspaces: ClassSubspaces, sign="all") -> "VeLPIC":
+        """A fitted VeLPIC from the leading component of each class of a fitted ``ClassSubspaces``."""
+        check_is_fitted(subspaces)
+        return cls(_check_sign(sign), subspaces.device)._set_from(subspaces)
+
+    def _set_from(self, subspaces):
+        sign = _check_sign(self.sign)
+        _copy_input_attributes(subspaces, self)
+        top = np.zeros((len(self.classes_), self.n_features_in_))
+        for k, P in enumerate(subspaces.components_):
+            if len(P):
+                top[k] = P[0]
+        means = np.broadcast_to(subspaces.mean_, top.shape) if sign == "all" else subspaces.class_means_
+        self.mean_projections_ = np.einsum("kd,kd->k", means, top)
+        self.flipped_ = self.mean_projections_ < 0
+        self.class_vectors_ = np.where(self.flipped_[:, None], -top, top)
+        return self
+
+    def class_scores(self, X) -> np.ndarray:
+        """n×K projections x·v_k, in X's dtype (float32 rows: float32, as the transferred network)."""
+        X = self._validate_predict_input(X)
+        device = _device(self.device)
+        dtype = torch.float32 if X.dtype == np.float32 else torch.float64
+        V = torch.from_numpy(self.class_vectors_).to(device, dtype)
+        out = np.empty((len(X), len(self.classes_)), dtype=X.dtype)
+        for rows in _batches(len(X), X.shape[1]):
+            out[rows] = torch.nn.functional.linear(_as_tensor(X[rows], device), V).cpu().numpy()
+        return out
+
+
+def fit_probes(X, y, *, variance=0.99, n_components=None, sign="all", classes=None, device="auto"):
+    """Fit MASC and VeLPIC on the same activations from one decomposition; returns (masc, velpic)."""
+    _check_sign(sign)
+    subspaces = ClassSubspaces(variance, n_components, device).fit(X, y, classes)
+    return MASC.from_subspaces(subspaces), VeLPIC.from_subspaces(subspaces, sign)

@@ -1,0 +1,221 @@
+"""The CUDA paths for real (``pytest -m gpu``; the default run deselects them, and without CUDA
+each skips with the reason): the training set placed on the device (uint8, normalised there bit for
+bit as on the CPU; the pinned-memory fallback), training that resumes after a kill, activation dumps
+streamed to the host, probes and K-FAC factors against the CPU's, the GPU slots and the training
+benchmark."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from latentgen.training import placement
+from latentgen.training.placement import place_images
+from latentgen.training.loop import KILL_ENV, default_train_config, read_train_log, train
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here (pytest -m gpu needs one)")]
+
+
+def _normalised_uint8(n=2048, dataset="mnist"):
+    from latentgen.data.datasets import get_spec, normalize
+
+    spec = get_spec(dataset)
+    pixels = torch.randint(0, 256, (n, spec.in_channels, spec.image_size, spec.image_size), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    return normalize(pixels.numpy(), spec)
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10", "tiny_imagenet", "digits"])
+def test_images_go_to_the_device_once_as_uint8_and_normalise_there_bit_for_bit(dataset, digits):
+    x = digits.train_x if dataset == "digits" else _normalised_uint8(512, dataset)
+    (placed,), where = place_images([x], dataset, "cuda")
+    assert placed.on_device and placed.images.dtype == torch.uint8, where
+    assert torch.equal(placed[0:len(x)].cpu(), x)  # datasets.normalize's float32 result, bit for bit
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(1)).cuda()
+    assert torch.equal(placed[order[:100]].cpu(), x[order[:100].cpu()])
+
+
+def test_pinned_fallback_when_the_images_do_not_fit(monkeypatch):
+    monkeypatch.setattr(placement, "DEVICE_DATA_FRACTION", 0.0)
+    x = _normalised_uint8(1000)
+    (placed,), where = place_images([x], "mnist", "cuda")
+    assert not placed.on_device and "pinned" in where
+    assert placed.images.is_pinned()
+    for _ in range(3):  # the two staging buffers take turns; none is overwritten while in flight
+        order = torch.randperm(len(x)).cuda()
+        batches = [placed[order[i:i + 64]] for i in range(0, len(x), 64)]
+        assert torch.equal(torch.cat(batches).cpu(), x[order.cpu()])
+    assert torch.equal(placed[10:20].cpu(), x[10:20])
+
+
+def test_training_on_the_device_and_through_pinned_batches_agree(tmp_path, digits, monkeypatch):
+    config = default_train_config("mlp", "digits", corruption=0.4, max_epochs=4, shuffle=True, lr=0.01)
+    on_device = train(config, tmp_path / "device", dataset=digits, device="cuda", verbose=False)
+    monkeypatch.setattr(placement, "DEVICE_DATA_FRACTION", 0.0)
+    pinned = train(config, tmp_path / "pinned", dataset=digits, device="cuda", verbose=False)
+    assert on_device["final_epoch"] == pinned["final_epoch"] == 4
+    assert abs(on_device["final_test_acc"] - pinned["final_test_acc"]) <= 0.02
+
+
+def _cli_train(out, device="cuda", extra_env=None):
+    cmd = [sys.executable, "-m", "latentgen", "train", "--arch", "mlp", "--dataset", "digits", "--corruption", "0.4",
+           "--run", "2", "--out", str(out), "--max-epochs", "8", "--optimizer", "adam", "--lr", "0.001",
+           "--shuffle", "true", "--grid-dense-until", "4", "--grid-step", "2", "--device", device, "--quiet"]
+    env = {k: v for k, v in os.environ.items() if k != KILL_ENV}
+    env.update(extra_env or {})
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_cuda_training_resumes_after_a_kill_to_the_same_epochs_and_a_comparable_accuracy(tmp_path):
+    reference = _cli_train(tmp_path / "ref")
+    assert reference.returncode == 0, reference.stderr
+    out = tmp_path / "run"
+    killed = _cli_train(out, extra_env={KILL_ENV: "3:resume"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    resumed = _cli_train(out)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch 3" in resumed.stdout
+    ref = json.loads((tmp_path / "ref" / "manifest.json").read_text())
+    got = json.loads((out / "manifest.json").read_text())
+    assert got["device"].startswith("cuda") and got["final_epoch"] == ref["final_epoch"]
+    assert got["epochs"] == ref["epochs"]
+    assert [r["epoch"] for r in read_train_log(out / "train_log.csv")] == list(range(ref["final_epoch"] + 1))
+    assert abs(got["final_test_acc"] - ref["final_test_acc"]) <= 0.05
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, digits):
+    out = tmp_path_factory.mktemp("gpu") / "run"
+    config = default_train_config("mlp", "digits", corruption=0.4, max_epochs=5, lr=0.01)
+    manifest = train(config, out, dataset=digits, device="cpu", verbose=False)
+    return out / manifest["checkpoints"][str(manifest["final_epoch"])]
+
+
+def test_activation_dumps_stream_from_the_device_and_equal_the_cpus(checkpoint, tmp_path, digits, monkeypatch):
+    from latentgen.probing import activations
+
+    monkeypatch.setattr(activations, "STREAM_BYTES", 64 << 10)  # many blocks and both pinned buffers
+    cpu = activations.dump_activations(checkpoint, tmp_path / "cpu.h5", dataset=digits, device="cpu", batch_size=100)
+    gpu = activations.dump_activations(checkpoint, tmp_path / "gpu.h5", dataset=digits, device="cuda", batch_size=100)
+    with activations.open_activations(cpu) as a, activations.open_activations(gpu) as b:
+        assert a.layers == b.layers
+        for split in activations.SPLITS:
+            for layer in a.layers:
+                np.testing.assert_allclose(b.array(split, layer), a.array(split, layer), rtol=1e-5, atol=1e-5)
+        assert np.array_equal(a.labels("train", "corrupted"), b.labels("train", "corrupted"))
+
+
+def test_probes_on_cuda_agree_with_the_cpu_on_999_of_1000_predictions(checkpoint, tmp_path, digits):
+    from latentgen.probing.activations import dump_activations, open_activations
+    from latentgen.probing.subspaces import fit_probes
+
+    path = dump_activations(checkpoint, tmp_path / "acts.h5", dataset=digits, device="cpu")
+    agree = total = 0
+    with open_activations(path) as acts:
+        y = acts.labels("train", "corrupted")
+        for layer in acts.layers:
+            X, T = acts.array("train", layer), acts.array("test", layer)
+            cpu = fit_probes(X, y, device="cpu")
+            gpu = fit_probes(X, y, device="cuda")
+            for a, b in zip(cpu, gpu):
+                for rows in (X, T):
+                    agree += int(np.sum(a.predict(rows) == b.predict(rows)))
+                    total += len(rows)
+    assert agree / total >= 0.999, f"{agree}/{total}"
+
+
+def test_a_run_probed_on_cuda_in_memory_agrees_with_the_cpu(checkpoint, tmp_path):
+    """`latentgen probe-run` on the GPU: forward passes there, activations streamed into host memory
+    in several groups of layers (a small budget), probes on the device; accuracies within 1e-2 of
+    the CPU's (a few of 359 test rows may flip) and the transfer equal to VeLPIC on the device too."""
+    import csv
+
+    from latentgen.probing.run import ProbeSettings, RunProbeJob, probe_run
+
+    run_dir = checkpoint.parent.parent
+    tables = {}
+    for device in ("cpu", "cuda"):
+        out = tmp_path / device
+        job = RunProbeJob(run_dir=run_dir, out=out / "run.csv", final_out=out / "final.csv", parts=out / "parts",
+                          final=ProbeSettings(("masc", "velpic", "transfer", "ncm"), ("corrupted", "true")),
+                          memory_budget=2 << 20)
+        probe_run(job, device=device, log=lambda *_: None)
+        with open(out / "run.csv") as fh:
+            tables[device] = {tuple(r[k] for k in ("epoch", "layer", "probe", "fit_labels", "split")): float(r["accuracy"])
+                              for r in csv.DictReader(fh)}
+    assert tables["cpu"].keys() == tables["cuda"].keys() and len(tables["cpu"]) > 0
+    for key, value in tables["cpu"].items():
+        assert abs(tables["cuda"][key] - value) <= 1e-2, key
+
+
+def test_repair_factors_on_cuda_equal_the_cpus_to_1e6(checkpoint, digits):
+    from latentgen.repair import collect_factors  # latentgen.repair.factors
+    from latentgen.training.loop import load_checkpoint
+
+    model, _ = load_checkpoint(checkpoint)
+    layers = ["fc1", "fc4", "output"]
+    for fisher in ("exact", "empirical"):
+        labels = digits.train_y[:512]
+        cpu = collect_factors(model, digits.train_x[:512], layers, fisher=fisher, labels=labels, device="cpu")
+        gpu = collect_factors(model, digits.train_x[:512], layers, fisher=fisher, labels=labels, device="cuda")
+        for name in layers:
+            for which in ("A", "G"):
+                a, b = getattr(cpu[name], which), getattr(gpu[name], which).cpu()
+                assert (b - a).norm() <= 1e-6 * a.norm(), (fisher, name, which)
+
+
+def test_the_estimates_probe_time_on_cuda_is_within_1_5_of_a_real_layer_probe():
+    """`latentgen estimate`'s MASC + VeLPIC seconds for one layer on the GPU (whole classes sampled,
+    a few thousand rows scored) against the probing of that whole layer as a probe job does it."""
+    from latentgen.workflow import estimate as E
+    from latentgen.probing.checkpoint import ProbeOptions
+
+    families, _ = E._families(["masc", "velpic"])
+    options = ProbeOptions(0.99, "all", 1000, torch.device("cuda"))
+    weights = E._flop_weights()
+    E._measure_probe_layer(512, 10, 2000, 2000, families, options, weights, 1)  # CUDA and cuSOLVER start-up
+    d, k, n = 4096, 10, 30000
+    layer = E._measure_probe_layer(d, k, n, n, families, options, weights, 1)
+    predicted = layer["fit"] + layer["masc"] + layer["velpic"]
+    whole = E._context(n // k, k, d, options)  # n rows as training and test rows, as the estimate assumed
+    real = E._timed(lambda: [family(whole) for family, _ in families.values()], options.device)
+    print(f"\nestimate on cuda, one {n}×{d} layer: predicted {predicted:.2f} s, real {real:.2f} s")
+    assert 1 / 1.5 <= predicted / real <= 1.5, (predicted, real)
+
+
+def test_gpu_slots_place_two_concurrent_jobs_on_two_devices(tmp_path):
+    if torch.cuda.device_count() < 2:
+        pytest.skip(f"needs two CUDA devices, this machine has {torch.cuda.device_count()}")
+    probe = ("import os, time, torch; print(os.environ['CUDA_VISIBLE_DEVICES'], torch.cuda.device_count(), "
+             "torch.cuda.get_device_properties(0).uuid, flush=True); time.sleep(3)")
+    env = {**os.environ, "LATENTGEN_GPU_LOCK_DIR": str(tmp_path / "locks")}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    cmd = [sys.executable, "-m", "latentgen.workflow.gpu_slots", "--", sys.executable, "-c", probe]
+    jobs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)]
+    time.sleep(0.5)
+    jobs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True))
+    lines = [job.communicate(timeout=120)[0].split() for job in jobs]
+    assert all(job.returncode == 0 for job in jobs)
+    assert lines[0][0] != lines[1][0]  # different CUDA_VISIBLE_DEVICES
+    assert lines[0][1] == lines[1][1] == "1"  # each job sees exactly its own device
+    assert lines[0][2] != lines[1][2]  # and they are different GPUs
+
+
+def test_the_training_benchmark_runs_on_cuda(mnist_root):
+    out = subprocess.run([sys.executable, "-m", "latentgen.bench", "train", "--device", "cuda", "--samples", "3200",
+                          "--data-root", str(mnist_root), "--json"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["device"].startswith("cuda") and "uint8" in result["ours_placement"]
+    print(f"\nbench train --device cuda: ours {result['ours_samples_per_s']:.0f}/s, reference "
+          f"{result['reference_samples_per_s']:.0f}/s, bare {result['bare_samples_per_s']:.0f}/s")
+    assert result["ours_samples_per_s"] > 0

@@ -1,0 +1,143 @@
+"""GPU slot pool: concurrent jobs get distinct GPUs, a waiting job gets a freed one,
+SLURM allocations are left alone. Uses a fake device count (no GPU needed)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from latentgen.workflow import gpu_slots
+
+# a job that records its GPU, the time it got it, waits for a release file, then exits
+JOB = r"""
+import os, sys, time, pathlib
+out = pathlib.Path(sys.argv[1])
+out.write_text(f"{os.environ['CUDA_VISIBLE_DEVICES']} {os.environ.get('LATENTGEN_GPU_SLOT', '')} {time.monotonic()}\n")
+release = pathlib.Path(sys.argv[2])
+while not release.exists():
+    time.sleep(0.05)
+"""
+
+
+def _env(tmp_path, **extra):
+    env = dict(os.environ)
+    env.pop("SLURM_JOB_ID", None)
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    env.update(LATENTGEN_GPU_LOCK_DIR=str(tmp_path / "locks"), **extra)
+    return env
+
+
+def _start(tmp_path, name, env):
+    out = tmp_path / f"{name}.txt"
+    release = tmp_path / f"{name}.release"
+    proc = subprocess.Popen([sys.executable, "-m", "latentgen.workflow.gpu_slots", "--",
+                             sys.executable, "-c", JOB, str(out), str(release)], env=env)
+    return proc, out, release
+
+
+def _wait_for(path: Path, timeout=30.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if path.exists() and path.read_text().endswith("\n"):
+            return path.read_text().split()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never appeared")
+
+
+def test_concurrent_jobs_get_distinct_gpus_and_a_waiting_job_gets_a_freed_slot(tmp_path):
+    env = _env(tmp_path, LATENTGEN_NUM_GPUS="2")
+    a = _start(tmp_path, "a", env)
+    b = _start(tmp_path, "b", env)
+    got_a, got_b = _wait_for(a[1]), _wait_for(b[1])
+    assert {got_a[0], got_b[0]} == {"0", "1"}
+
+    c = _start(tmp_path, "c", env)
+    time.sleep(1.5)
+    assert not c[1].exists(), "a third job ran while both slots were taken"
+    b[2].touch()  # job b ends, its slot frees
+    assert b[0].wait(30) == 0
+    got_c = _wait_for(c[1])
+    assert got_c[0] == got_b[0], "the waiting job did not get the freed GPU"
+    for proc, _, release in (a, c):
+        release.touch()
+        assert proc.wait(30) == 0
+
+
+def test_a_killed_job_frees_its_slot(tmp_path):
+    env = _env(tmp_path, LATENTGEN_NUM_GPUS="1")
+    a = _start(tmp_path, "a", env)
+    _wait_for(a[1])
+    a[0].kill()  # SIGKILL: no cleanup code runs, the kernel drops the lock
+    a[0].wait(30)
+    b = _start(tmp_path, "b", env)
+    assert _wait_for(b[1])[0] == "0"
+    b[2].touch()
+    assert b[0].wait(30) == 0
+
+
+def test_exit_code_of_the_command_is_passed_through(tmp_path):
+    env = _env(tmp_path, LATENTGEN_NUM_GPUS="1")
+    done = subprocess.run([sys.executable, "-m", "latentgen.workflow.gpu_slots", "--", sys.executable, "-c",
+                           "import sys; sys.exit(7)"], env=env)
+    assert done.returncode == 7
+
+
+def test_jobs_per_gpu_shares_a_device(tmp_path):
+    env = _env(tmp_path, LATENTGEN_NUM_GPUS="1", LATENTGEN_JOBS_PER_GPU="2")
+    a, b = _start(tmp_path, "a", env), _start(tmp_path, "b", env)
+    got = [_wait_for(a[1]), _wait_for(b[1])]
+    assert [g[0] for g in got] == ["0", "0"]
+    assert sorted(g[1] for g in got) == ["0", "1"]  # two slots, one GPU
+    for proc, _, release in (a, b):
+        release.touch()
+        assert proc.wait(30) == 0
+
+
+def test_pool_hands_out_the_listed_visible_devices(tmp_path):
+    env = _env(tmp_path, CUDA_VISIBLE_DEVICES="5,7")
+    a, b = _start(tmp_path, "a", env), _start(tmp_path, "b", env)
+    assert {_wait_for(a[1])[0], _wait_for(b[1])[0]} == {"5", "7"}
+    for proc, _, release in (a, b):
+        release.touch()
+        assert proc.wait(30) == 0
+
+
+def test_under_slurm_the_allocation_is_untouched(tmp_path):
+    env = _env(tmp_path, LATENTGEN_NUM_GPUS="4", SLURM_JOB_ID="1234", CUDA_VISIBLE_DEVICES="3")
+    done = subprocess.run([sys.executable, "-m", "latentgen.workflow.gpu_slots", "--", sys.executable, "-c",
+                           "import os; print(os.environ['CUDA_VISIBLE_DEVICES'], 'LATENTGEN_GPU_SLOT' in os.environ)"],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0
+    assert done.stdout.split() == ["3", "False"]
+    assert not (tmp_path / "locks").exists()
+
+
+def test_bad_settings_are_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("LATENTGEN_NUM_GPUS", "zero")
+    with pytest.raises(ValueError, match="LATENTGEN_NUM_GPUS"):
+        gpu_slots.visible_devices()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with pytest.raises(ValueError, match="CUDA_VISIBLE_DEVICES lists 1"):
+        gpu_slots.visible_devices(2)
+    env = _env(tmp_path, LATENTGEN_NUM_GPUS="1")
+    done = subprocess.run([sys.executable, "-m", "latentgen.workflow.gpu_slots", "--"], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "no command" in done.stderr
+
+
+def test_acquire_times_out_when_every_slot_is_held(tmp_path):
+    slot, device, fd = gpu_slots.acquire_slot(["0"], tmp_path)
+    try:
+        with pytest.raises(TimeoutError, match="no free GPU slot"):
+            gpu_slots.acquire_slot(["0"], tmp_path, poll_s=0.05, timeout_s=0.3)
+    finally:
+        os.close(fd)
+    slot2, _, fd2 = gpu_slots.acquire_slot(["0"], tmp_path, timeout_s=1)
+    os.close(fd2)
+    assert slot == slot2 == 0 and device == "0"
