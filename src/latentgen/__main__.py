@@ -1,7 +1,7 @@
 """Command line: ``python -m latentgen <command> ...`` (also installed as ``latentgen``).
 
-Each command lives in ``latentgen.commands.<name>`` and provides ``add_arguments(parser)``
-and ``run(args) -> int``; its module docstring is its help text. Errors a user can fix
+Each command lives in ``latentgen.commands.<name>`` (``run(args) -> int``; its module docstring
+is its help text) and its options in ``latentgen.options.<name>``. Errors a user can fix
 (bad arguments, missing files, corrupt inputs) end in one line on stderr and exit 1;
 set ``LATENTGEN_DEBUG=1`` for the full traceback.
 """
@@ -13,49 +13,16 @@ import importlib
 import os
 import sys
 
-# command name -> module in latentgen.commands (imported lazily: torch is slow to import)
-COMMANDS = {
-    "download": "download",
-    "corrupt": "corrupt",
-    "train": "train",
-    "activations": "activations",
-    "probe": "probe",
-    "probe-run": "probe_run",
-    "concat": "concat",
-    "metrics": "metrics",
-    "figure": "figure",
-    "table": "table",
-    "claims": "claims",
-    "repair": "repair",
-    "relabel": "relabel",
-    "cluster-check": "cluster_check",
-    "estimate": "estimate",
-    "probe-model": "probe_model",
-    "repair-model": "repair_model",
-}
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one-line reason, non-zero exit
-        self.exit(2, f"{self.prog}: error: {message}\n")
+from latentgen.options import COMMANDS, OneLineErrorParser, add_arguments
 
 
 def _load(name: str):
     return importlib.import_module(f"latentgen.commands.{COMMANDS[name]}")
 
 
-def command_parser(name: str) -> argparse.ArgumentParser:
-    """The argument parser of one command (``latentgen.workflow.config`` checks the workflow's options with it)."""
-    if name not in COMMANDS:
-        raise ValueError(f"unknown command {name!r}; commands: {', '.join(COMMANDS)}")
-    parser = _Parser(prog=f"latentgen {name}")
-    _load(name).add_arguments(parser)
-    return parser
-
-
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = _Parser(prog="latentgen", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser = OneLineErrorParser(prog="latentgen", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineErrorParser)
     wanted = argv[0] if argv and argv[0] in COMMANDS else None
     for name in COMMANDS:
         if wanted is not None and name != wanted:
@@ -70,7 +37,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         doc = (module.__doc__ or "").strip()
         p = sub.add_parser(name, help=doc.splitlines()[0] if doc else None, description=doc,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        module.add_arguments(p)
+        add_arguments(name, p)
         p.set_defaults(_module=module)
     return parser
 

@@ -1,4 +1,4 @@
-"""Every command's module and parser are light: the workflow builds the parsers at Snakefile parse
+"""Every command's module and parser (``latentgen.options``) are light: the workflow builds the parsers at Snakefile parse
 time (once per cluster job too) to check the config, so neither importing a command nor its
 ``add_arguments`` may import torch, numpy, pandas or the probes."""
 
@@ -9,14 +9,15 @@ import sys
 
 import pytest
 
-from latentgen.__main__ import COMMANDS
+from latentgen.options import COMMANDS
 
 HEAVY = ("torch", "numpy", "pandas", "scipy", "sklearn", "h5py", "matplotlib", "latentgen.probing.subspaces", "latentgen.repair")
 
 CHECK = """
-import sys
-from latentgen.__main__ import command_parser
+import importlib, sys
+from latentgen.options import COMMANDS, command_parser
 command_parser({name!r}).format_help()
+importlib.import_module("latentgen.commands." + COMMANDS[{name!r}])
 heavy = [m for m in {heavy!r} if m in sys.modules]
 print(",".join(heavy))
 """
@@ -42,7 +43,7 @@ def test_library_modules_behind_light_commands_import_nothing_heavy(module):
 
 def test_probe_family_option_follows_the_registry():
     from latentgen import registry
-    from latentgen.__main__ import command_parser
+    from latentgen.options import command_parser
 
     parser = command_parser("probe")
     args = parser.parse_args(["--activations", "a.h5", "--out", "o.csv", "--families", "velpic,masc", "transfer"])
@@ -57,7 +58,7 @@ def test_probe_family_option_follows_the_registry():
 
 def test_corrupt_default_seed_is_the_authors():
     from latentgen import registry
-    from latentgen.__main__ import command_parser
+    from latentgen.options import command_parser
     from latentgen.data.labels import DEFAULT_SEED
 
     parsed = command_parser("corrupt").parse_args(["--dataset", "digits", "--corruption", "0.2", "--out", "x.npz"])

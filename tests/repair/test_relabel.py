@@ -343,7 +343,7 @@ def test_other_configurations_and_bad_settings_are_refused(base, tmp_path):
 
 
 def test_command_choices_follow_the_library():
-    from latentgen.__main__ import command_parser
+    from latentgen.options import command_parser
     from latentgen.commands import relabel as command
 
     assert command.SUBSPACES == SUBSPACES

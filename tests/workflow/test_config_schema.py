@@ -198,7 +198,7 @@ def test_fisher_true_is_a_deprecated_alias_of_exact(schema, demo, capsys):
 
 
 def test_options_become_the_commands_own_command_line(schema, demo):
-    from latentgen.__main__ import command_parser
+    from latentgen.options import command_parser
     from latentgen.workflow.config import command_line
 
     line = command_line("probe", {"variance": 0.9, "sign": "class", "no_transfer": True})

@@ -14,15 +14,6 @@ import argparse
 from latentgen.workflow.cluster import FAIL, WARN, Slurm, check_cluster, load_profile
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="profiles/slurm",
-                        help="Snakemake profile folder or its config.yaml (default: profiles/slurm)")
-    parser.add_argument("--no-submit-test", action="store_true",
-                        help="do not ask 'sbatch --test-only' (no job id is used up)")
-    parser.add_argument("--timeout", type=float, default=30,
-                        help="seconds to wait for each SLURM command (default: 30)")
-
-
 def run(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     findings = check_cluster(profile, Slurm(timeout=args.timeout), submit_test=not args.no_submit_test)

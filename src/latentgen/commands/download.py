@@ -10,16 +10,6 @@ from __future__ import annotations
 
 import argparse
 
-from latentgen import registry
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, choices=list(registry.DATASETS), help="dataset name")
-    parser.add_argument("--data-root", help="folder holding (or receiving) the raw files; not needed for digits")
-    parser.add_argument("--out", required=True, help="prepared dataset file to write (.npz)")
-    parser.add_argument("--no-download", action="store_true",
-                        help="never touch the network: fail, naming the files, if they are absent")
-
 
 def run(args: argparse.Namespace) -> int:
     from latentgen.data.datasets import prepare_dataset, read_prepared

@@ -17,25 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-from latentgen import registry
-from latentgen.options import types as argtypes
-
-REPO = Path(__file__).resolve().parents[3]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--configfile", default="config.yaml", help="workflow config (default config.yaml)")
-    parser.add_argument("--schema", default=str(REPO / "workflow" / "schemas" / "config.schema.yaml"),
-                        help="config schema (default: this checkout's)")
-    parser.add_argument("--cores", type=argtypes.positive_int, help="CPU cores to project for (default: this machine's)")
-    parser.add_argument("--gpus", type=argtypes.nonnegative_int,
-                        help="GPUs to project for (default: this machine's CUDA devices; needs CUDA timings)")
-    parser.add_argument("--device", choices=list(registry.DEVICE_CHOICES), default="auto",
-                        help="where the samples are timed (auto = CUDA when available)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    parser.add_argument("--out", help="also write the table as CSV to this file")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-
 
 COLUMNS = ("model", "stage", "jobs", "seconds_per_job", "device_hours", "core_hours", "activations_gb", "data")
 

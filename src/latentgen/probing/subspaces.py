@@ -68,7 +68,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from latentgen import registry
-from latentgen.options.types import check_fraction
+from latentgen.argtypes import check_fraction
 
 SIGN_MODES = registry.SIGN_MODES
 _ROW_BLOCK = 4096  # rows (or columns) per float64 block when accumulating a Gram matrix

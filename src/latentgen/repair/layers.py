@@ -12,7 +12,7 @@ from typing import Iterable
 from torch import nn
 
 from latentgen import registry
-from latentgen.options.types import check_fraction
+from latentgen.argtypes import check_fraction
 from latentgen.models.forward import head_name, linear_layers
 
 BIAS_MODES = ("keep", "homogeneous")

@@ -11,7 +11,7 @@ closest valid one. Four layers, each stated once elsewhere and only read here:
 3. the commands' own argument parsers: every key of ``train_args``, ``label_args``,
    ``activation_args``, ``probe_args``, of a model (``max_epochs``, ``train_subset``, ``grid``)
    and of ``repair`` is looked up among the options the command accepts and its value parsed by
-   the option's own type (``latentgen.options.types``: ranges included) and choices — exactly what
+   the option's own type (``latentgen.argtypes``: ranges included) and choices — exactly what
    the command itself would do with it;
 4. cross-references (figure groups name configured models, a pair appears once, ...).
 
@@ -169,7 +169,7 @@ def fill_defaults(instance: Any, node: dict, schema: dict) -> Any:
 
 def command_options(command: str) -> dict[str, argparse.Action]:
     """Optional arguments of ``latentgen COMMAND`` by destination name (from its parser)."""
-    from latentgen.__main__ import command_parser
+    from latentgen.options import command_parser
 
     parser = command_parser(command)
     # argparse has no public listing of a parser's actions; _actions is its stable internal one

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from latentgen import registry
-from latentgen.commands.train import OVERRIDES
+from latentgen.options.train import OVERRIDES
 from latentgen.workflow.config import check_command_options, load_config
 
 # Final epochs of the authors' runs (SPEC §4, "Observed final epochs") by (arch, dataset) and
