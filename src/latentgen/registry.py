@@ -297,6 +297,8 @@ class ProbeFamily:
 # the training labels a probe is fit on: the corrupted labels the model was trained with, or the
 # true ones (SPEC §6.7 -exp2); a label file's corrupted labels add ``corrupted@C`` (-exp3)
 FIT_LABEL_SETS = ("corrupted", "true")
+# MASC's and VeLPIC's subspace variance threshold: the authors' 99 % (SPEC §6)
+MASC_VARIANCE = 0.99
 DEFAULT_FIT_LABELS = ("corrupted",)
 EXTRA_LABEL_PREFIX = "corrupted@"
 INPUT_LAYER = "input"  # the flattened image (no baseline runs on it)

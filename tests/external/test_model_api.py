@@ -108,7 +108,9 @@ def test_a_repaired_checkpoint_loads_back_into_torchvision(folder, resnet, tmp_p
 def test_on_a_workflow_checkpoint_the_api_gives_the_workflows_rows(tmp_path, digits):
     from latentgen.probing.checkpoint_activations import CheckpointActivations
     from latentgen.probing.checkpoint import probe_checkpoint
-    from latentgen.training.loop import default_train_config, load_checkpoint, train
+    from latentgen.training.loop import train
+    from latentgen.training.hyperparameters import default_train_config
+    from latentgen.training.checkpoints import load_checkpoint
 
     config = default_train_config("mlp", "digits", corruption=0.4, run=1, train_subset=600, max_epochs=2)
     manifest = train(config, tmp_path / "run", dataset=digits, device="cpu", verbose=False)

@@ -15,7 +15,9 @@ from latentgen.probing.activations import dump_activations, open_activations, pe
 from latentgen.data.labels import corrupt_labels, write_label_file
 from latentgen.models.forward import extract_activations
 from latentgen.models.architectures import build_model
-from latentgen.training.loop import default_train_config, load_checkpoint, train
+from latentgen.training.loop import train
+from latentgen.training.hyperparameters import default_train_config
+from latentgen.training.checkpoints import load_checkpoint
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

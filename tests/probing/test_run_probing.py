@@ -21,7 +21,8 @@ from latentgen.probing.activations import dump_activations, open_activations
 from latentgen.probing.checkpoint_activations import CheckpointActivations, MemoryBudgetError, layer_groups
 from latentgen.probing.checkpoint import probe_checkpoint, write_probe_csv
 from latentgen.probing.run import InputRowCache, KILL_ENV, RunProbeJob, ProbeSettings, probe_run, tracked_epochs
-from latentgen.training.loop import default_train_config, train
+from latentgen.training.loop import train
+from latentgen.training.hyperparameters import default_train_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -26,7 +26,10 @@ from latentgen.provenance import verify_sidecar
 from latentgen.repair.relabel import (LOG_COLUMNS, RESULT_COLUMNS, SUBSPACES, EarlyStopping, read_result,
                                relabel_and_retrain)
 from latentgen.repair.evaluation import split_test_set
-from latentgen.training.loop import KILL_ENV, default_train_config, load_checkpoint, read_checkpoint, resolve_labels, train
+from latentgen.training.runs import KILL_ENV
+from latentgen.training.loop import resolve_labels, train
+from latentgen.training.hyperparameters import default_train_config
+from latentgen.training.checkpoints import load_checkpoint, read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 N_TRAIN = 300
@@ -344,9 +347,9 @@ def test_other_configurations_and_bad_settings_are_refused(base, tmp_path):
 
 def test_command_choices_follow_the_library():
     from latentgen.options import command_parser
-    from latentgen.commands import relabel as command
 
-    assert command.SUBSPACES == SUBSPACES
+    subspaces = next(a for a in command_parser("relabel")._actions if a.dest == "subspaces")
+    assert tuple(subspaces.choices) == SUBSPACES
     args = command_parser("relabel").parse_args(["--checkpoint", "c", "--labels", "l", "--out", "o",
                                                  "--subspaces", "true"])
     assert (args.max_epochs, args.patience, args.variance, args.exclude_input) == (30, 3, 0.99, False)

@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from latentgen.data.datasets import load_dataset
-    from latentgen.training.loop import default_train_config, train
+    from latentgen.training.loop import train
+    from latentgen.training.hyperparameters import default_train_config
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="latentgen-bench-") as tmp:

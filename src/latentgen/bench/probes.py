@@ -57,6 +57,8 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from latentgen import registry
+
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
 
@@ -406,7 +408,7 @@ def memory_child(spec: dict) -> dict:
     context = _layer_context(x_train, x_test, labels, _options(families, spec["device"]), name="l0")
     before = _rss_bytes()
     t0 = time.perf_counter()
-    fit_labels = tuple(spec.get("fit_labels", ("corrupted", "true")))
+    fit_labels = tuple(spec.get("fit_labels", registry.FIT_LABEL_SETS))
     rows = probe_layer(context, families, dict.fromkeys(fit_labels), fit_labels)
     seconds = time.perf_counter() - t0
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, _rss_bytes("VmHWM"))

@@ -63,8 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "0.6=labels/mnist/c0.6.npz")
     parser.add_argument("--seed", type=argtypes.integer, default=registry.LOGISTIC_SEED,
                         help=f"seed of the logistic-regression probe (default {registry.LOGISTIC_SEED})")
-    parser.add_argument("--variance", type=argtypes.fraction, default=0.99,
-                        help="MASC variance threshold in (0, 1] (default 0.99)")
+    parser.add_argument("--variance", type=argtypes.fraction, default=registry.MASC_VARIANCE,
+                        help=f"MASC variance threshold in (0, 1] (default {registry.MASC_VARIANCE})")
     parser.add_argument("--sign", choices=list(registry.SIGN_MODES), default="all",
                         help="VeLPIC sign from the mean projection of all training rows (default, the authors' "
                              "code) or of the class's rows (the paper's wording)")

@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the weight transfer (and every family that runs the network)")
     parser.add_argument("--seed", type=argtypes.integer, default=registry.LOGISTIC_SEED,
                         help=f"seed of the logistic-regression probe (default {registry.LOGISTIC_SEED})")
-    parser.add_argument("--variance", type=argtypes.fraction, default=0.99, help="MASC variance threshold in (0, 1]")
+    parser.add_argument("--variance", type=argtypes.fraction, default=registry.MASC_VARIANCE,
+                        help="MASC variance threshold in (0, 1]")
     parser.add_argument("--sign", choices=list(registry.SIGN_MODES), default="all", help="VeLPIC's sign rule")
     parser.add_argument("--batch-size", type=argtypes.positive_int, default=1000,
                         help="images per forward pass of the edited model (the transfer)")

@@ -8,7 +8,6 @@ from latentgen import argtypes, registry
 from latentgen.options import add_data_source
 
 
-SUBSPACES = ("corrupted", "true")  # latentgen.repair.relabel.SUBSPACES (checked by the tests)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,15 +16,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", required=True, help="label file .npz the checkpoint was trained on")
     parser.add_argument("--out", required=True, help="folder to write")
     add_data_source(parser)
-    parser.add_argument("--subspaces", choices=SUBSPACES, required=True,
+    parser.add_argument("--subspaces", choices=registry.FIT_LABEL_SETS, required=True,
                         help="labels the MASC subspaces are fit on: corrupted (the paper's main run) or true")
     parser.add_argument("--max-epochs", type=argtypes.nonnegative_int, default=30,
                         help="retrain for at most this many epochs (default 30)")
     parser.add_argument("--patience", type=argtypes.positive_int, default=3,
                         help="stop after this many consecutive epochs without a new best 20 %%-split "
                              "accuracy (default 3)")
-    parser.add_argument("--variance", type=argtypes.fraction, default=0.99,
-                        help="MASC variance threshold (default 0.99, the authors')")
+    parser.add_argument("--variance", type=argtypes.fraction, default=registry.MASC_VARIANCE,
+                        help=f"MASC variance threshold (default {registry.MASC_VARIANCE}, the authors')")
     parser.add_argument("--exclude-input", action="store_true",
                         help="do not consider the input layer (the authors' script does)")
     parser.add_argument("--save-model", action="store_true",

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 INPUT_KINDS = ("probes", "train_logs", "relabel", "metrics")
 INPUT_LAYER = "input"  # a best layer only where the architecture's entry says (the CNN's, D14)
 KEYS = ["model", "dataset", "corruption"]
-LABEL_SETS = ("corrupted", "true")
+LABEL_SETS = registry.FIT_LABEL_SETS
 MASC_PAIRS = (("masc", "corrupted"), ("masc", "true"), ("velpic", "corrupted"), ("velpic", "true"))
 BASELINE_FAMILIES = ("masc", "velpic", "logistic", "ncm", "knn", "lda", "qda")
 SENSITIVITY = (("masc_var0.25", "0.25"), ("masc_var0.5", "0.5"), ("masc_var0.75", "0.75"),

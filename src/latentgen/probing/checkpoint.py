@@ -96,7 +96,7 @@ COLUMNS = tuple(f.name for f in fields(ProbeRow))
 class ProbeOptions:
     """The settings every family reads (validated by :func:`probe_checkpoint`)."""
 
-    variance: float = 0.99  # MASC's (and VeLPIC's) subspace variance threshold
+    variance: float = registry.MASC_VARIANCE
     sign: str = "all"  # VeLPIC's sign rule (latentgen.probing.subspaces.SIGN_MODES)
     batch_size: int = 1000  # images per forward pass of a network a family evaluates
     device: object = "cpu"  # a resolved torch.device
@@ -287,7 +287,7 @@ class CheckpointContext:
     def load_model(self):
         """``(model, checkpoint meta)`` on the probing device, checked against the activations file
         (activations held in memory come with their network: that one)."""
-        from latentgen.training.loop import load_checkpoint
+        from latentgen.training.checkpoints import load_checkpoint
 
         if getattr(self.acts, "model", None) is not None:
             return self.acts.model, self.meta["checkpoint_meta"]
@@ -411,7 +411,7 @@ def read_extra_labels(extra_labels, activations_path, labels_true: np.ndarray, d
 def probe_checkpoint(activations, *, families: Sequence[str] | str | None = None,
                      fit_labels: Sequence[str] | str | None = None, extra_labels=None,
                      checkpoint: str | os.PathLike | None = None, data_root: str | os.PathLike | None = None,
-                     prepared: str | os.PathLike | None = None, variance: float = 0.99, sign: str = "all",
+                     prepared: str | os.PathLike | None = None, variance: float = registry.MASC_VARIANCE, sign: str = "all",
                      batch_size: int = 1000, device="auto", seed: int = registry.LOGISTIC_SEED,
                      input_cache=None) -> list[ProbeRow]:
     """Probe one checkpoint's activations: a file (a path or an open ``ActivationFile``) or

@@ -34,22 +34,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from latentgen import registry
+from latentgen.training.runs import kill_point
 
 KILL_ENV = "LATENTGEN_PROBE_KILL_AT"  # tests: "EPOCH:STAGE" kills the job there (stages: part, outputs)
 CHECKPOINT_SETS = ("grid", "final")
 
 
 def _kill_point(epoch: int, stage: str) -> None:
-    wanted = os.environ.get(KILL_ENV)
-    if wanted and wanted == f"{epoch}:{stage}":
-        os.kill(os.getpid(), signal.SIGKILL)
+    kill_point(epoch, stage, env=KILL_ENV, default_stage="")
 
 
 @dataclass(frozen=True)
@@ -181,7 +179,7 @@ def probe_run(job: RunProbeJob, *, data_root=None, prepared=None, labels=None, d
     from latentgen.probing.checkpoint_activations import CheckpointActivations
     from latentgen.devices import resolve_device
     from latentgen.probing.checkpoint import probe_checkpoint, write_probe_csv
-    from latentgen.training.loop import load_checkpoint
+    from latentgen.training.checkpoints import load_checkpoint
 
     manifest = _read_manifest(job.run_dir)
     final = int(manifest["final_epoch"])

@@ -295,7 +295,7 @@ class ClassSubspaces(BaseEstimator):
     are views of the same arrays.
     """
 
-    def __init__(self, variance=0.99, n_components=None, device="auto", extra_variances=(),
+    def __init__(self, variance=registry.MASC_VARIANCE, n_components=None, device="auto", extra_variances=(),
                  extra_n_components=()):
         self.variance = variance
         self.n_components = n_components
@@ -433,7 +433,7 @@ class MASC(_AngleProbe):
     ``explained_variance_ratio_`` (list), ``eigenvalues_`` (list).
     """
 
-    def __init__(self, variance=0.99, n_components=None, device="auto"):
+    def __init__(self, variance=registry.MASC_VARIANCE, n_components=None, device="auto"):
         self.variance = variance
         self.n_components = n_components
         self.device = device
@@ -523,7 +523,7 @@ class VeLPIC(_AngleProbe):
         return out
 
 
-def fit_probes(X, y, *, variance=0.99, n_components=None, sign="all", classes=None, device="auto"):
+def fit_probes(X, y, *, variance=registry.MASC_VARIANCE, n_components=None, sign="all", classes=None, device="auto"):
     """Fit MASC and VeLPIC on the same activations from one decomposition; returns (masc, velpic)."""
     _check_sign(sign)
     subspaces = ClassSubspaces(variance, n_components, device).fit(X, y, classes)

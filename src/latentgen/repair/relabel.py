@@ -55,9 +55,7 @@ checked; an error names both files). Every run of one dataset and degree shares 
 from __future__ import annotations
 
 import csv
-import io
 import os
-import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -68,10 +66,12 @@ import torch
 from torch import nn
 
 from latentgen.models import forward
-from latentgen._io import atomic_path, config_hash, sha256_file, write_text_atomic
-from latentgen.training.loop import KILL_ENV
+from latentgen._io import config_hash, sha256_file, write_text_atomic
+from latentgen.repair.relabel_inputs import LAYER_COLUMNS, RelabelInputs, candidate_layers, choose_layer, load_inputs, masc_per_layer
+from latentgen.training.runs import RunFolder, format_csv, kill_point, read_json, save_torch_atomic
+from latentgen import registry
 
-SUBSPACES = ("corrupted", "true")  # which training labels the MASC subspaces are fit on
+SUBSPACES = registry.FIT_LABEL_SETS  # which training labels the MASC subspaces are fit on
 RESULT_COLUMNS = ["model", "dataset", "corruption", "run", "subspaces", "layer", "layer_select_acc", "epochs_trained",
                   "stopped_early", "best_epoch", "test_acc_80_before", "test_acc_80_after", "test_acc_20_before",
                   "test_acc_20_after", "relabel_agreement_true", "relabel_agreement_corrupted",
@@ -79,125 +79,8 @@ RESULT_COLUMNS = ["model", "dataset", "corruption", "run", "subspaces", "layer",
                   "checkpoint_epoch", "layer_heldout_acc", "test_acc_80_last", "test_acc_20_last"]
 LOG_COLUMNS = ["epoch", "loss", "train_acc_relabelled", "train_acc_true", "select_acc", "heldout_acc", "best_epoch",
                "seconds"]
-LAYER_COLUMNS = ["layer", "select_acc", "heldout_acc", "agreement_true", "agreement_corrupted", "mean_components",
-                 "chosen"]
 # selection-split and held-out accuracy of a model after `epoch` retraining epochs (tests substitute it)
 Evaluate = Callable[[nn.Module, int], tuple[float, float]]
-
-
-@dataclass
-class RelabelInputs:
-    """A checkpoint with the data and labels it was trained on, checked to belong together."""
-
-    model: nn.Module
-    meta: dict
-    train_config: object  # latentgen.training.loop.TrainConfig of the run
-    label_file: object  # latentgen.data.labels.LabelFile
-    train_x: torch.Tensor  # every training image of the dataset (normalised)
-    n: int  # the model trained on the first n
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    select_idx: np.ndarray
-    heldout_idx: np.ndarray
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.meta["num_classes"])
-
-
-def load_inputs(checkpoint, labels, *, prepared=None, data_root=None, dataset=None,
-                device: str | torch.device = "cpu") -> RelabelInputs:
-    """Model, data and labels of ``checkpoint``; ValueError naming both files when the label file
-    is not the one the checkpoint was trained on."""
-    from latentgen.data.datasets import load_dataset
-    from latentgen.data.labels import read_label_file
-    from latentgen.repair.evaluation import split_test_set
-    from latentgen.training.loop import TrainConfig, labels_digest, load_checkpoint
-
-    for path, what in ((checkpoint, "checkpoint"), (labels, "label file"), (prepared, "prepared dataset")):
-        if path is not None and not Path(path).is_file():
-            raise FileNotFoundError(f"{what} not found: {path}")
-    model, meta = load_checkpoint(checkpoint, device=device)
-    if not isinstance(meta.get("train_config"), dict):
-        raise ValueError(f"checkpoint {checkpoint} records no training configuration (not from `latentgen train`)")
-    lf = read_label_file(labels)
-    name = meta["dataset"]
-    if lf.dataset and lf.dataset != name:
-        raise ValueError(f"label file {labels} is for dataset {lf.dataset!r}, checkpoint {checkpoint} for {name!r}")
-    if lf.num_classes != int(meta["num_classes"]):
-        raise ValueError(f"label file {labels} has {lf.num_classes} classes, checkpoint {checkpoint} "
-                         f"{meta['num_classes']}")
-    if meta.get("labels_sha256") and labels_digest(lf.corrupted) != meta["labels_sha256"]:
-        raise ValueError(f"label file {labels} is not the one checkpoint {checkpoint} was trained on "
-                         f"(its corrupted labels differ: corruption {lf.degree} in the file, "
-                         f"{meta.get('corruption')} in the checkpoint; a label file of another run or degree?)")
-    if meta.get("corruption") is not None and abs(float(meta["corruption"]) - lf.degree) > 1e-9:
-        raise ValueError(f"label file {labels} has corruption {lf.degree}, checkpoint {checkpoint} "
-                         f"{meta['corruption']}")
-    data = dataset if dataset is not None else load_dataset(name, data_root=data_root, prepared=prepared)
-    if data.name != name:
-        raise ValueError(f"dataset {data.name!r} given for checkpoint {checkpoint} of {name!r}")
-    if len(lf.true) != len(data.train_y) or not np.array_equal(lf.true, data.train_y.numpy()):
-        raise ValueError(f"label file {labels} does not match the {name} training labels "
-                         f"({len(lf.true)} labels in the file, {len(data.train_y)} in the data)")
-    tc = meta["train_config"]
-    config = TrainConfig(**{**tc, "betas": tuple(tc.get("betas", (0.9, 0.999)))}).resolved()
-    n = int(meta.get("train_subset") or len(data.train_y))
-    select_idx, heldout_idx = split_test_set(len(data.test_y))
-    return RelabelInputs(model, meta, config, lf, data.train_x, n, data.test_x, data.test_y, select_idx, heldout_idx)
-
-
-# --------------------------------------------------------------------------------------------
-# layer choice and relabelling
-
-
-def candidate_layers(model: nn.Module, exclude_input: bool = False) -> list[str]:
-    """The probe layers MASC may relabel from, in forward order."""
-    layers = [name for name in model.probe_layers if not (exclude_input and name == "input")]
-    if not layers:
-        raise ValueError(f"{type(model).__name__} has no probe layer left to relabel from")
-    return layers
-
-
-def layer_activations(model: nn.Module, x: torch.Tensor, layer: str, batch_size: int = 1000) -> np.ndarray:
-    """One probe layer's activations of every row of ``x`` (eval mode), float32 N×d."""
-    with forward.eval_mode(model):
-        chunks = [acts[layer].cpu().numpy() for _, acts in forward.iter_activations(model, x, [layer], batch_size)]
-    return np.concatenate(chunks)[:len(x)]
-
-
-def masc_per_layer(inputs: RelabelInputs, subspaces: str, layers: list[str], *, variance: float = 0.99,
-                   device="auto", batch_size: int = 1000) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """Fit MASC per layer on the trained images with the ``subspaces`` labels; returns the
-    layer table (selection and held-out accuracy, agreement of the relabelled training labels with
-    the true and corrupted ones) and each layer's predictions for every training image."""
-    from latentgen.probing.subspaces import MASC
-
-    lf, n = inputs.label_file, inputs.n
-    fit_labels = (lf.corrupted if subspaces == "corrupted" else lf.true)[:n]
-    test_y = inputs.test_y.numpy()
-    rows, predictions = [], {}
-    for layer in layers:
-        train_acts = layer_activations(inputs.model, inputs.train_x, layer, batch_size)
-        masc = MASC(variance=variance, device=device).fit(train_acts[:n], fit_labels,
-                                                          classes=np.arange(inputs.num_classes))
-        predicted = np.asarray(masc.predict(train_acts), dtype=np.int64)
-        del train_acts
-        test_pred = masc.predict(layer_activations(inputs.model, inputs.test_x, layer, batch_size))
-        correct = test_pred == test_y
-        predictions[layer] = predicted
-        rows.append({"layer": layer, "select_correct": int(correct[inputs.select_idx].sum()),
-                     "select_acc": float(correct[inputs.select_idx].mean()),
-                     "heldout_acc": float(correct[inputs.heldout_idx].mean()),
-                     "agreement_true": float(np.mean(predicted[:n] == lf.true[:n])),
-                     "agreement_corrupted": float(np.mean(predicted[:n] == lf.corrupted[:n])),
-                     "mean_components": float(np.mean(masc.n_components_))})
-    return rows, predictions
-
-
-def choose_layer(rows: list[dict]) -> int:
-    """Index of the row with the most correct selection images; the first on ties."""
-    return int(np.argmax([row["select_correct"] for row in rows]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,9 +110,13 @@ class EarlyStopping:
 # the run
 
 
-class _Folder:
+class _Folder(RunFolder):
+    """Kill points (``latentgen.training.runs.KILL_ENV`` = "E:stage"): ``labels`` (epoch 0, after
+    labels.npz, before the first resume state), ``log``, ``resume`` (default, after resume.pt),
+    ``sidecar`` (final epoch, after result.json)."""
+
     def __init__(self, out: str | os.PathLike):
-        self.root = Path(out)
+        super().__init__(out)
         self.labels = self.root / "labels.npz"
         self.layers = self.root / "layers.csv"
         self.log = self.root / "train_log.csv"
@@ -238,51 +125,10 @@ class _Folder:
         self.result = self.root / "result.csv"
         self.sidecar = self.root / "result.json"
 
-    def remove_stale_temporaries(self) -> None:
-        if self.root.is_dir():
-            for tmp in self.root.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
-
-
-def _maybe_die(epoch: int, stage: str) -> None:
-    """Test hook (``training.KILL_ENV`` = "E:stage"): SIGKILL this process at that point.
-    Stages: ``labels`` (epoch 0, after labels.npz, before the first resume state), ``log``,
-    ``resume`` (default, after resume.pt), ``sidecar`` (final epoch, after result.json)."""
-    wanted = os.environ.get(KILL_ENV)
-    if wanted:
-        target, _, target_stage = wanted.partition(":")
-        if int(target) == epoch and (target_stage or "resume") == stage:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _save_torch(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-
-
-def _format_csv(columns: list[str], rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else (f"{row[k]:.3f}" if k == "seconds" else row[k])
-                         for k in columns})
-    return buf.getvalue()
-
-
-def _read_json(path: Path) -> dict:
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path} is unreadable: {exc}") from None
-
 
 def relabel_and_retrain(checkpoint: str | os.PathLike, labels: str | os.PathLike, out: str | os.PathLike, *,
                         subspaces: str = "corrupted", prepared=None, data_root=None, dataset=None,
-                        max_epochs: int = 30, patience: int = 3, variance: float = 0.99,
+                        max_epochs: int = 30, patience: int = 3, variance: float = registry.MASC_VARIANCE,
                         exclude_input: bool = False, save_model: bool = False, device: str = "auto",
                         batch_size: int = 1000, threads: int | None = None, workflow_config: dict | None = None,
                         evaluate: Evaluate | None = None, verbose: bool = True, epoch_lines: bool = True) -> dict:
@@ -322,7 +168,7 @@ def relabel_and_retrain(checkpoint: str | os.PathLike, labels: str | os.PathLike
              "run": int(meta.get("run", config.run)), "subspaces": subspaces}
 
     if folder.result.exists():
-        found = (_read_json(folder.sidecar).get("config") or {}).get("run_hash") if folder.sidecar.exists() else None
+        found = (read_json(folder.sidecar).get("config") or {}).get("run_hash") if folder.sidecar.exists() else None
         if found != run_hash:
             raise ValueError(f"{folder.root} already holds a finished relabel-and-retrain of another configuration "
                              f"(hash {found}, this one {run_hash}); use another --out")
@@ -353,7 +199,7 @@ def relabel_and_retrain(checkpoint: str | os.PathLike, labels: str | os.PathLike
     else:
         with blas_threads(threads):
             layer_rows, chosen = _choose_and_relabel(inputs, folder, ident, layers, variance, dev, batch_size)
-        _maybe_die(0, "labels")
+        kill_point(0, "labels")
         say(f"{folder.root}: MASC ({subspaces} subspaces) on the 20 % split: "
             + ", ".join(f"{r['layer']} {r['select_acc']:.4f}" for r in layer_rows)
             + f"; relabelling with {layers[chosen]}")
@@ -369,15 +215,15 @@ def relabel_and_retrain(checkpoint: str | os.PathLike, labels: str | os.PathLike
         evaluate = _split_accuracy(inputs, dev, batch_size)
 
     def save_state():
-        write_text_atomic(folder.log, _format_csv(LOG_COLUMNS, log))
-        _maybe_die(epoch, "log")
-        _save_torch({"run_hash": run_hash, "epoch": epoch, "stop_reason": stop_reason, "log": log,
+        write_text_atomic(folder.log, format_csv(LOG_COLUMNS, log))
+        kill_point(epoch, "log")
+        save_torch_atomic({"run_hash": run_hash, "epoch": epoch, "stop_reason": stop_reason, "log": log,
                      "layer_rows": layer_rows, "chosen": chosen, "relabelled": torch.from_numpy(relabelled),
                      "labels_sha256": relabelled_digest,
                      "model_state": _cpu_state(model), "optimizer_state": optimizer.state_dict(),
                      "rng": {"torch": torch.get_rng_state(), "shuffle": generator.get_state()},
                      "early_stopping": asdict(stopper), "best_state": best_state}, folder.resume)
-        _maybe_die(epoch, "resume")
+        kill_point(epoch, "resume")
 
     if not log:  # epoch 0: the model before retraining
         start = time.perf_counter()
@@ -413,7 +259,7 @@ def relabel_and_retrain(checkpoint: str | os.PathLike, labels: str | os.PathLike
     row = _result_row(ident, layer_rows[chosen], log, best, stop_reason, relabelled[:n], lf, n, meta)
     outputs = [folder.layers, folder.labels, folder.log]
     if save_model:
-        from latentgen.training.loop import save_checkpoint
+        from latentgen.training.checkpoints import save_checkpoint
 
         model.load_state_dict(best_state if best_state is not None else _cpu_state(model))
         save_checkpoint(folder.model, model, {**meta, "epoch": int(meta["epoch"]) + best,
@@ -445,7 +291,7 @@ def _choose_and_relabel(inputs: RelabelInputs, folder: _Folder, ident: dict, lay
 
 
 def _write_layers(folder: _Folder, ident: dict, rows: list[dict]) -> None:
-    write_text_atomic(folder.layers, _format_csv([*ident, *LAYER_COLUMNS], [{**ident, **r} for r in rows]))
+    write_text_atomic(folder.layers, format_csv([*ident, *LAYER_COLUMNS], [{**ident, **r} for r in rows]))
 
 
 def _write_labels(folder: _Folder, lf, relabelled: np.ndarray, ident: dict) -> None:
@@ -509,7 +355,7 @@ def _finish(folder, row, outputs, checkpoint, labels, prepared, settings, run_ha
 
     from latentgen.provenance import build_record, write_sidecar
 
-    text = _format_csv(RESULT_COLUMNS, [row])
+    text = format_csv(RESULT_COLUMNS, [row])
     config_record = {**settings, "run_hash": run_hash, "stop_reason": stop_reason,
                      "relabelled_labels_file_sha256": labels_file_sha256, "train_images": n, "device": str(dev),
                      "checkpoint_meta": {k: meta.get(k) for k in ("arch", "dataset", "corruption", "run", "epoch",
@@ -520,7 +366,7 @@ def _finish(folder, row, outputs, checkpoint, labels, prepared, settings, run_ha
                           seeds={"test_split": 2345, "train": config.seed})
     record["outputs"][str(folder.result)] = hashlib.sha256(text.encode()).hexdigest()
     write_sidecar(folder.result, record)
-    _maybe_die(int(row["epochs_trained"]), "sidecar")
+    kill_point(int(row["epochs_trained"]), "sidecar")
     write_text_atomic(folder.result, text)
 
 

@@ -27,14 +27,11 @@ sizes to the paper's text (D2: 32 for MNIST/Fashion-MNIST, 128 for CIFAR-10). Ev
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
-import io
 import os
-import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from fractions import Fraction
 from pathlib import Path
 
@@ -42,108 +39,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from latentgen import __version__, registry
+from latentgen import __version__
 from latentgen.models import forward
-from latentgen._io import atomic_path, config_hash, package_versions, write_json_atomic, write_text_atomic
+from latentgen._io import config_hash, package_versions, write_json_atomic, write_text_atomic
 from latentgen.models.architectures import build_model
 from latentgen.training.placement import place_images
-from latentgen.registry import HPARAM_SOURCES, OPTIMIZERS, checkpoint_grid, on_grid
+from latentgen.training.checkpoints import read_checkpoint, save_checkpoint
+from latentgen.training.hyperparameters import TrainConfig, config_grid
+from latentgen.training.runs import RunFolder, load_torch, format_csv, kill_point, read_json, save_torch_atomic
+from latentgen.registry import on_grid
 
 LOG_COLUMNS = ["epoch", "loss", "train_acc_corrupted", "train_acc_true", "test_acc", "seconds"]
-# Test hook: "E" or "E:stage" kills this process with SIGKILL at that point of epoch E
-# (stage: "checkpoint" after the checkpoint is written, "log" after the log, "resume" (default)
-# after resume.pt). Used by the tests to interrupt a real run.
-KILL_ENV = "LATENTGEN_TEST_KILL"
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides a training run's numbers. ``None`` seeds are filled by ``resolved()``."""
-
-    arch: str
-    dataset: str
-    corruption: float = 0.0
-    run: int = 1
-    seed: int | None = None  # shuffling and (unless init_seed) the initial weights; None: TRAIN_SEED_BASE + run
-    init_seed: int | None = None  # None: the architecture's fixed seed (CNN: 0) or `seed`
-    optimizer: str = "sgd"
-    lr: float = 1e-3
-    momentum: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    batch_size: int = 32
-    shuffle: bool = False
-    target_acc: float = 1.0  # fraction in (0, 1]
-    max_epochs: int = 500
-    train_subset: int | None = None  # first N training images only
-    label_seed: int = registry.LABEL_SEED  # used when labels are corrupted on the fly (no label file)
-    grid_dense_until: int = 20
-    grid_dense_step: int = 2
-    grid_step: int = 5
-    model_options: dict = field(default_factory=dict)  # build_model overrides
-    hparams: str = "code"
-
-    def resolved(self) -> "TrainConfig":
-        """A validated copy with the seeds filled in."""
-        cfg = dataclasses.replace(self, betas=tuple(float(b) for b in self.betas),
-                                  model_options=dict(self.model_options))
-        cfg.validate()
-        if cfg.seed is None:
-            cfg.seed = registry.TRAIN_SEED_BASE + cfg.run
-        if cfg.init_seed is None:
-            fixed = registry.get_architecture(cfg.arch).fixed_init_seed
-            cfg.init_seed = cfg.seed if fixed is None else fixed
-        return cfg
-
-    def validate(self) -> None:
-        arch = registry.get_architecture(self.arch)
-        if self.dataset not in arch.datasets:
-            registry.get_dataset(self.dataset)  # unknown dataset → its own error
-            raise ValueError(f"architecture {self.arch!r} does not support dataset {self.dataset!r}; "
-                             f"supported: {', '.join(arch.datasets)}")
-        checks = [
-            (0.0 <= float(self.corruption) <= 1.0, f"corruption must be in [0, 1], got {self.corruption}"),
-            (int(self.run) >= 1, f"run must be >= 1, got {self.run}"),
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
-            (float(self.lr) > 0, f"learning rate must be > 0, got {self.lr}"),
-            (float(self.momentum) >= 0, f"momentum must be >= 0, got {self.momentum}"),
-            (float(self.weight_decay) >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
-            (int(self.batch_size) >= 1, f"batch size must be >= 1, got {self.batch_size}"),
-            (0.0 < float(self.target_acc) <= 1.0, f"target accuracy must be a fraction in (0, 1], got {self.target_acc}"),
-            (int(self.max_epochs) >= 0, f"max epochs must be >= 0, got {self.max_epochs}"),
-            (self.train_subset is None or int(self.train_subset) >= 1,
-             f"train subset must be >= 1, got {self.train_subset}"),
-            (int(self.grid_dense_until) >= 0 and int(self.grid_dense_step) >= 1 and int(self.grid_step) >= 1,
-             "grid: dense-until must be >= 0 and the steps >= 1"),
-            (self.hparams in HPARAM_SOURCES, f"hparams must be one of {', '.join(HPARAM_SOURCES)}, got {self.hparams!r}"),
-            (len(self.betas) == 2, f"betas must be two numbers, got {self.betas!r}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
-
-def default_train_config(arch: str, dataset: str, hparams: str = "code", **overrides) -> TrainConfig:
-    """SPEC §4's settings for ``arch`` on ``dataset`` (``registry.train_defaults``); ``overrides``
-    replace any field."""
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
-    if unknown:
-        raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
-    base = registry.train_defaults(arch, dataset, hparams)
-    base.update(overrides)
-    config = TrainConfig(arch=arch, dataset=dataset, hparams=hparams, **base)
-    config.validate()
-    return config
-
-
-# --------------------------------------------------------------------------------------------
-# checkpoint grid (the rule itself: registry.on_grid / registry.checkpoint_grid)
-
-
-def config_grid(config: TrainConfig, last_epoch: int) -> list[int]:
-    """The checkpoints a run that ended at ``last_epoch`` writes: the grid plus the final epoch."""
-    grid = checkpoint_grid(last_epoch, config.grid_dense_until, config.grid_dense_step, config.grid_step)
-    return grid if grid[-1] == last_epoch else grid + [last_epoch]
+# kill points (latentgen.training.runs.KILL_ENV = "E:stage"): "checkpoint" after the checkpoint is
+# written, "log" after the log, "resume" (default) after resume.pt
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,69 +147,14 @@ def resolve_labels(config: TrainConfig, true_labels: np.ndarray, labels_file: st
 
 
 # --------------------------------------------------------------------------------------------
-# checkpoints
-
-
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict) -> None:
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _save_atomic({"model_state": state, "meta": meta}, path)
-
-
-def _save_atomic(obj, path) -> None:
-    # through a file object: torch.save names the archive after a path, and the temp name is random
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-
-
-def _torch_load(path: Path, what: str):
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, garbage, or an object weights_only refuses
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{what} {path} is corrupt, truncated or not a plain-tensor file: {reason}") from None
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """The raw ``{"model_state", "meta"}`` dict, loaded with ``weights_only=True`` and checked."""
-    path = Path(path)
-    obj = _torch_load(path, "checkpoint")
-    if not isinstance(obj, dict) or not isinstance(obj.get("model_state"), dict) or not isinstance(obj.get("meta"), dict):
-        raise ValueError(f"checkpoint {path} is not a latentgen checkpoint (expected keys model_state and meta)")
-    missing = [k for k in ("arch", "dataset", "epoch", "num_classes") if k not in obj["meta"]]
-    if missing:
-        raise ValueError(f"checkpoint {path}: meta lacks {', '.join(missing)}")
-    return obj
-
-
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model saved at ``path`` (``weights_only=True``): returns ``(model, meta)``, model in eval mode."""
-    from latentgen.devices import resolve_device
-
-    obj = read_checkpoint(path)
-    meta = obj["meta"]
-    options = dict(meta.get("model_options") or {})
-    with torch.device("meta"):  # no time spent on an initialisation the checkpoint overwrites
-        model = build_model(meta["arch"], meta["dataset"], **options)
-    try:
-        model.load_state_dict(obj["model_state"], strict=True, assign=True)
-    except RuntimeError as exc:
-        raise ValueError(f"checkpoint {path} does not fit {meta['arch']} on {meta['dataset']}: "
-                         f"{str(exc).splitlines()[0]}") from None
-    model.to(resolve_device(device))
-    model.eval()
-    return model, meta
-
-
-# --------------------------------------------------------------------------------------------
 # the run
 
 
-class _RunFolder:
+class _RunFolder(RunFolder):
+    subfolders = ("checkpoints",)
+
     def __init__(self, out_dir: str | os.PathLike):
-        self.root = Path(out_dir)
+        super().__init__(out_dir)
         self.checkpoints = self.root / "checkpoints"
         self.log = self.root / "train_log.csv"
         self.manifest = self.root / "manifest.json"
@@ -309,24 +162,6 @@ class _RunFolder:
 
     def checkpoint(self, epoch: int) -> Path:
         return self.checkpoints / f"epoch{epoch}.pt"
-
-    def remove_stale_temporaries(self) -> None:
-        """Temp files left by a process killed mid-write (atomic_path names them .NAME.*.tmp)."""
-        for folder in (self.root, self.checkpoints):
-            if folder.is_dir():
-                for tmp in folder.glob(".*.tmp"):
-                    tmp.unlink(missing_ok=True)
-
-
-def _format_log(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else (f"{row[k]:.3f}" if k == "seconds" else row[k])
-                         for k in LOG_COLUMNS})
-    return buf.getvalue()
-
 
 def read_train_log(path: str | os.PathLike) -> list[dict]:
     """Rows of ``train_log.csv`` with numbers parsed (empty cells → None)."""
@@ -339,15 +174,6 @@ def read_train_log(path: str | os.PathLike) -> list[dict]:
                 parsed[key] = None if value in ("", None) else (int(value) if key == "epoch" else float(value))
             rows.append(parsed)
     return rows
-
-
-def _maybe_die(epoch: int, stage: str) -> None:
-    wanted = os.environ.get(KILL_ENV)
-    if not wanted:
-        return
-    target, _, target_stage = wanted.partition(":")
-    if int(target) == epoch and (target_stage or "resume") == stage:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _rng_state(generator: torch.Generator) -> dict:
@@ -393,7 +219,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, data_root=None, pr
     chash = config_hash({"train_config": asdict(config), "labels_sha256": digest})
 
     if folder.manifest.exists():
-        manifest = _read_json(folder.manifest)
+        manifest = read_json(folder.manifest)
         if manifest.get("config_hash") != chash:
             raise ValueError(f"{folder.root} already holds a finished run of another configuration "
                              f"(config hash {manifest.get('config_hash')}, this run {chash}); use another --out")
@@ -428,7 +254,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, data_root=None, pr
     log: list[dict] = []
     stop_reason = None
     if folder.resume.exists():
-        state = _torch_load(folder.resume, "resume state")
+        state = load_torch(folder.resume, "resume state")
         if not isinstance(state, dict) or state.get("config_hash") != chash:
             found = state.get("config_hash") if isinstance(state, dict) else None
             raise ValueError(f"{folder.resume} was written by another configuration (config hash {found}, "
@@ -498,7 +324,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, data_root=None, pr
         "device": str(dev), "versions": package_versions(),
     }
     write_json_atomic(folder.manifest, manifest)
-    manifest = _read_json(folder.manifest)  # as every later reader sees it (lists, string keys)
+    manifest = read_json(folder.manifest)  # as every later reader sees it (lists, string keys)
     folder.resume.unlink(missing_ok=True)  # the run is complete; the resume state is only dead weight
     if verbose:
         print(f"{folder.root}: {stop_reason} at epoch {final_epoch}, train acc {log[-1]['train_acc_corrupted']} "
@@ -511,14 +337,14 @@ def _save_epoch(folder: _RunFolder, model, optimizer, generator, meta_base, log,
     this order, so a kill anywhere leaves a resume state that redoes at most this epoch."""
     if on_grid(epoch, config.grid_dense_until, config.grid_dense_step, config.grid_step) or stop_reason:
         save_checkpoint(folder.checkpoint(epoch), model, {**meta_base, "epoch": epoch})
-        _maybe_die(epoch, "checkpoint")
-    write_text_atomic(folder.log, _format_log(log))
-    _maybe_die(epoch, "log")
+        kill_point(epoch, "checkpoint")
+    write_text_atomic(folder.log, format_csv(LOG_COLUMNS, log))
+    kill_point(epoch, "log")
     state = {"config_hash": chash, "epoch": epoch, "stop_reason": stop_reason, "log": log,
              "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
              "optimizer_state": optimizer.state_dict(), "rng": _rng_state(generator)}
-    _save_atomic(state, folder.resume)
-    _maybe_die(epoch, "resume")
+    save_torch_atomic(state, folder.resume)
+    kill_point(epoch, "resume")
 
 
 def _refuse_foreign_checkpoints(folder: _RunFolder, chash: str) -> None:
@@ -534,15 +360,6 @@ def _refuse_foreign_checkpoints(folder: _RunFolder, chash: str) -> None:
         if found != chash:
             raise ValueError(f"{folder.root} holds checkpoints of another configuration ({path.name}: config hash "
                              f"{found}, this run {chash}); use another --out or delete the folder")
-
-
-def _read_json(path: Path) -> dict:
-    import json
-
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path} is unreadable: {exc}") from None
 
 
 def _abs(path) -> str | None:

@@ -349,7 +349,7 @@ def _check_probes(cfg: dict) -> dict:
     if probes.get("families") is None:
         probes["families"] = list(registry.PROBE_FAMILIES)
     if probes.get("fit_labels") is None:
-        probes["fit_labels"] = list(accepted["fit_labels"].choices or ["corrupted", "true"])
+        probes["fit_labels"] = list(accepted["fit_labels"].choices or registry.FIT_LABEL_SETS)
     for key in ("families", "fit_labels"):
         probes[key] = [_as_text(v) for v in probes[key]]  # YAML reads a bare `true` as a boolean
         parse_option("probe", accepted[key], probes[key], f"probes.{key}")
