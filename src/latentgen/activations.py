@@ -36,7 +36,7 @@ from torch import nn
 
 from latentgen import registry
 from latentgen._io import atomic_path, package_versions
-from latentgen.forward import check_layers, iter_activations
+from latentgen.forward import check_layers, head_name, iter_activations
 
 SPLITS = ("train", "test")
 COMPRESSIONS, BATCHNORM_MODES = registry.ACTIVATION_COMPRESSIONS, registry.BATCHNORM_MODES
@@ -120,7 +120,7 @@ def activation_meta(checkpoint: Path, meta: dict, model, layers: list[str], batc
     return {
         "model": meta["arch"], "dataset": meta["dataset"], "corruption": float(meta.get("corruption", 0.0)),
         "run": int(meta.get("run", 0)), "epoch": int(meta["epoch"]), "checkpoint": str(Path(checkpoint).resolve()),
-        "layers": list(layers), "last_hidden": model.last_hidden, "head": model.head,
+        "layers": list(layers), "last_hidden": model.last_hidden, "head": head_name(model),
         "num_classes": int(meta["num_classes"]), "config_hash": str(meta.get("config_hash", "")),
         "labels_sha256": str(meta.get("labels_sha256", "")), "batchnorm": batchnorm,
         "versions": package_versions(), "checkpoint_meta": meta,

@@ -436,12 +436,61 @@ def _get(table: Mapping, kind: str, name: str):
         raise ValueError(f"unknown {kind} {name!r}{hint}; known: {', '.join(table)}") from None
 
 
+def _resolve(table: Mapping, kind: str, name: str):
+    """A built-in entry, else an external one (latentgen.external: a configuration's torchvision:,
+    timm:, FILE.py: architecture or imagefolder: dataset), else a ValueError naming the closest."""
+    if name not in table:
+        from latentgen import external
+
+        entry = external.lookup(kind, name)
+        if entry is not None:
+            return entry
+        table = {**table, **dict.fromkeys(external.names(kind))}
+    return _get(table, kind, name)
+
+
 def get_dataset(name: str) -> Dataset:
-    return _get(DATASETS, "dataset", name)
+    """The dataset ``name``: built in or external (the one place names are resolved)."""
+    return _resolve(DATASETS, "dataset", name)
 
 
 def get_architecture(name: str) -> Architecture:
-    return _get(ARCHITECTURES, "architecture", name)
+    """The architecture ``name``: built in or external (the one place names are resolved)."""
+    return _resolve(ARCHITECTURES, "architecture", name)
+
+
+def architecture_name(text: str) -> str:
+    """argparse type: a known architecture's name."""
+    return _argtype(get_architecture, text)
+
+
+def dataset_name(text: str) -> str:
+    """argparse type: a known dataset's name."""
+    return _argtype(get_dataset, text)
+
+
+def _argtype(get, text):
+    import argparse
+
+    try:
+        return get(text).name
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def find_architecture(name: str) -> Architecture | None:
+    """:func:`get_architecture`, or None for an unknown name (figures and tables of other models)."""
+    try:
+        return get_architecture(name)
+    except ValueError:
+        return None
+
+
+def find_dataset(name: str) -> Dataset | None:
+    try:
+        return get_dataset(name)
+    except ValueError:
+        return None
 
 
 def get_probe_family(name: str) -> ProbeFamily:

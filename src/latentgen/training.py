@@ -421,7 +421,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, data_root=None, pr
         "num_classes": spec.num_classes, "labels_sha256": digest, "labels": labels_source,
         "label_seed": config.label_seed, "train_subset": config.train_subset, "train_config": asdict(config),
         "config_hash": chash, "model_options": dict(config.model_options), "probe_layers": list(model.probe_layers),
-        "head": model.head, "last_hidden": model.last_hidden, "latentgen_version": __version__,
+        "head": forward.head_name(model), "last_hidden": model.last_hidden, "latentgen_version": __version__,
         "data": {"data_root": _abs(data_root), "prepared": _abs(prepared)},
     }
 

@@ -14,7 +14,8 @@ from latentgen import registry
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, choices=list(registry.DATASETS), help="dataset name")
+    parser.add_argument("--dataset", required=True, type=registry.dataset_name,
+                        help="dataset name (built in, or a configuration's imagefolder: dataset)")
     parser.add_argument("--data-root", help="folder holding (or receiving) the raw files; not needed for digits")
     parser.add_argument("--out", required=True, help="prepared dataset file to write (.npz)")
     parser.add_argument("--no-download", action="store_true",
