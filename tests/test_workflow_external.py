@@ -54,7 +54,7 @@ def config(tmp_path, folder, **model) -> dict:
             "threads": {k: 1 for k in ("download", "corrupt", "train", "probe", "metrics", "figure", "repair")},
             "models": {"shapes_resnet": {k: v for k, v in entry.items() if v is not None}},
             "figures": {"build": [], "groups": {}},
-            "probes": {"families": ["masc", "velpic", "transfer"], "fit_labels": ["corrupted"]},
+            "probes": {"families": ["masc", "velpic", "transfer"]},
             "tables": {"build": ["table_masc"], "claims": False},
             "repair": {"models": ["shapes_resnet"], "rhos": [1.0, 0.9], "methods": ["kfac"]}}
 
@@ -177,4 +177,4 @@ def test_torchvision_resnet_on_an_image_folder_trains_probes_tables_and_repairs(
     table = pd.read_csv(out / "table_masc.csv")
     assert "shapes_resnet" in table.to_csv()
     repair = pd.read_csv(out / "repair" / "shapes_resnet" / "shapes" / "c0.4" / "run1" / "epoch3.csv")
-    assert {"none", "kfac"} <= set(repair["method"]) and (out / "fig_repair.pdf").is_file()
+    assert {"none", "velpic", "kfac"} <= set(repair["repair"]) and (out / "fig_repair.pdf").is_file()
