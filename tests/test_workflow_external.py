@@ -5,7 +5,6 @@ Snakemake run; the configuration's errors for such entries; a label-file model."
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np

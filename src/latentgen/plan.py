@@ -183,8 +183,11 @@ class JobPlan:
         final = self.table_models() if "probes" in self.table_needs() else []
         return [n for n in self.models if self.tracks_grid(n) or n in final]
 
-    def clean_model_degrees(self, corruption: str) -> list[str]:
-        """Degrees whose labels a clean model's 2025 checkpoints are also probed with (-exp3)."""
+    def clean_model_degrees(self, corruption: str, name: str | None = None) -> list[str]:
+        """Degrees whose labels a clean model's 2025 checkpoints are also probed with (-exp3); none
+        for a model trained on its own label file (``labels:``: its dataset has no other degrees)."""
+        if name is not None and self.models[name].get("labels"):
+            return []
         if not self.cfg["probes"]["clean_model_subspaces"] or float(corruption) != 0.0:
             return []
         return [c for c in self.corruptions if float(c) > 0]
@@ -202,7 +205,7 @@ class JobPlan:
         if model["probe_final"]:
             options["probe_final"] = True
         paper = self.cfg["probes"]
-        extra = [f"{c}={self.path('labels', dataset=dataset, corruption=c)}" for c in self.clean_model_degrees(corruption)]
+        extra = [f"{c}={self.path('labels', dataset=dataset, corruption=c)}" for c in self.clean_model_degrees(corruption, name)]
         prefix = "" if paper["checkpoints"] == "grid" else "final_"
         options.update({f"{prefix}families": paper["families"], f"{prefix}fit_labels": paper["fit_labels"]})
         if extra:
@@ -259,7 +262,7 @@ class JobPlan:
             for c in self.model_corruptions(name):
                 for r in self.runs:
                     w = self.run_wildcards(name, c, r)
-                    extra = [self.path("labels", dataset=w["dataset"], corruption=x) for x in self.clean_model_degrees(c)]
+                    extra = [self.path("labels", dataset=w["dataset"], corruption=x) for x in self.clean_model_degrees(c, name)]
                     add("probe_run", w, [self.path("manifest", **w), self.path("data", **w), self.path("labels", **w),
                                          *extra], [self.path("run_probes", **w), self.path("final_probes", **w)], name)
         for name, c in self.metrics_keys():

@@ -459,36 +459,18 @@ def get_architecture(name: str) -> Architecture:
     return _resolve(ARCHITECTURES, "architecture", name)
 
 
-def architecture_name(text: str) -> str:
-    """argparse type: a known architecture's name."""
-    return _argtype(get_architecture, text)
-
-
-def dataset_name(text: str) -> str:
-    """argparse type: a known dataset's name."""
-    return _argtype(get_dataset, text)
-
-
-def _argtype(get, text):
-    import argparse
-
-    try:
-        return get(text).name
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def find_architecture(name: str) -> Architecture | None:
     """:func:`get_architecture`, or None for an unknown name (figures and tables of other models)."""
-    try:
-        return get_architecture(name)
-    except ValueError:
-        return None
+    return _find(get_architecture, name)
 
 
 def find_dataset(name: str) -> Dataset | None:
+    return _find(get_dataset, name)
+
+
+def _find(get, name):
     try:
-        return get_dataset(name)
+        return get(name)
     except ValueError:
         return None
 

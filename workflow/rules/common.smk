@@ -156,7 +156,7 @@ def keep_activations_option(wildcards):
 
 def clean_model_labels(wildcards):
     """-exp3: a clean model's 2025 checkpoints are also probed with every other degree's labels."""
-    return [LABELS.format(dataset=wildcards.dataset, corruption=c) for c in PLAN.clean_model_degrees(wildcards.corruption)]
+    return [LABELS.format(dataset=wildcards.dataset, corruption=c) for c in PLAN.clean_model_degrees(wildcards.corruption, NAME_BY_PAIR[(wildcards.arch, wildcards.dataset)])]
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,9 +20,9 @@ from latentgen.commands import add_data_source
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", required=True, type=registry.architecture_name,
+    parser.add_argument("--arch", required=True, type=argtypes.architecture_name,
                         help="architecture (built in, or a configuration's external one)")
-    parser.add_argument("--dataset", required=True, type=registry.dataset_name,
+    parser.add_argument("--dataset", required=True, type=argtypes.dataset_name,
                         help="dataset (built in, or a configuration's imagefolder: dataset)")
     parser.add_argument("--corruption", required=True, type=argtypes.unit_interval,
                         help="label corruption degree c in [0, 1]")
