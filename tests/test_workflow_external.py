@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from latentgen import external
+from latentgen import config_entries as external
 from latentgen.config import ConfigError, check_config
 
 CLASSES = ("circle", "square", "stripes")

@@ -406,8 +406,8 @@ def check_config(cfg: Mapping, schema: str | Path | dict) -> dict:
     if len(set(tags)) != len(tags):
         raise ConfigError("corruptions", f"degrees repeat after rounding: {resolved['corruptions']}")
     _name(registry.DEVICE_CHOICES, resolved["device"], "device", "device")
-    from latentgen.external import environment
-    from latentgen.external_config import resolve_external
+    from latentgen.config_entries import environment
+    from latentgen.workflow.external_config import resolve_external
 
     resolved["models"], entries = resolve_external(resolved)  # torchvision:, timm:, imagefolder: ... entries
     resolved["external"] = environment(entries) if entries else ""

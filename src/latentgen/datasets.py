@@ -139,7 +139,7 @@ def get_spec(name: str) -> DatasetSpec:
     info = registry.get_dataset(name)
     if info.name in DATASETS:
         return DATASETS[info.name]
-    from latentgen.imagefolder import folder_files  # an external dataset (latentgen.external)
+    from latentgen.data.imagefolder import folder_files  # an external dataset (latentgen.config_entries)
 
     return DatasetSpec(info, folder_files(info))
 

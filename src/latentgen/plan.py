@@ -110,7 +110,7 @@ class JobPlan:
 
     def model_corruptions(self, name: str) -> list[str]:
         """The degrees of ``name``'s runs: the configuration's, or the one of its label file
-        (``labels:``, latentgen.external_config)."""
+        (``labels:``, latentgen.workflow.external_config)."""
         return list(self.models[name].get("corruptions") or self.corruptions)
 
     def dataset_corruptions(self, dataset: str, names) -> list[str]:

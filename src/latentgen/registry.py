@@ -437,10 +437,10 @@ def _get(table: Mapping, kind: str, name: str):
 
 
 def _resolve(table: Mapping, kind: str, name: str):
-    """A built-in entry, else an external one (latentgen.external: a configuration's torchvision:,
+    """A built-in entry, else an external one (latentgen.config_entries: a configuration's torchvision:,
     timm:, FILE.py: architecture or imagefolder: dataset), else a ValueError naming the closest."""
     if name not in table:
-        from latentgen import external
+        from latentgen import config_entries as external
 
         entry = external.lookup(kind, name)
         if entry is not None:

@@ -18,7 +18,7 @@ from latentgen.plan import GPU_RULES, LAYOUT, PRIORITY, JobPlan  # noqa: E402
 # the whole configuration checked (schema, registry names, every command option by the command's
 # own parser) and its defaults filled in, before any job; a bad key stops here, naming it
 config.update(check_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"))
-# external architectures and image folders (latentgen.external): every job resolves their names from this
+# external architectures and image folders (latentgen.config_entries): every job resolves their names from this
 os.environ["LATENTGEN_EXTERNAL"] = config["external"]
 
 # every job of the build, and what each needs (latentgen.plan): the input functions below read it

@@ -76,7 +76,7 @@ def read_images(samples, size: int):
 
 def folder_path(info) -> Path:
     """The folder of an external dataset entry (``source`` is ``imagefolder:PATH``)."""
-    from latentgen.external import IMAGEFOLDER
+    from latentgen.config_entries import IMAGEFOLDER
 
     if not info.source.startswith(IMAGEFOLDER):
         raise ValueError(f"dataset {info.name!r} is not an image folder (source {info.source!r})")

@@ -27,7 +27,7 @@ import csv
 import re
 from pathlib import Path
 
-from latentgen import external, registry
+from latentgen import config_entries as external, registry
 from latentgen.config import ConfigError, closest, corruption_tag
 
 # SGD with momentum as the built-in ResNet-18, a 10x larger step (random init, small data), batch 32;
@@ -44,7 +44,7 @@ def _slug(text: str) -> str:
 
 
 def _folder_dataset(model: dict, prefix: str, known: dict) -> registry.Dataset:
-    from latentgen.imagefolder import folder_listing
+    from latentgen.data.imagefolder import folder_listing
 
     root = Path(model["dataset"][len(external.IMAGEFOLDER):]).expanduser()
     if not root.is_dir():
@@ -85,7 +85,7 @@ def _meta_model(source: str, num_classes: int, prefix: str):
 def _architecture(name: str, model: dict, prefix: str, data: registry.Dataset) -> registry.Architecture:
     from torch import nn
 
-    from latentgen.external_models import check_layer_names, find_head
+    from latentgen.models.external import check_layer_names, find_head
 
     source = model["arch"]
     kind, _, factory = source.partition(":")
@@ -154,7 +154,7 @@ def read_label_file(path: Path, n: int, num_classes: int, key: str) -> list[int]
 
 
 def _label_degree(model: dict, prefix: str, data: registry.Dataset) -> tuple[str, str]:
-    from latentgen.imagefolder import folder_listing
+    from latentgen.data.imagefolder import folder_listing
 
     path = Path(model["labels"]).expanduser().resolve()
     labels = read_label_file(path, data.train_size, data.num_classes, f"{prefix}.labels")

@@ -1,5 +1,5 @@
 """The builder of external architectures (``arch: torchvision:NAME`` / ``timm:NAME`` /
-``FILE.py:factory`` in the workflow; their registry entries: ``latentgen.external_config``).
+``FILE.py:factory`` in the workflow; their registry entries: ``latentgen.workflow.external_config``).
 
 :func:`build` makes the network with ``latentgen.model_sources.build_model`` (random init, the
 dataset's class count) and gives it what the model zoo's networks carry (``latentgen.models``):

@@ -2,7 +2,7 @@
 
 A model entry of the configuration may name an external architecture (``arch:
 torchvision:resnet18``, ``timm:NAME``, ``path/to/file.py:factory``) and a dataset folder
-(``dataset: imagefolder:PATH``); ``latentgen.external_config`` turns such entries into ordinary
+(``dataset: imagefolder:PATH``); ``latentgen.workflow.external_config`` turns such entries into ordinary
 :class:`latentgen.registry.Architecture` / :class:`latentgen.registry.Dataset` entries. This
 module holds them for the process and hands them to the jobs:
 
@@ -25,8 +25,8 @@ from typing import Any
 
 ENV_VAR = "LATENTGEN_EXTERNAL"
 KINDS = ("architecture", "dataset")
-# the builder of every external architecture (latentgen.external_models)
-BUILDER = "latentgen.external_models:build"
+# the builder of every external architecture (latentgen.models.external)
+BUILDER = "latentgen.models.external:build"
 # the prefix of an external dataset's ``files`` and ``source``: an image folder
 IMAGEFOLDER = "imagefolder:"
 
