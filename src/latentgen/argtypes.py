@@ -91,3 +91,24 @@ def byte_size(text) -> int:
     if not value >= 1 or value != value:
         raise argparse.ArgumentTypeError(f"expected a positive size in bytes, got {text!r}")
     return int(value)
+
+
+def architecture_name(text: str) -> str:
+    """A known architecture's name (built in, or external: ``latentgen.registry.get_architecture``)."""
+    from latentgen import registry
+
+    return _registry_name(registry.get_architecture, text)
+
+
+def dataset_name(text: str) -> str:
+    """A known dataset's name (built in, or an image folder: ``latentgen.registry.get_dataset``)."""
+    from latentgen import registry
+
+    return _registry_name(registry.get_dataset, text)
+
+
+def _registry_name(get, text: str) -> str:
+    try:
+        return get(text).name
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -438,12 +438,43 @@ def _get(table: Mapping, kind: str, name: str):
         raise ValueError(f"unknown {kind} {name!r}{hint}; known: {', '.join(table)}") from None
 
 
+def _resolve(table: Mapping, kind: str, name: str):
+    """A built-in entry, else an external one (latentgen.config_entries: a configuration's torchvision:,
+    timm:, FILE.py: architecture or imagefolder: dataset), else a ValueError naming the closest."""
+    if name not in table:
+        from latentgen import config_entries as external
+
+        entry = external.lookup(kind, name)
+        if entry is not None:
+            return entry
+        table = {**table, **dict.fromkeys(external.names(kind))}
+    return _get(table, kind, name)
+
+
 def get_dataset(name: str) -> Dataset:
-    return _get(DATASETS, "dataset", name)
+    """The dataset ``name``: built in or external (the one place names are resolved)."""
+    return _resolve(DATASETS, "dataset", name)
 
 
 def get_architecture(name: str) -> Architecture:
-    return _get(ARCHITECTURES, "architecture", name)
+    """The architecture ``name``: built in or external (the one place names are resolved)."""
+    return _resolve(ARCHITECTURES, "architecture", name)
+
+
+def find_architecture(name: str) -> Architecture | None:
+    """:func:`get_architecture`, or None for an unknown name (figures and tables of other models)."""
+    return _find(get_architecture, name)
+
+
+def find_dataset(name: str) -> Dataset | None:
+    return _find(get_dataset, name)
+
+
+def _find(get, name):
+    try:
+        return get(name)
+    except ValueError:
+        return None
 
 
 def get_probe_family(name: str) -> ProbeFamily:

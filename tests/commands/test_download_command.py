@@ -119,7 +119,7 @@ def test_bad_arguments(tmp_path, capsys):
     assert not out.exists()
     with pytest.raises(SystemExit) as exit_info:
         main(["download", "--dataset", "imagenet", "--out", str(out)])
-    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "unknown dataset 'imagenet'" in capsys.readouterr().err
 
 
 def test_help(capsys):

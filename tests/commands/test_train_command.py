@@ -11,7 +11,7 @@ import torch
 from latentgen.__main__ import main
 from latentgen.probing.activations import open_activations
 from latentgen.training.loop import read_train_log
-from latentgen.training.checkpoints import read_checkpoint
+from latentgen.training.loop.checkpoints import read_checkpoint
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -76,8 +76,8 @@ BASE = ["train", "--arch", "mlp", "--dataset", "digits", "--corruption", "0.2", 
 
 
 @pytest.mark.parametrize("argv,code,message", [
-    (["train", "--arch", "vgg", "--dataset", "digits", "--corruption", "0", "--run", "1", "--out", "X"], 2, "invalid choice: 'vgg'"),
-    (["train", "--arch", "mlp", "--dataset", "svhn", "--corruption", "0", "--run", "1", "--out", "X"], 2, "invalid choice: 'svhn'"),
+    (["train", "--arch", "vgg", "--dataset", "digits", "--corruption", "0", "--run", "1", "--out", "X"], 2, "unknown architecture 'vgg'"),
+    (["train", "--arch", "mlp", "--dataset", "svhn", "--corruption", "0", "--run", "1", "--out", "X"], 2, "unknown dataset 'svhn'"),
     (["train", "--arch", "alexnet", "--dataset", "digits", "--corruption", "0", "--run", "1"], 2, "required: --out"),
     (["train", "--arch", "alexnet", "--dataset", "mnist", "--corruption", "0", "--run", "1", "--out", "X"], 1,
      "'alexnet' does not support dataset 'mnist'"),

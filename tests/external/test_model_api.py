@@ -15,7 +15,8 @@ from PIL import Image
 from torchvision.models.feature_extraction import create_feature_extractor
 
 import latentgen
-from latentgen.external.api import load_weights, tappable_layers
+from latentgen.external.api import tappable_layers
+from latentgen.models.external import load_weights
 from latentgen.probing.subspaces import fit_probes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -109,8 +110,8 @@ def test_on_a_workflow_checkpoint_the_api_gives_the_workflows_rows(tmp_path, dig
     from latentgen.probing.checkpoint_activations import CheckpointActivations
     from latentgen.probing.checkpoint import probe_checkpoint
     from latentgen.training.loop import train
-    from latentgen.training.hyperparameters import default_train_config
-    from latentgen.training.checkpoints import load_checkpoint
+    from latentgen.training.loop.hyperparameters import default_train_config
+    from latentgen.training.loop.checkpoints import load_checkpoint
 
     config = default_train_config("mlp", "digits", corruption=0.4, run=1, train_subset=600, max_epochs=2)
     manifest = train(config, tmp_path / "run", dataset=digits, device="cpu", verbose=False)

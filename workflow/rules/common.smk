@@ -18,6 +18,8 @@ from latentgen.workflow.plan import GPU_RULES, LAYOUT, PRIORITY, JobPlan  # noqa
 # the whole configuration checked (schema, registry names, every command option by the command's
 # own parser) and its defaults filled in, before any job; a bad key stops here, naming it
 config.update(check_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"))
+# external architectures and image folders (latentgen.config_entries): every job resolves their names from this
+os.environ["LATENTGEN_EXTERNAL"] = config["external"]
 
 # every job of the build, and what each needs (latentgen.workflow.plan): the input functions below read it
 PLAN = JobPlan(config)
@@ -102,6 +104,18 @@ def train_options(wildcards):
     return command_line("train", options)
 
 
+# label files of the configuration (models' `labels:`): (dataset, degree) -> the file, written by `corrupt --noise file`
+LABEL_FILES = {(m["dataset"], c): m["labels"] for m in MODELS.values() if m.get("labels") for c in m["corruptions"]}
+
+
+def corrupt_options(wildcards):
+    """`latentgen corrupt` options of one label file: the configured ones, or a model's own labels."""
+    path = LABEL_FILES.get((wildcards.dataset, wildcards.corruption))
+    if path is None:
+        return command_line("corrupt", config["label_args"])
+    return command_line("corrupt", {"noise": "file", "noise_file": path})
+
+
 def train_log_args(wildcards, input):
     return " ".join(f"{run}={path}" for run, path in zip(RUNS, input.logs))
 
@@ -142,7 +156,7 @@ def keep_activations_option(wildcards):
 
 def clean_model_labels(wildcards):
     """-exp3: a clean model's 2025 checkpoints are also probed with every other degree's labels."""
-    return [LABELS.format(dataset=wildcards.dataset, corruption=c) for c in PLAN.clean_model_degrees(wildcards.corruption)]
+    return [LABELS.format(dataset=wildcards.dataset, corruption=c) for c in PLAN.clean_model_degrees(wildcards.corruption, NAME_BY_PAIR[(wildcards.arch, wildcards.dataset)])]
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,7 +192,7 @@ def repair_tables(which):
     def tables(wildcards):
         files = []
         for name in REPAIR["models"]:
-            for corruption in CORRUPTIONS:
+            for corruption in PLAN.model_corruptions(name):
                 for run in RUNS:
                     keys = PLAN.run_wildcards(name, corruption, run)
                     checkpoints.train.get(**keys)  # the run's epochs are known once it is trained

@@ -13,7 +13,7 @@ rule corrupt:
         bench_file("corrupt/{dataset}/c{corruption}.tsv")
     params:
         seed=SEEDS["labels"],
-        options=command_line("corrupt", config["label_args"]),
+        options=corrupt_options,
     threads: THREADS["corrupt"]
     conda:
         "../../envs/data.yaml"

@@ -21,7 +21,8 @@ import argparse
 def load_sources(args: argparse.Namespace):
     """(model, train, test, classes, labels) as the options name them."""
     from latentgen.devices import set_threads
-    from latentgen.external.sources import build_model, dataset_labels, load_data, read_labels
+    from latentgen.external.sources import dataset_labels, load_data, read_labels
+    from latentgen.models.external import build_model
 
     set_threads(args.threads)
     train, test, classes = load_data(args.data, data_root=args.data_root, resize=args.resize, normalize=args.normalize)

@@ -115,7 +115,7 @@ class LoadedDataset:
 
     @property
     def spec(self) -> DatasetSpec:
-        return DATASETS[self.name]
+        return get_spec(self.name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,7 +136,12 @@ def normalize(x: np.ndarray | torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
 
 
 def get_spec(name: str) -> DatasetSpec:
-    return DATASETS[registry.get_dataset(name).name]
+    info = registry.get_dataset(name)
+    if info.name in DATASETS:
+        return DATASETS[info.name]
+    from latentgen.data.imagefolder import folder_files  # an external dataset (latentgen.config_entries)
+
+    return DatasetSpec(info, folder_files(info))
 
 
 def load_raw(name: str, data_root: str | os.PathLike | None = None, download: bool = False) -> RawSplits:

@@ -132,8 +132,14 @@ def read_noise_file(path: str | os.PathLike) -> np.ndarray:
         raise FileNotFoundError(f"noise file not found: {path}")
     if path.suffix == ".npy":
         return np.load(path, allow_pickle=False)
-    if path.suffix == ".csv":
-        return np.loadtxt(path, delimiter=",", ndmin=1)
+    if path.suffix == ".csv":  # a header row may name a 'label' column (the workflow's labels: files)
+        with open(path) as fh:
+            header = fh.readline().strip().split(",")
+        named = any(c.isalpha() for c in "".join(header))
+        column = {"usecols": header.index("label")} if named and "label" in header else {}
+        values = np.loadtxt(path, delimiter=",", ndmin=1, skiprows=int(named), **column)
+        whole = values.ndim == 1 and len(values) and np.all(values == np.round(values))
+        return values.astype(np.int64) if whole else values
     raise ValueError(f"noise file {path}: expected .npy or .csv")
 
 

@@ -22,7 +22,6 @@ given separately, or anything iterable in batches of ``(images, labels)`` (a ``D
 
 from __future__ import annotations
 
-import os
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -230,19 +229,3 @@ def transfer(model: nn.Module, *, head: str, train, labels=None, layer: str | No
         velpic = VeLPIC(sign=sign, device=device).fit(acts.array("train", tapped), y,
                                                       classes=np.arange(head_module.out_features))
     return transfer_velpic(model, head, velpic, keep_bias=keep_bias)
-
-
-def load_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
-    """``model`` with the state dict at ``path`` (``torch.load(weights_only=True)``: a plain state dict
-    only, nothing executed); a file that is not one is refused naming what it holds."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle with code, or not a torch file
-        raise ValueError(f"{path}: not a plain state dict torch can load without running code "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors")
-    model.load_state_dict(state)
-    return model

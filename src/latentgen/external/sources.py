@@ -4,7 +4,7 @@
   ``timm:NAME`` (``timm.create_model(NAME, pretrained=False, num_classes=K)``; the ``models``
   extra), or ``path/to/file.py:factory`` (a function of ``num_classes`` returning the module; the
   file is yours and is run). ``--weights FILE`` then loads a plain state dict
-  (``latentgen.external.api.load_weights``: ``weights_only``, nothing in the file is executed).
+  (``latentgen.models.external.load_weights``: ``weights_only``, nothing in the file is executed).
 - data: ``imagefolder:PATH`` (``PATH/train`` and ``PATH/test`` in torchvision's ImageFolder layout:
   one folder per class, the same classes in both) or ``torchvision:NAME`` (a torchvision dataset
   class already downloaded under ``--data-root``: ``MNIST``, ``CIFAR10``, ...).
@@ -16,57 +16,14 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-
-
-def build_model(spec: str, num_classes: int, weights: str | os.PathLike | None = None) -> nn.Module:
-    """The network ``spec`` names (module docstring) with ``num_classes`` outputs, in eval mode."""
-    kind, sep, name = spec.partition(":")
-    if not sep or not name:
-        raise ValueError(f"--model {spec!r}: expected torchvision:NAME, timm:NAME or path/to/file.py:factory")
-    if kind == "torchvision":
-        import torchvision
-
-        if name not in torchvision.models.list_models():
-            import difflib
-
-            close = difflib.get_close_matches(name, torchvision.models.list_models(), n=3)
-            raise ValueError(f"torchvision has no model {name!r}" + (f"; closest: {', '.join(close)}" if close else ""))
-        model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
-    elif kind == "timm":
-        try:
-            import timm
-        except ModuleNotFoundError:
-            raise ValueError("timm models need timm: pip install -e \".[models]\"") from None
-        model = timm.create_model(name, pretrained=False, num_classes=num_classes)
-    elif kind.endswith(".py"):
-        path = Path(kind)
-        if not path.is_file():
-            raise FileNotFoundError(f"--model {spec!r}: {path} not found")
-        module_spec = importlib.util.spec_from_file_location(f"latentgen_user_model_{path.stem}", path)
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-        factory = getattr(module, name, None)
-        if not callable(factory):
-            raise ValueError(f"--model {spec!r}: {path} has no function {name!r}")
-        model = factory(num_classes=num_classes)
-        if not isinstance(model, nn.Module):
-            raise ValueError(f"--model {spec!r}: {name}() returned a {type(model).__name__}, not a torch.nn.Module")
-    else:
-        raise ValueError(f"--model {spec!r}: unknown kind {kind!r}; expected torchvision:, timm: or FILE.py:")
-    if weights is not None:
-        from latentgen.external.api import load_weights
-
-        load_weights(model, weights)
-    return model.eval()
 
 
 def _transform(resize: int | None, normalize: str):

@@ -48,7 +48,7 @@ from latentgen import registry
 
 def _layout(arch: str) -> tuple[list[str], str, str]:
     """Probe layers, head and last hidden layer of ``arch``, as the registry has them."""
-    spec = registry.ARCHITECTURES[arch]
+    spec = registry.get_architecture(arch)
     return list(spec.probe_layers), spec.head, spec.last_hidden
 
 

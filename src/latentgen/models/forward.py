@@ -36,8 +36,9 @@ def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
 
 
 def head_name(model: nn.Module) -> str:
-    """The pre-softmax ``nn.Linear``: ``model.head`` (our model zoo), else the last ``nn.Linear``."""
-    head = getattr(model, "head", None)
+    """The pre-softmax ``nn.Linear``: ``model.head`` (our model zoo; ``latentgen_head`` for an external
+    architecture, latentgen.models.architectures.external), else the last ``nn.Linear``."""
+    head = getattr(model, "latentgen_head", None) or getattr(model, "head", None)
     if isinstance(head, str):
         return head
     linears = list(linear_layers(model))
@@ -174,7 +175,8 @@ def extract_activations(model: nn.Module, x: torch.Tensor, layers=None, return_l
     def make_hook(module_name):
         calls = [0]
 
-        def hook(module, args, output):
+        def hook(module, args, output=None):  # a pre-hook (NAME:input) has no output: the input
+            output = args[0] if output is None else output
             for call, name in wanted[module_name]:
                 if call == calls[0]:
                     captured[name] = output.detach().flatten(1).to(torch.float32, copy=True)
@@ -184,7 +186,11 @@ def extract_activations(model: nn.Module, x: torch.Tensor, layers=None, return_l
 
     try:
         for module_name in wanted:
-            handles.append(modules[module_name].register_forward_hook(make_hook(module_name)))
+            if module_name.endswith(":input"):  # the module's input (external architectures' HEAD:input)
+                module = modules[module_name.removesuffix(":input")]
+                handles.append(module.register_forward_pre_hook(make_hook(module_name)))
+            else:
+                handles.append(modules[module_name].register_forward_hook(make_hook(module_name)))
         logits = model(x)
     finally:
         for handle in handles:

@@ -12,7 +12,8 @@ STRICT_MASK = {"auto": None, "yes": True, "no": False}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, choices=list(registry.DATASETS), help="dataset name")
+    parser.add_argument("--dataset", required=True, type=argtypes.dataset_name,
+                        help="dataset name (built in, or a configuration's imagefolder: dataset)")
     parser.add_argument("--corruption", required=True, type=argtypes.unit_interval, help="degree c in [0, 1]")
     parser.add_argument("--seed", type=argtypes.nonnegative_int, default=registry.LABEL_SEED,
                         help=f"numpy seed (default {registry.LABEL_SEED}, as the authors)")

@@ -14,8 +14,10 @@ OVERRIDES = ("seed", "init_seed", "optimizer", "lr", "momentum", "weight_decay",
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", required=True, choices=list(registry.ARCHITECTURES), help="architecture")
-    parser.add_argument("--dataset", required=True, choices=list(registry.DATASETS), help="dataset")
+    parser.add_argument("--arch", required=True, type=argtypes.architecture_name,
+                        help="architecture (built in, or a configuration's external one)")
+    parser.add_argument("--dataset", required=True, type=argtypes.dataset_name,
+                        help="dataset (built in, or a configuration's imagefolder: dataset)")
     parser.add_argument("--corruption", required=True, type=argtypes.unit_interval,
                         help="label corruption degree c in [0, 1]")
     parser.add_argument("--run", required=True, type=argtypes.positive_int, help="run number (1, 2, 3, ...)")

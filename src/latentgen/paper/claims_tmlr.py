@@ -179,7 +179,7 @@ def _transfer_beats_model(inp: Inputs):
 
 
 def _last_hidden(model: str, frame: "pd.Series", key: tuple) -> str:
-    arch = registry.ARCHITECTURES.get(model)
+    arch = registry.find_architecture(model)
     if arch is not None:
         return arch.last_hidden
     layers = _hidden_layers(frame, key)
@@ -209,7 +209,7 @@ def _fig13_true_fraction(inp: Inputs):
     transfer = _metrics_final(met, "transfer", "train_corrupted")
 
     def measure(m, d, rows):
-        k = registry.get_dataset(d).num_classes if d in registry.DATASETS else None
+        k = data.num_classes if (data := registry.find_dataset(d)) else None
         if k is None:
             raise NotEvaluable(f"dataset {d} is not registered (its number of classes is unknown)")
         devs = {}

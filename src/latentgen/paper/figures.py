@@ -121,7 +121,7 @@ def layer_label(layer: str) -> str:
 
 
 def model_label(model: str, dataset: str) -> str:
-    arch, data = registry.ARCHITECTURES.get(model), registry.DATASETS.get(dataset)
+    arch, data = registry.find_architecture(model), registry.find_dataset(dataset)
     return f"{arch.label if arch else model}-{data.label if data else dataset}"
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from latentgen.paper.figures import reproducible_metadata
-from latentgen.registry import A_PRIORI_RHO, ARCHITECTURES, REPAIR_REFERENCES
+from latentgen.registry import A_PRIORI_RHO, REPAIR_REFERENCES, find_architecture
 
 KEYS = ["model", "dataset", "corruption", "run", "epoch"]
 SUMMARY_METRICS = ["test_acc", "test_acc_select", "test_acc_heldout", "changed_acc_corrupted", "changed_acc_true",
@@ -42,7 +42,7 @@ REFERENCE_NAMES = {ref: "unedited" if ref == "none" else ref for ref in REPAIR_R
 
 def a_priori_layer_set(arch: str) -> str | None:
     """The layer set fixed a priori for ``arch`` (the registry's), None where there is none."""
-    spec = ARCHITECTURES.get(arch)
+    spec = find_architecture(arch)
     return None if spec is None else spec.a_priori_layer_set
 
 

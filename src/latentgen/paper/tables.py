@@ -115,14 +115,14 @@ def final_rows(probes: "pd.DataFrame") -> "pd.DataFrame":
 
 def layer_rank(model: str, layer: str) -> int:
     """Position of ``layer`` in ``model``'s registry order (unknown layers after the known ones)."""
-    arch = registry.ARCHITECTURES.get(model)
+    arch = registry.find_architecture(model)
     layers = arch.probe_layers if arch else ()
     return layers.index(layer) if layer in layers else len(layers)
 
 
 def counts_input(model: str) -> bool:
     """Does the best layer of ``model`` range over its input layer (the CNN's, as the authors' table)?"""
-    arch = registry.ARCHITECTURES.get(model)
+    arch = registry.find_architecture(model)
     return bool(arch and arch.best_layer_includes_input)
 
 

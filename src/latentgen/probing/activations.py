@@ -36,7 +36,7 @@ from torch import nn
 
 from latentgen import registry
 from latentgen._io import atomic_path, package_versions
-from latentgen.models.forward import check_layers, iter_activations
+from latentgen.models.forward import check_layers, head_name, iter_activations
 
 SPLITS = ("train", "test")
 COMPRESSIONS, BATCHNORM_MODES = registry.ACTIVATION_COMPRESSIONS, registry.BATCHNORM_MODES
@@ -73,7 +73,7 @@ def per_sample_batchnorm(model: nn.Module):
 def corrupted_labels_for(meta: dict, true_labels: np.ndarray, labels) -> np.ndarray:
     """The corrupted labels the checkpoint was trained on, verified by their digest."""
     from latentgen.training.loop import labels_digest, resolve_labels
-    from latentgen.training.hyperparameters import TrainConfig
+    from latentgen.training.loop.hyperparameters import TrainConfig
 
     config = TrainConfig(**{**meta["train_config"], "betas": tuple(meta["train_config"].get("betas", (0.9, 0.999)))})
     recorded = meta.get("labels")
@@ -121,7 +121,7 @@ def activation_meta(checkpoint: Path, meta: dict, model, layers: list[str], batc
     return {
         "model": meta["arch"], "dataset": meta["dataset"], "corruption": float(meta.get("corruption", 0.0)),
         "run": int(meta.get("run", 0)), "epoch": int(meta["epoch"]), "checkpoint": str(Path(checkpoint).resolve()),
-        "layers": list(layers), "last_hidden": model.last_hidden, "head": model.head,
+        "layers": list(layers), "last_hidden": model.last_hidden, "head": head_name(model),
         "num_classes": int(meta["num_classes"]), "config_hash": str(meta.get("config_hash", "")),
         "labels_sha256": str(meta.get("labels_sha256", "")), "batchnorm": batchnorm,
         "versions": package_versions(), "checkpoint_meta": meta,
@@ -142,7 +142,7 @@ def dump_activations(checkpoint: str | os.PathLike, out_h5: str | os.PathLike, *
     already loaded ``LoadedDataset``. ``batchnorm`` None: the architecture's own mode
     (``registry.activation_batchnorm``: the authors' ``per_sample`` for ResNet-18).
     """
-    from latentgen.training.checkpoints import load_checkpoint
+    from latentgen.training.loop.checkpoints import load_checkpoint
 
     check_activation_options(batch_size, batchnorm, compression)
     checkpoint = Path(checkpoint)

@@ -47,12 +47,12 @@ def transfer_rows(checkpoint: CheckpointContext) -> list[ProbeRow]:
     """The network with VeLPIC's class vectors of the last hidden layer as its head, run on the
     training and test images: ``transfer`` (bias zeroed) and, where the head has a bias,
     ``transfer_bias`` (trained bias kept); one pair per label set VeLPIC is fit on."""
-    from latentgen.models.forward import predict
+    from latentgen.models.forward import head_name, predict
     from latentgen.probing.velpic_transfer import transfer_velpic
 
     model, ckpt_meta = checkpoint.load_model()
     train_x, test_x = checkpoint.images(ckpt_meta)
-    head = checkpoint.meta.get("head") or model.head
+    head = checkpoint.meta.get("head") or head_name(model)
     variants = [("transfer", False)]
     if model.get_submodule(head).bias is not None:
         variants.append(("transfer_bias", True))

@@ -57,9 +57,10 @@ def default_layer_sets(model: nn.Module) -> list[str]:
     """The registry's sets for a model of the zoo (CURVATURE.md §5.4's for the MLP and CNN); for
     any other model each nn.Linear alone plus hidden and all."""
     arch = getattr(model, "arch", None)
-    if arch in registry.ARCHITECTURES:
+    if isinstance(arch, str) and registry.find_architecture(arch) is not None:
         return registry.repair_layer_sets(arch)
-    return list(linear_layers(model)) + ["hidden", "all"]
+    linears = list(linear_layers(model))
+    return linears + (["hidden", "all"] if len(linears) > 1 else [])  # a lone head: no hidden set
 
 
 def layers_in_sets(model: nn.Module, layer_sets: Iterable[str]) -> list[str]:

@@ -255,10 +255,13 @@ def command_line(command: str, options: Mapping) -> str:
 # 2. + 4. registry names and cross-references
 
 
-def _name(kind_table: Mapping, value, key: str, what: str):
-    if value not in kind_table:
-        raise ConfigError(key, f"unknown {what} {value!r}{closest(value, kind_table)}; "
-                               f"known: {', '.join(kind_table)}")
+def _name(kind_table: Mapping, value, key: str, what: str, external: bool = False):
+    if value in kind_table or (external and (registry.find_architecture(value) if what == "architecture"
+                                             else registry.find_dataset(value)) is not None):
+        return
+    also = {"architecture": ", or torchvision:NAME, timm:NAME, FILE.py:factory",
+            "dataset": ", or imagefolder:PATH"}.get(what, "") if external else ""
+    raise ConfigError(key, f"unknown {what} {value!r}{closest(value, kind_table)}; known: {', '.join(kind_table)}{also}")
 
 
 def resolve_models(cfg: dict) -> dict:
@@ -276,9 +279,9 @@ def _check_models(cfg: dict) -> None:
     for name, model in cfg["models"].items():
         prefix = f"models.{name}"
         arch, dataset = model["arch"], model["dataset"]
-        _name(registry.ARCHITECTURES, arch, f"{prefix}.arch", "architecture")
-        _name(registry.DATASETS, dataset, f"{prefix}.dataset", "dataset")
-        supported = registry.ARCHITECTURES[arch].datasets
+        _name(registry.ARCHITECTURES, arch, f"{prefix}.arch", "architecture", external=True)
+        _name(registry.DATASETS, dataset, f"{prefix}.dataset", "dataset", external=True)
+        supported = registry.get_architecture(arch).datasets
         if dataset not in supported:
             raise ConfigError(f"{prefix}.dataset", f"architecture {arch!r} does not support dataset {dataset!r} "
                                                    f"(supported: {', '.join(supported)})")
@@ -304,6 +307,9 @@ def _check_figures(cfg: dict) -> None:
             if name not in cfg["models"]:
                 raise ConfigError(f"figures.groups.{group}[{i}]", f"model {name!r} is not in 'models'"
                                   f"{closest(name, cfg['models'])} (configured: {', '.join(cfg['models'])})")
+            if cfg["models"][name].get("labels") is not None:
+                raise ConfigError(f"figures.groups.{group}[{i}]", f"model {name!r} trains on its label file (one "
+                                  "degree); the figures plot every configured degree")
     configured = {round(float(c), 6) for c in cfg["corruptions"]}
     for i, fig in enumerate(cfg["figures"]["build"]):
         _name(FIGURES, fig, f"figures.build[{i}]", "figure")
@@ -326,7 +332,7 @@ def _check_repair(cfg: dict) -> dict:
     options = {k: repair[k] for k in REPAIR_OPTIONS if repair.get(k) is not None}
     repair.update(check_command_options("repair", options, "repair"))
     for arch, sets in repair.get("layer_sets", {}).items():
-        _name(registry.ARCHITECTURES, arch, f"repair.layer_sets.{arch}", "architecture")
+        _name(registry.ARCHITECTURES, arch, f"repair.layer_sets.{arch}", "architecture", external=True)
         for i, text in enumerate(sets):
             try:
                 registry.expand_layer_set(arch, text)
@@ -400,6 +406,11 @@ def check_config(cfg: Mapping, schema: str | Path | dict) -> dict:
     if len(set(tags)) != len(tags):
         raise ConfigError("corruptions", f"degrees repeat after rounding: {resolved['corruptions']}")
     _name(registry.DEVICE_CHOICES, resolved["device"], "device", "device")
+    from latentgen.config_entries import environment
+    from latentgen.workflow.external_config import resolve_external
+
+    resolved["models"], entries = resolve_external(resolved)  # torchvision:, timm:, imagefolder: ... entries
+    resolved["external"] = environment(entries) if entries else ""
     _check_models(resolved)
     for section, command in ARGUMENT_SECTIONS.items():
         check_command_options(command, resolved.get(section, {}), section)

@@ -172,7 +172,7 @@ def plan(cfg: dict, costs: dict[str, ModelCost], *, cores: int, gpus: int = 0,
             final_probe = cost.probe_final if cost.probe_final is not None else cost.probe
             per_tracked = final_probe if paper.get("checkpoints") == "grid" else cost.probe
             others = [e for e in tracked if e != final]
-            extra = len(job_plan.clean_model_degrees(w["corruption"])) * cost.probe_final_labels
+            extra = len(job_plan.clean_model_degrees(w["corruption"], job.model)) * cost.probe_final_labels
             seconds = (cost.load + len(others) * (cost.forward + per_tracked) + cost.forward + final_probe + extra
                        - len(others) * cost.probe_input + job_overhead)  # the input layer's rows: fit once per job
         elif stage == "repair":
@@ -307,7 +307,7 @@ class _Data:
 
 
 def _train_config(model: dict):
-    from latentgen.training.hyperparameters import default_train_config
+    from latentgen.training.loop.hyperparameters import default_train_config
     options = check_command_options("train", model.get("train_args", {}), "train_args")
     overrides = {k: v for k, v in options.items() if k in OVERRIDES}
     extra = {**(options.get("model_options") or {}),

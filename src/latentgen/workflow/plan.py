@@ -108,6 +108,16 @@ class JobPlan:
     def path(self, kind: str, **wildcards) -> str:
         return f"{self.outdir}/{LAYOUT[kind].format(**wildcards)}"
 
+    def model_corruptions(self, name: str) -> list[str]:
+        """The degrees of ``name``'s runs: the configuration's, or the one of its label file
+        (``labels:``, latentgen.workflow.external_config)."""
+        return list(self.models[name].get("corruptions") or self.corruptions)
+
+    def dataset_corruptions(self, dataset: str, names) -> list[str]:
+        """The label files of ``dataset`` the models ``names`` train on (their degrees)."""
+        tags = {c for n in names if self.models[n]["dataset"] == dataset for c in self.model_corruptions(n)}
+        return [c for c in self.corruptions if c in tags] + sorted(tags - set(self.corruptions))
+
     def run_wildcards(self, name: str, corruption: str, run: int) -> dict:
         m = self.models[name]
         return dict(arch=m["arch"], dataset=m["dataset"], corruption=corruption, run=run)
@@ -173,8 +183,11 @@ class JobPlan:
         final = self.table_models() if "probes" in self.table_needs() else []
         return [n for n in self.models if self.tracks_grid(n) or n in final]
 
-    def clean_model_degrees(self, corruption: str) -> list[str]:
-        """Degrees whose labels a clean model's 2025 checkpoints are also probed with (-exp3)."""
+    def clean_model_degrees(self, corruption: str, name: str | None = None) -> list[str]:
+        """Degrees whose labels a clean model's 2025 checkpoints are also probed with (-exp3); none
+        for a model trained on its own label file (``labels:``: its dataset has no other degrees)."""
+        if name is not None and self.models[name].get("labels"):
+            return []
         if not self.cfg["probes"]["clean_model_subspaces"] or float(corruption) != 0.0:
             return []
         return [c for c in self.corruptions if float(c) > 0]
@@ -192,7 +205,7 @@ class JobPlan:
         if model["probe_final"]:
             options["probe_final"] = True
         paper = self.cfg["probes"]
-        extra = [f"{c}={self.path('labels', dataset=dataset, corruption=c)}" for c in self.clean_model_degrees(corruption)]
+        extra = [f"{c}={self.path('labels', dataset=dataset, corruption=c)}" for c in self.clean_model_degrees(corruption, name)]
         prefix = "" if paper["checkpoints"] == "grid" else "final_"
         options.update({f"{prefix}families": paper["families"], f"{prefix}fit_labels": paper["fit_labels"]})
         if extra:
@@ -236,20 +249,20 @@ class JobPlan:
         for ds in datasets:
             add("download", {"dataset": ds}, [], [self.path("data", dataset=ds)])
         for ds in datasets:
-            for c in self.corruptions:
+            for c in self.dataset_corruptions(ds, trained):
                 add("corrupt", {"dataset": ds, "corruption": c}, [self.path("data", dataset=ds)],
                     [self.path("labels", dataset=ds, corruption=c)])
         for name in trained:
-            for c in self.corruptions:
+            for c in self.model_corruptions(name):
                 for r in self.runs:
                     w = self.run_wildcards(name, c, r)
                     add("train", w, [self.path("data", **w), self.path("labels", **w)],
                         [self.path("manifest", **w), self.path("train_log", **w)], name)
         for name in self.probed_models():
-            for c in self.corruptions:
+            for c in self.model_corruptions(name):
                 for r in self.runs:
                     w = self.run_wildcards(name, c, r)
-                    extra = [self.path("labels", dataset=w["dataset"], corruption=x) for x in self.clean_model_degrees(c)]
+                    extra = [self.path("labels", dataset=w["dataset"], corruption=x) for x in self.clean_model_degrees(c, name)]
                     add("probe_run", w, [self.path("manifest", **w), self.path("data", **w), self.path("labels", **w),
                                          *extra], [self.path("run_probes", **w), self.path("final_probes", **w)], name)
         for name, c in self.metrics_keys():
@@ -271,7 +284,7 @@ class JobPlan:
             return []
         final, grid = [], []
         for name in names:
-            for c in self.corruptions:
+            for c in self.model_corruptions(name):
                 for r in self.runs:
                     w = self.run_wildcards(name, c, r)
                     epochs = self.repair_epochs(name, c, r)
@@ -289,12 +302,14 @@ class JobPlan:
 
     def run_paths(self, kind: str, names) -> list[str]:
         """``kind`` (a LAYOUT entry with run wildcards) of every run of the models ``names``."""
-        return [self.path(kind, **self.run_wildcards(n, c, r)) for n in names for c in self.corruptions for r in self.runs]
+        return [self.path(kind, **self.run_wildcards(n, c, r)) for n in names for c in self.model_corruptions(n)
+                for r in self.runs]
 
     def relabel_results(self) -> list[str]:
         subspaces = (self.cfg.get("relabel") or {}).get("subspaces") or ()
         return [self.path("relabel_result", **self.run_wildcards(n, c, r), subspaces=s)
-                for n in self.relabel_models() for c in self.corruptions for r in self.runs for s in subspaces]
+                for n in self.relabel_models() for c in self.model_corruptions(n) for r in self.runs
+                for s in subspaces]
 
     def table_inputs(self, name: str) -> dict[str, list[str]]:
         """What table ``name`` reads (``latentgen.paper.tables.TABLES[name].needs``; ``claims``: every kind)."""
@@ -310,7 +325,7 @@ class JobPlan:
     def _paper2025_jobs(self, add) -> list[str]:
         relabel = self.cfg.get("relabel") or {}
         for name in self.relabel_models():
-            for c in self.corruptions:
+            for c in self.model_corruptions(name):
                 for r in self.runs:
                     w = self.run_wildcards(name, c, r)
                     for s in relabel["subspaces"]:
