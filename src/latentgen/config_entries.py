@@ -25,8 +25,8 @@ from typing import Any
 
 ENV_VAR = "LATENTGEN_EXTERNAL"
 KINDS = ("architecture", "dataset")
-# the builder of every external architecture (latentgen.models.architectures.external)
-BUILDER = "latentgen.models.architectures.external:build"
+# the builder of every external architecture (latentgen.models.external)
+BUILDER = "latentgen.models.external:build"
 # the prefix of an external dataset's ``files`` and ``source``: an image folder
 IMAGEFOLDER = "imagefolder:"
 

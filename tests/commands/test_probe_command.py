@@ -16,8 +16,8 @@ from latentgen.probing.subspaces import fit_probes
 from latentgen.probing.checkpoint import COLUMNS as PROBING_COLUMNS
 from latentgen.probing.checkpoint import probe_checkpoint, write_probe_csv
 from latentgen.training.loop import train
-from latentgen.training.loop.hyperparameters import default_train_config
-from latentgen.training.loop.checkpoints import load_checkpoint
+from latentgen.training.hyperparameters import default_train_config
+from latentgen.training.checkpoints import load_checkpoint
 from latentgen.probing.velpic_transfer import transfer_velpic
 
 COLUMNS = ["model", "dataset", "corruption", "run", "epoch", "layer", "probe", "fit_labels", "split", "accuracy"]

@@ -11,7 +11,7 @@ import torch
 from latentgen.__main__ import main
 from latentgen.probing.activations import open_activations
 from latentgen.training.loop import read_train_log
-from latentgen.training.loop.checkpoints import read_checkpoint
+from latentgen.training.checkpoints import read_checkpoint
 
 
 @pytest.fixture(autouse=True, scope="module")

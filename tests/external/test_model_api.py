@@ -110,8 +110,8 @@ def test_on_a_workflow_checkpoint_the_api_gives_the_workflows_rows(tmp_path, dig
     from latentgen.probing.checkpoint_activations import CheckpointActivations
     from latentgen.probing.checkpoint import probe_checkpoint
     from latentgen.training.loop import train
-    from latentgen.training.loop.hyperparameters import default_train_config
-    from latentgen.training.loop.checkpoints import load_checkpoint
+    from latentgen.training.hyperparameters import default_train_config
+    from latentgen.training.checkpoints import load_checkpoint
 
     config = default_train_config("mlp", "digits", corruption=0.4, run=1, train_subset=600, max_epochs=2)
     manifest = train(config, tmp_path / "run", dataset=digits, device="cpu", verbose=False)

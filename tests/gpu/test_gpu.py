@@ -19,8 +19,9 @@ import torch
 
 from latentgen.training import placement
 from latentgen.training.placement import place_images
-from latentgen.training.loop import KILL_ENV, read_train_log, train
-from latentgen.training.loop.hyperparameters import default_train_config
+from latentgen.training.loop import read_train_log, train
+from latentgen.training.runs import KILL_ENV
+from latentgen.training.hyperparameters import default_train_config
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here (pytest -m gpu needs one)")]
@@ -160,7 +161,7 @@ def test_a_run_probed_on_cuda_in_memory_agrees_with_the_cpu(checkpoint, tmp_path
 
 def test_repair_factors_on_cuda_equal_the_cpus_to_1e6(checkpoint, digits):
     from latentgen.repair import collect_factors  # latentgen.repair.factors
-    from latentgen.training.loop.checkpoints import load_checkpoint
+    from latentgen.training.checkpoints import load_checkpoint
 
     model, _ = load_checkpoint(checkpoint)
     layers = ["fc1", "fc4", "output"]

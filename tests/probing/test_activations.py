@@ -16,8 +16,8 @@ from latentgen.data.labels import corrupt_labels, write_label_file
 from latentgen.models.forward import extract_activations
 from latentgen.models.architectures import build_model
 from latentgen.training.loop import train
-from latentgen.training.loop.hyperparameters import default_train_config
-from latentgen.training.loop.checkpoints import load_checkpoint
+from latentgen.training.hyperparameters import default_train_config
+from latentgen.training.checkpoints import load_checkpoint
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

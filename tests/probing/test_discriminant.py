@@ -52,8 +52,8 @@ def labels(mnist):
 def mlp_layers(tmp_path_factory, mnist):
     """fc1–fc4 of the paper's MLP trained 2 epochs on 3,000 MNIST images with 40 % corrupted labels."""
     from latentgen.training.loop import train
-    from latentgen.training.loop.hyperparameters import default_train_config
-    from latentgen.training.loop.checkpoints import load_checkpoint
+    from latentgen.training.hyperparameters import default_train_config
+    from latentgen.training.checkpoints import load_checkpoint
 
     folder = tmp_path_factory.mktemp("mlp")
     config = default_train_config("mlp", "mnist", corruption=0.4, run=1, train_subset=N_TRAIN, max_epochs=2,

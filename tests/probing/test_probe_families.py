@@ -63,7 +63,7 @@ def mnist(mnist_root):
 @pytest.fixture(scope="module")
 def run_h5(tmp_path_factory, mnist, mnist_root):
     from latentgen.training.loop import train
-    from latentgen.training.loop.hyperparameters import default_train_config
+    from latentgen.training.hyperparameters import default_train_config
 
     folder = tmp_path_factory.mktemp("mnist_mlp")
     config = default_train_config("mlp", "mnist", corruption=0.4, run=1, train_subset=N_TRAIN, max_epochs=1,

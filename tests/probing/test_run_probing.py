@@ -22,7 +22,7 @@ from latentgen.probing.checkpoint_activations import CheckpointActivations, Memo
 from latentgen.probing.checkpoint import probe_checkpoint, write_probe_csv
 from latentgen.probing.run import InputRowCache, KILL_ENV, RunProbeJob, ProbeSettings, probe_run, tracked_epochs
 from latentgen.training.loop import train
-from latentgen.training.loop.hyperparameters import default_train_config
+from latentgen.training.hyperparameters import default_train_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

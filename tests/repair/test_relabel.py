@@ -26,10 +26,10 @@ from latentgen.provenance import verify_sidecar
 from latentgen.repair.relabel import (LOG_COLUMNS, RESULT_COLUMNS, SUBSPACES, EarlyStopping, read_result,
                                relabel_and_retrain)
 from latentgen.repair.evaluation import split_test_set
-from latentgen.training.loop.runs import KILL_ENV
+from latentgen.training.runs import KILL_ENV
 from latentgen.training.loop import resolve_labels, train
-from latentgen.training.loop.hyperparameters import default_train_config
-from latentgen.training.loop.checkpoints import load_checkpoint, read_checkpoint
+from latentgen.training.hyperparameters import default_train_config
+from latentgen.training.checkpoints import load_checkpoint, read_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 N_TRAIN = 300

@@ -14,7 +14,7 @@ from latentgen import repair as cv
 from latentgen.__main__ import main
 from latentgen.data.labels import write_label_file
 from latentgen.training.loop import labels_digest
-from latentgen.training.loop.checkpoints import save_checkpoint
+from latentgen.training.checkpoints import save_checkpoint
 from test_curvature import memorized_digits
 
 

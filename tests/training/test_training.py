@@ -19,11 +19,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from latentgen.data.labels import corrupt_labels, write_label_file
 from latentgen.models.architectures import build_model
-from latentgen.training.loop.runs import KILL_ENV
+from latentgen.training.runs import KILL_ENV
 from latentgen.registry import checkpoint_grid, on_grid
 from latentgen.training.loop import labels_digest, read_train_log, target_reached, train
-from latentgen.training.loop.hyperparameters import config_grid, default_train_config
-from latentgen.training.loop.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
+from latentgen.training.hyperparameters import config_grid, default_train_config
+from latentgen.training.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

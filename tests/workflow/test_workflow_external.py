@@ -130,7 +130,8 @@ def test_a_label_file_model_trains_on_exactly_the_files_labels(tmp_path, folder)
     from latentgen.data.datasets import prepare_dataset
     from latentgen.data.labels import corrupt_dataset
     from latentgen.workflow.plan import JobPlan
-    from latentgen.training.loop import default_train_config, train
+    from latentgen.training.loop import train
+    from latentgen.training.hyperparameters import default_train_config
 
     labels = np.random.default_rng(1).integers(0, 3, 60)
     path = tmp_path / "noisy.csv"

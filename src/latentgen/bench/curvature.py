@@ -60,7 +60,7 @@ def _model(args):
     from latentgen.models.architectures import build_model
 
     if args.checkpoint:
-        from latentgen.training.loop.checkpoints import load_checkpoint
+        from latentgen.training.checkpoints import load_checkpoint
 
         model, meta = load_checkpoint(args.checkpoint)
         if meta["arch"] != "mlp" or model.fc4.weight.shape != (2048, 2048):

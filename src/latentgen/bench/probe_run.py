@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from latentgen.data.datasets import load_dataset
     from latentgen.training.loop import train
-    from latentgen.training.loop.hyperparameters import default_train_config
+    from latentgen.training.hyperparameters import default_train_config
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="latentgen-bench-") as tmp:

@@ -19,7 +19,7 @@ from latentgen.options.train import OVERRIDES
 
 
 def config_from_args(args: argparse.Namespace):
-    from latentgen.training.loop.hyperparameters import default_train_config
+    from latentgen.training.hyperparameters import default_train_config
 
     overrides = {field: getattr(args, field) for field in OVERRIDES if getattr(args, field) is not None}
     options = dict(args.model_options or {})

@@ -37,7 +37,7 @@ def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
 
 def head_name(model: nn.Module) -> str:
     """The pre-softmax ``nn.Linear``: ``model.head`` (our model zoo; ``latentgen_head`` for an external
-    architecture, latentgen.models.architectures.external), else the last ``nn.Linear``."""
+    architecture, latentgen.models.external), else the last ``nn.Linear``."""
     head = getattr(model, "latentgen_head", None) or getattr(model, "head", None)
     if isinstance(head, str):
         return head

@@ -73,7 +73,7 @@ def per_sample_batchnorm(model: nn.Module):
 def corrupted_labels_for(meta: dict, true_labels: np.ndarray, labels) -> np.ndarray:
     """The corrupted labels the checkpoint was trained on, verified by their digest."""
     from latentgen.training.loop import labels_digest, resolve_labels
-    from latentgen.training.loop.hyperparameters import TrainConfig
+    from latentgen.training.hyperparameters import TrainConfig
 
     config = TrainConfig(**{**meta["train_config"], "betas": tuple(meta["train_config"].get("betas", (0.9, 0.999)))})
     recorded = meta.get("labels")
@@ -142,7 +142,7 @@ def dump_activations(checkpoint: str | os.PathLike, out_h5: str | os.PathLike, *
     already loaded ``LoadedDataset``. ``batchnorm`` None: the architecture's own mode
     (``registry.activation_batchnorm``: the authors' ``per_sample`` for ResNet-18).
     """
-    from latentgen.training.loop.checkpoints import load_checkpoint
+    from latentgen.training.checkpoints import load_checkpoint
 
     check_activation_options(batch_size, batchnorm, compression)
     checkpoint = Path(checkpoint)

@@ -287,7 +287,7 @@ class CheckpointContext:
     def load_model(self):
         """``(model, checkpoint meta)`` on the probing device, checked against the activations file
         (activations held in memory come with their network: that one)."""
-        from latentgen.training.loop.checkpoints import load_checkpoint
+        from latentgen.training.checkpoints import load_checkpoint
 
         if getattr(self.acts, "model", None) is not None:
             return self.acts.model, self.meta["checkpoint_meta"]

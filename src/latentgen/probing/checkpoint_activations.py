@@ -155,7 +155,7 @@ class HeldActivations:
 class CheckpointActivations(HeldActivations):
     """The activations of one latentgen checkpoint at its probe layers (module docstring).
 
-    ``model`` / ``meta``: the loaded checkpoint (``latentgen.training.loop.checkpoints.load_checkpoint``) on the
+    ``model`` / ``meta``: the loaded checkpoint (``latentgen.training.checkpoints.load_checkpoint``) on the
     device the forward passes run on; ``dataset``: its ``LoadedDataset``; ``corrupted``: the
     training labels the model was trained on (``latentgen.probing.activations.corrupted_labels_for``).
     """
@@ -180,7 +180,7 @@ class CheckpointActivations(HeldActivations):
     def load(cls, checkpoint: str | os.PathLike, *, device="auto", data_root=None, prepared=None, labels=None,
              dataset=None, **options) -> "CheckpointActivations":
         """Load ``checkpoint`` on ``device`` with its dataset (or ``dataset``) and verified labels."""
-        from latentgen.training.loop.checkpoints import load_checkpoint
+        from latentgen.training.checkpoints import load_checkpoint
 
         model, meta = load_checkpoint(checkpoint, device=device)
         dataset = checkpoint_dataset(meta, data_root=data_root, prepared=prepared, dataset=dataset)

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from latentgen import registry
-from latentgen.training.loop.runs import kill_point
+from latentgen.training.runs import kill_point
 
 KILL_ENV = "LATENTGEN_PROBE_KILL_AT"  # tests: "EPOCH:STAGE" kills the job there (stages: part, outputs)
 CHECKPOINT_SETS = ("grid", "final")
@@ -179,7 +179,7 @@ def probe_run(job: RunProbeJob, *, data_root=None, prepared=None, labels=None, d
     from latentgen.probing.checkpoint_activations import CheckpointActivations
     from latentgen.devices import resolve_device
     from latentgen.probing.checkpoint import probe_checkpoint, write_probe_csv
-    from latentgen.training.loop.checkpoints import load_checkpoint
+    from latentgen.training.checkpoints import load_checkpoint
 
     manifest = _read_manifest(job.run_dir)
     final = int(manifest["final_epoch"])

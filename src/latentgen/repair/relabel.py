@@ -68,7 +68,7 @@ from torch import nn
 from latentgen.models import forward
 from latentgen._io import config_hash, sha256_file, write_text_atomic
 from latentgen.repair.relabel_inputs import LAYER_COLUMNS, RelabelInputs, candidate_layers, choose_layer, load_inputs, masc_per_layer
-from latentgen.training.loop.runs import RunFolder, format_csv, kill_point, read_json, save_torch_atomic
+from latentgen.training.runs import RunFolder, format_csv, kill_point, read_json, save_torch_atomic
 from latentgen import registry
 
 SUBSPACES = registry.FIT_LABEL_SETS  # which training labels the MASC subspaces are fit on
@@ -111,7 +111,7 @@ class EarlyStopping:
 
 
 class _Folder(RunFolder):
-    """Kill points (``latentgen.training.loop.runs.KILL_ENV`` = "E:stage"): ``labels`` (epoch 0, after
+    """Kill points (``latentgen.training.runs.KILL_ENV`` = "E:stage"): ``labels`` (epoch 0, after
     labels.npz, before the first resume state), ``log``, ``resume`` (default, after resume.pt),
     ``sidecar`` (final epoch, after result.json)."""
 
@@ -259,7 +259,7 @@ def relabel_and_retrain(checkpoint: str | os.PathLike, labels: str | os.PathLike
     row = _result_row(ident, layer_rows[chosen], log, best, stop_reason, relabelled[:n], lf, n, meta)
     outputs = [folder.layers, folder.labels, folder.log]
     if save_model:
-        from latentgen.training.loop.checkpoints import save_checkpoint
+        from latentgen.training.checkpoints import save_checkpoint
 
         model.load_state_dict(best_state if best_state is not None else _cpu_state(model))
         save_checkpoint(folder.model, model, {**meta, "epoch": int(meta["epoch"]) + best,

@@ -24,7 +24,7 @@ class RelabelInputs:
 
     model: nn.Module
     meta: dict
-    train_config: object  # latentgen.training.loop.hyperparameters.TrainConfig of the run
+    train_config: object  # latentgen.training.hyperparameters.TrainConfig of the run
     label_file: object  # latentgen.data.labels.LabelFile
     train_x: torch.Tensor  # every training image of the dataset (normalised)
     n: int  # the model trained on the first n
@@ -46,8 +46,8 @@ def load_inputs(checkpoint, labels, *, prepared=None, data_root=None, dataset=No
     from latentgen.data.labels import read_label_file
     from latentgen.repair.evaluation import split_test_set
     from latentgen.training.loop import labels_digest
-    from latentgen.training.loop.hyperparameters import TrainConfig
-    from latentgen.training.loop.checkpoints import load_checkpoint
+    from latentgen.training.hyperparameters import TrainConfig
+    from latentgen.training.checkpoints import load_checkpoint
 
     for path, what in ((checkpoint, "checkpoint"), (labels, "label file"), (prepared, "prepared dataset")):
         if path is not None and not Path(path).is_file():

@@ -29,7 +29,7 @@ def load_repair_inputs(checkpoint, labels, prepared=None, data_root=None, device
     from latentgen.data.labels import read_label_file
     from latentgen.repair.evaluation import RepairData
     from latentgen.training.loop import labels_digest
-    from latentgen.training.loop.checkpoints import load_checkpoint
+    from latentgen.training.checkpoints import load_checkpoint
 
     model, meta = load_checkpoint(checkpoint, device=device)
     lf = read_label_file(labels)
@@ -81,7 +81,7 @@ def repair_checkpoint(checkpoint: str | os.PathLike, labels: str | os.PathLike, 
     from latentgen.repair.evaluation import METRICS
     from latentgen.repair.layers import check_rho, default_layer_sets, expand_layer_set, layers_in_sets
     from latentgen.repair.sweep import repair_sweep, sweep_factors
-    from latentgen.training.loop.checkpoints import load_checkpoint
+    from latentgen.training.checkpoints import load_checkpoint
 
     out = Path(out)
     if out.suffix != ".csv":

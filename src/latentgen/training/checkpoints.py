@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from latentgen.models.architectures import build_model
-from latentgen.training.loop.runs import load_torch, save_torch_atomic
+from latentgen.training.runs import load_torch, save_torch_atomic
 
 
 

@@ -44,13 +44,13 @@ from latentgen.models import forward
 from latentgen._io import config_hash, package_versions, write_json_atomic, write_text_atomic
 from latentgen.models.architectures import build_model
 from latentgen.training.placement import place_images
-from latentgen.training.loop.checkpoints import read_checkpoint, save_checkpoint
-from latentgen.training.loop.hyperparameters import TrainConfig, config_grid
-from latentgen.training.loop.runs import RunFolder, load_torch, format_csv, kill_point, read_json, save_torch_atomic
+from latentgen.training.checkpoints import read_checkpoint, save_checkpoint
+from latentgen.training.hyperparameters import TrainConfig, config_grid
+from latentgen.training.runs import RunFolder, load_torch, format_csv, kill_point, read_json, save_torch_atomic
 from latentgen.registry import on_grid
 
 LOG_COLUMNS = ["epoch", "loss", "train_acc_corrupted", "train_acc_true", "test_acc", "seconds"]
-# kill points (latentgen.training.loop.runs.KILL_ENV = "E:stage"): "checkpoint" after the checkpoint is
+# kill points (latentgen.training.runs.KILL_ENV = "E:stage"): "checkpoint" after the checkpoint is
 # written, "log" after the log, "resume" (default) after resume.pt
 
 

@@ -307,7 +307,7 @@ class _Data:
 
 
 def _train_config(model: dict):
-    from latentgen.training.loop.hyperparameters import default_train_config
+    from latentgen.training.hyperparameters import default_train_config
     options = check_command_options("train", model.get("train_args", {}), "train_args")
     overrides = {k: v for k, v in options.items() if k in OVERRIDES}
     extra = {**(options.get("model_options") or {}),

@@ -85,7 +85,7 @@ def _meta_model(source: str, num_classes: int, prefix: str):
 def _architecture(name: str, model: dict, prefix: str, data: registry.Dataset) -> registry.Architecture:
     from torch import nn
 
-    from latentgen.models.architectures.external import check_layer_names, find_head
+    from latentgen.models.external import check_layer_names, find_head
 
     source = model["arch"]
     kind, _, factory = source.partition(":")
