@@ -226,3 +226,20 @@ def test_the_families_take_the_device_path_off_the_cpu(mnist_mlp, monkeypatch, c
     assert cpu.keys() == device.keys() and len(cpu) == 6
     for key in cpu:
         assert abs(cpu[key] - device[key]) <= 1e-3, key
+
+
+def test_the_benchmark_times_both_paths_and_checks_their_agreement(tmp_path):
+    import contextlib
+    import io
+    import json
+
+    from latentgen.bench.__main__ import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        main(["baselines_device", "--json", "--device", "cpu", "--data-root", str(tmp_path), "--n-train", "800",
+              "--n-test", "100", "--epochs", "1"])
+    figures = json.loads(out.getvalue())
+    assert figures["data"].startswith("SYNTHETIC") and figures["n_features"] == 2048
+    assert figures["knn_identical"] and figures["logistic_identical"] and figures["lda_agreement"] >= 0.99
+    assert all(figures[f"{name}_ratio"] > 0 for name in ("knn", "lda", "qda", "logistic"))
