@@ -24,6 +24,13 @@ without a GPU (tests/test_device_baselines.py; on CUDA, tests/test_gpu.py).
   itself (numpy's per-class SVDs: on rank-deficient classes their rounding decides the
   predictions, so they stay the CPU's; ``fit_on="device"`` moves them too, for full-rank layers),
   the decision's products (n × d × d per class, the cost) on the device; inf and NaN as numpy's.
+  A row whose best score is not clear of the others by the products' rounding bound (common on
+  rank-deficient classes, where ``S^−½`` is huge) is scored on the host by numpy: there the CPU's
+  own scores change with how many rows numpy multiplies at once (measured: 1 of 2,000 MNIST fc2
+  predictions), so no device can match them more closely than ≥ 99.9 %.
+- Both fallbacks (5-NN's near ties, QDA's unsure rows) give the CPU's answer when numpy multiplies
+  those rows as it multiplies a layer's; a handful of rows of a tiny matrix can take another BLAS
+  path (tests/test_device_baselines.py uses layer-sized data).
 - **Logistic regression** (:func:`fit_logistic_many`): one ``LogisticRegressionProbe`` per (layer,
   label set) advanced together: the same seeded initial weights, one shared batch order (the
   probes share the training rows and the seed), one backward of the summed losses and one Adam
