@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -221,3 +222,75 @@ def test_the_training_benchmark_runs_on_cuda(mnist_root):
     print(f"\nbench train --device cuda: ours {result['ours_samples_per_s']:.0f}/s, reference "
           f"{result['reference_samples_per_s']:.0f}/s, bare {result['bare_samples_per_s']:.0f}/s")
     assert result["ours_samples_per_s"] > 0
+
+
+# ------------------------------------------------------------------------------------------
+# the baselines on the device (latentgen.probing.device_baselines) against the CPU code
+
+
+@pytest.fixture(scope="module")
+def mlp_mnist_layers(mnist_root):
+    """fc2 and fc4 of the MLP at its seed-0 initialisation: 20,000 MNIST training images (dead
+    units, near ties), 5,000 test images, the authors' 40 % corrupted labels."""
+    from latentgen.data.datasets import load_dataset
+    from latentgen.models.forward import iter_activations
+    from latentgen.data.labels import corrupt_labels
+    from latentgen.models.architectures import build_model
+
+    data = load_dataset("mnist", data_root=mnist_root)
+    model = build_model("mlp", "mnist", seed=0).eval()
+
+    def acts(x):
+        parts = [a for _, a in iter_activations(model, x, ["fc2", "fc4"], 1000)]
+        return {name: torch.cat([p[name] for p in parts]).numpy() for name in ("fc2", "fc4")}
+
+    y = data.train_y[:20000].numpy()
+    return acts(data.train_x[:20000]), acts(data.test_x[:5000]), corrupt_labels(y, 0.4, 10, seed=42), \
+        data.test_y[:5000].numpy()
+
+
+@pytest.mark.parametrize("layer", ["fc2", "fc4"])
+def test_knn_lda_qda_on_cuda_agree_with_the_cpu(mlp_mnist_layers, layer):
+    from latentgen.probing.baselines import CosineKNN, majority_vote
+    from latentgen.probing.device_baselines import DeviceQDA, cosine_kneighbors, fit_lda_device, lda_predict_device
+    from latentgen.probing.discriminant import AuthorsQDA, fit_lda
+
+    train, test, y, y_test = mlp_mnist_layers
+    X, T = train[layer], test[layer]
+    reference = CosineKNN(5).fit(X).kneighbors(T)
+    np.testing.assert_array_equal(cosine_kneighbors(X, T, 5, "cuda"), reference)  # scikit-learn's neighbours
+    np.testing.assert_array_equal(majority_vote(cosine_kneighbors(X, T, 5, "cuda"), y), majority_vote(reference, y))
+
+    def close(ours, cpu):
+        assert np.mean(ours == cpu) >= 0.999
+        assert abs(np.mean(ours == y_test) - np.mean(cpu == y_test)) <= 1e-3
+
+    lda = fit_lda_device(X, y, "cuda")
+    close(lda_predict_device(lda, T, "cuda"), fit_lda(X, y).predict(T))
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        close(DeviceQDA(device="cuda").fit(X, y).predict(T), AuthorsQDA().fit(X, y).predict(T))
+
+
+def test_logistic_regressions_in_one_loop_on_cuda_equal_their_single_cuda_fits(mlp_mnist_layers):
+    from latentgen.probing.baselines import LogisticRegressionProbe
+    from latentgen.probing.device_baselines import fit_logistic_many
+
+    train, test, y, y_test = mlp_mnist_layers
+    problems = [(train["fc2"][:5000], y[:5000]), (train["fc4"][:5000], y[:5000]), (train["fc4"][:5000], y[:5000] % 2)]
+    many = fit_logistic_many(problems, epochs=2, device="cuda")
+    for probe, (X, labels) in zip(many, problems):
+        single = LogisticRegressionProbe(epochs=2, device="cuda").fit(X, labels)
+        np.testing.assert_array_equal(probe.coef_, single.coef_)
+        cpu = LogisticRegressionProbe(epochs=2, device="cpu").fit(X, labels)  # another device: to rounding
+        assert np.mean(probe.predict(test["fc4" if X.shape[1] == 2048 else "fc2"]) ==
+                       cpu.predict(test["fc4" if X.shape[1] == 2048 else "fc2"])) >= 0.99
+
+
+def test_the_device_baselines_benchmark_runs_on_cuda():
+    result = subprocess.run([sys.executable, "-m", "latentgen.bench", "baselines_device", "--json", "--device", "cuda",
+                             "--n-train", "6000", "--n-test", "2000", "--epochs", "1"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["knn_identical"] and figures["lda_agreement"] >= 0.999 and figures["logistic_identical"]

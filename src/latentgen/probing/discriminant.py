@@ -161,7 +161,7 @@ def _within_gram(lda, X, y, fac):
     """The within-class step from the float64 within-class scatter: its standardised form
     ``fac·D⁻¹ S_w D⁻¹`` is ``AᵀA`` for the svd solver's matrix A, so its eigenvalues are A's squared
     singular values and its eigenvectors A's right singular vectors."""
-    n_samples, d = X.shape
+    d = X.shape[1]
     y_idx = np.searchsorted(lda.classes_, y)
     means = np.zeros((len(lda.classes_), d))
     scatter = np.zeros((d, d))
@@ -176,6 +176,13 @@ def _within_gram(lda, X, y, fac):
             block = Xk[i:i + _ROW_BLOCK].astype(np.float64) - means[k]
             scatter += block.T @ block
         del Xk
+    return _gram_scalings(lda, means, scatter, varies, len(X), fac)
+
+
+def _gram_scalings(lda, means, scatter, varies, n_samples, fac):
+    """The within-class scalings (d × rank) and rank from the class means and the float64 within-class
+    ``scatter`` (overwritten); ``varies``: the features not constant within some class. Shared with
+    the device route (``latentgen.probing.device_baselines``), which accumulates the scatter there."""
     lda.means_ = means
     lda.xbar_ = lda.priors_ @ lda.means_
     # scikit-learn: std of the centred rows, 1 where it is 0 (constant within every class; the

@@ -73,7 +73,8 @@ def transfer_rows(checkpoint: CheckpointContext) -> list[ProbeRow]:
 
 
 # --------------------------------------------------------------------------------------------
-# the families: the authors' baselines (SPEC §10), on the test split
+# the families: the authors' baselines (SPEC §10), on the test split; on a job whose device is not
+# the CPU, 5-NN, LDA and QDA run there (latentgen.probing.device_baselines), logistic regression already does
 
 
 def _check_rows(layer: LayerContext, minimum_per_class: int = 1) -> np.ndarray:
@@ -117,11 +118,14 @@ def knn_rows(layer: LayerContext) -> list[ProbeRow]:
     """5-NN by cosine distance (scikit-learn's brute force, :class:`latentgen.probing.baselines.CosineKNN`);
     the neighbours of the test rows are searched once per layer and vote with each label set."""
     from latentgen.probing.baselines import CosineKNN, majority_vote
+    from latentgen.probing.device_baselines import cosine_kneighbors, on_device
 
     _check_rows(layer)
     if len(layer.fit_y) < KNN_NEIGHBORS:
         raise ProbeFitError(f"{KNN_NEIGHBORS} neighbours need {KNN_NEIGHBORS} training rows, got {len(layer.fit_y)}")
-    if "knn_neighbors" not in layer.shared:
+    if "knn_neighbors" not in layer.shared and on_device(layer.options.device):
+        layer.shared["knn_neighbors"] = cosine_kneighbors(layer.train, layer.test, KNN_NEIGHBORS, layer.options.device)
+    elif "knn_neighbors" not in layer.shared:
         layer.shared["knn_neighbors"] = CosineKNN(KNN_NEIGHBORS).fit(layer.train).kneighbors(layer.test)
     predicted = majority_vote(layer.shared["knn_neighbors"], layer.fit_y)
     return layer.rows_from_predictions("knn", {"test": predicted}, splits=TEST_ONLY)
@@ -130,10 +134,15 @@ def knn_rows(layer: LayerContext) -> list[ProbeRow]:
 def lda_rows(layer: LayerContext) -> list[ProbeRow]:
     """LDA as the authors' scikit-learn computed it (solver ``svd``, within-class factor 1/(n − K)),
     fitted from the float64 within-class scatter (:func:`latentgen.probing.discriminant.fit_lda`)."""
+    from latentgen.probing.device_baselines import fit_lda_device, lda_predict_device, on_device
     from latentgen.probing.discriminant import fit_lda
 
     _check_rows(layer)
-    return layer.score("lda", fit_lda(layer.train, layer.fit_y), TEST_ONLY)
+    if not on_device(layer.options.device):
+        return layer.score("lda", fit_lda(layer.train, layer.fit_y), TEST_ONLY)
+    lda = fit_lda_device(layer.train, layer.fit_y, layer.options.device)
+    return layer.rows_from_predictions("lda", {"test": lda_predict_device(lda, layer.test, layer.options.device)},
+                                       splits=TEST_ONLY)
 
 
 def qda_rows(layer: LayerContext) -> list[ProbeRow]:
@@ -142,10 +151,12 @@ def qda_rows(layer: LayerContext) -> list[ProbeRow]:
     numpy's arithmetic on it (inf, NaN), the prediction numpy's argmax. A class needs 2 rows (its
     covariance is otherwise undefined, as scikit-learn says). The tiny scalings and the non-finite
     test scores are logged per class."""
+    from latentgen.probing.device_baselines import DeviceQDA, on_device
     from latentgen.probing.discriminant import AuthorsQDA, log_qda_diagnostics
 
     _check_rows(layer, minimum_per_class=2)
-    qda = AuthorsQDA().fit(layer.train, layer.fit_y)
+    device = layer.options.device
+    qda = (DeviceQDA(device=device) if on_device(device) else AuthorsQDA()).fit(layer.train, layer.fit_y)
     scores = qda.class_scores(layer.test)
     log_qda_diagnostics(qda, scores, f"qda on layer {layer.name!r} (fit_labels={layer.fit_labels})")
     predicted = qda.classes_[scores.argmax(axis=1)]
