@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-
-class RegistryError(ValueError):
-    """An inconsistent registry entry (raised at import, naming the entry)."""
+from latentgen.registry_check import RegistryError, check_registry
 
 
 def load(path: str) -> Any:
@@ -68,22 +66,22 @@ class Dataset:
 
 
 DATASETS: Mapping[str, Dataset] = _frozen({d.name: d for d in [
-    Dataset("digits", "Digits", 10, 1, 8, (0.5,), (0.5,), 16.0, 1438, 359, "latentgen.data.datasets:DIGITS_RAW",
+    Dataset("digits", "Digits", 10, 1, 8, (0.5,), (0.5,), 16.0, 1438, 359, "latentgen.data.raw_files:DIGITS_RAW",
             target_acc=1.0, batch_size=32, needs_root=False, source="scikit-learn digits"),
-    Dataset("mnist", "MNIST", 10, 1, 28, (0.5,), (0.5,), 255.0, 60000, 10000, "latentgen.data.datasets:MNIST_RAW",
+    Dataset("mnist", "MNIST", 10, 1, 28, (0.5,), (0.5,), 255.0, 60000, 10000, "latentgen.data.raw_files:MNIST_RAW",
             target_acc=0.999, batch_size=128, paper_cnn_batch=32, source="MNIST (torchvision MNIST/raw)"),
     Dataset("fashion_mnist", "Fashion-MNIST", 10, 1, 28, (0.5,), (0.5,), 255.0, 60000, 10000,
-            "latentgen.data.datasets:FASHION_MNIST_RAW", target_acc=0.991, batch_size=128, paper_cnn_batch=32,
+            "latentgen.data.raw_files:FASHION_MNIST_RAW", target_acc=0.991, batch_size=128, paper_cnn_batch=32,
             source="Fashion-MNIST (torchvision FashionMNIST/raw)"),
     Dataset("cifar10", "CIFAR-10", 10, 3, 32, (0.5,) * 3, (0.5,) * 3, 255.0, 50000, 10000,
-            "latentgen.data.datasets:CIFAR10_RAW", target_acc=1.0, batch_size=32, paper_cnn_batch=128,
+            "latentgen.data.raw_files:CIFAR10_RAW", target_acc=1.0, batch_size=32, paper_cnn_batch=128,
             source="CIFAR-10 python (cifar-10-python.tar.gz, extracted)"),
     Dataset("cifar100", "CIFAR-100", 100, 3, 32, (0.5,) * 3, (0.5,) * 3, 255.0, 50000, 10000,
-            "latentgen.data.datasets:CIFAR100_RAW", target_acc=0.991, batch_size=128,
+            "latentgen.data.raw_files:CIFAR100_RAW", target_acc=0.991, batch_size=128,
             source="CIFAR-100 python (cifar-100-python.tar.gz, extracted)"),
     # ToTensor only (SPEC §1, D3): mean 0, std 1
     Dataset("tiny_imagenet", "Tiny ImageNet", 200, 3, 64, (0.0,) * 3, (1.0,) * 3, 255.0, 100000, 10000,
-            "latentgen.data.datasets:TINY_IMAGENET_RAW", target_acc=0.999, batch_size=500,
+            "latentgen.data.raw_files:TINY_IMAGENET_RAW", target_acc=0.999, batch_size=500,
             strict_corruption_mask=True, source="Tiny ImageNet (the official tiny-imagenet-200.zip, extracted)"),
 ]})
 
@@ -281,6 +279,7 @@ class ProbeFamily:
     name: str
     summary: str
     impl: str
+    label: str  # display name in tables and figures
     default: bool = True  # run when no families are asked for
     needs_checkpoint: bool = False  # evaluates the network itself (needs the checkpoint and images)
     probes: tuple[str, ...] = ()
@@ -288,6 +287,7 @@ class ProbeFamily:
     extra_labels: bool = False
     test_only: bool = False
     shares_fit: bool = False
+    tables: tuple[str, ...] = ()  # the 2025 paper's tables that show it (latentgen.paper.tables)
 
     @property
     def probe_names(self) -> tuple[str, ...]:
@@ -309,27 +309,27 @@ MASC_SENSITIVITY = (("masc_var0.25", 0.25, None), ("masc_var0.5", 0.5, None), ("
 
 PROBE_FAMILIES: Mapping[str, ProbeFamily] = _frozen({p.name: p for p in [
     ProbeFamily("masc", "MASC: quadratic class-subspace probe (uncentered ± PCA at variance 0.99)",
-                "latentgen.probing.families:masc_rows", extra_labels=True, shares_fit=True),
+                "latentgen.probing.families:masc_rows", label="MASC", tables=("table_masc", "table_baselines"), extra_labels=True, shares_fit=True),
     ProbeFamily("velpic", "VeLPIC: linear probe, one signed principal vector per class",
-                "latentgen.probing.families:velpic_rows", extra_labels=True, shares_fit=True),
+                "latentgen.probing.families:velpic_rows", label="VeLPIC", tables=("table_masc", "table_baselines"), extra_labels=True, shares_fit=True),
     ProbeFamily("transfer", "the network with VeLPIC's class vectors as its head (bias zeroed; "
-                "transfer_bias rows keep the trained bias)", "latentgen.probing.families:transfer_rows",
+                "transfer_bias rows keep the trained bias)", "latentgen.probing.families:transfer_rows", label="VeLPIC transfer",
                 needs_checkpoint=True, probes=("transfer", "transfer_bias")),
     ProbeFamily("logistic", "logistic regression: nn.Linear(d, K), Adam 1e-3, 20 epochs, batch 128, shuffled, "
-                "seeded (the authors' baseline)", "latentgen.probing.families:logistic_rows", default=False,
+                "seeded (the authors' baseline)", "latentgen.probing.families:logistic_rows", label="Logistic", tables=("table_baselines",), default=False,
                 skip_input=True, test_only=True),
     ProbeFamily("ncm", "nearest class mean, cosine similarity to the raw class means (the authors' baseline)",
-                "latentgen.probing.families:ncm_rows", default=False, skip_input=True, test_only=True),
+                "latentgen.probing.families:ncm_rows", label="NCM", tables=("table_baselines",), default=False, skip_input=True, test_only=True),
     ProbeFamily("knn", "5 nearest neighbours, cosine distance, majority vote (scikit-learn's brute force, the "
-                "authors' baseline)", "latentgen.probing.families:knn_rows", default=False, skip_input=True, test_only=True),
+                "authors' baseline)", "latentgen.probing.families:knn_rows", label="5-NN", tables=("table_baselines",), default=False, skip_input=True, test_only=True),
     ProbeFamily("lda", "linear discriminant analysis as the authors' scikit-learn (svd solver, within-class "
                 "factor 1/(n - K)), from the float64 within-class scatter (the authors' baseline)",
-                "latentgen.probing.families:lda_rows", default=False, skip_input=True, test_only=True),
+                "latentgen.probing.families:lda_rows", label="LDA", tables=("table_baselines",), default=False, skip_input=True, test_only=True),
     ProbeFamily("qda", "quadratic discriminant analysis as the authors' scikit-learn (<= 1.7, reg_param=0): a "
                 "rank-deficient class covariance is a warning; inf/NaN scores as numpy makes them, logged per class",
-                "latentgen.probing.families:qda_rows", default=False, skip_input=True, test_only=True),
+                "latentgen.probing.families:qda_rows", label="QDA", tables=("table_baselines",), default=False, skip_input=True, test_only=True),
     ProbeFamily("masc_sensitivity", "MASC at variance 0.25, 0.5, 0.75, 0.99 and with one component, from the "
-                "one decomposition MASC uses", "latentgen.probing.families:masc_sensitivity_rows", default=False,
+                "one decomposition MASC uses", "latentgen.probing.families:masc_sensitivity_rows", label="MASC sensitivity", tables=("table_sensitivity",), default=False,
                 probes=tuple(name for name, _, _ in MASC_SENSITIVITY), shares_fit=True),
 ]})
 
@@ -485,52 +485,4 @@ def get_repair_method(name: str) -> RepairMethod:
     return _get(REPAIR_METHODS, "repair method", name)
 
 
-def check_registry(datasets: Mapping[str, Dataset] = DATASETS,
-                   architectures: Mapping[str, Architecture] = ARCHITECTURES,
-                   probe_families: Mapping[str, ProbeFamily] = PROBE_FAMILIES,
-                   repair_methods: Mapping[str, RepairMethod] = REPAIR_METHODS) -> None:
-    """Raise RegistryError naming the first inconsistent entry. Runs at import on the real tables;
-    the tests call it on broken copies. Imports no implementation."""
-    for table, what in ((datasets, "dataset"), (architectures, "architecture"),
-                        (probe_families, "probe family"), (repair_methods, "repair method")):
-        for key, entry in table.items():
-            if key != entry.name:
-                raise RegistryError(f"{what} entry {key!r} is named {entry.name!r}")
-    for name, d in datasets.items():
-        where = f"dataset {name!r}"
-        if d.num_classes < 2 or d.in_channels < 1 or d.image_size < 1 or d.train_size < 1 or d.test_size < 1:
-            raise RegistryError(f"{where}: classes, channels, image size and split sizes must be positive")
-        if len(d.mean) != d.in_channels or len(d.std) != d.in_channels:
-            raise RegistryError(f"{where}: mean and std need one value per channel ({d.in_channels})")
-        if not 0 < d.target_acc <= 1 or d.batch_size < 1:
-            raise RegistryError(f"{where}: target_acc must be in (0, 1] and batch_size >= 1")
-    for name, a in architectures.items():
-        where = f"architecture {name!r}"
-        for dataset in a.datasets:
-            if dataset not in datasets:
-                raise RegistryError(f"{where} claims dataset {dataset!r}, which is not registered "
-                                    f"(datasets: {', '.join(datasets)})")
-        for dataset in [*a.model_options, *a.train_by_dataset]:
-            if dataset not in a.datasets:
-                raise RegistryError(f"{where} has settings for dataset {dataset!r}, which it does not support")
-        if a.head not in a.linear_layers:
-            raise RegistryError(f"{where}: head {a.head!r} is not one of its linear layers {list(a.linear_layers)}")
-        if a.last_hidden not in a.probe_layers:
-            raise RegistryError(f"{where}: last hidden layer {a.last_hidden!r} is not one of its probe layers")
-        if len(set(a.probe_layers)) != len(a.probe_layers):
-            raise RegistryError(f"{where}: probe layers repeat")
-        sets = list(a.repair_layer_sets or []) + ([a.a_priori_layer_set] if a.a_priori_layer_set else [])
-        for text in sets:
-            for layer in str(text).split("+"):
-                if text not in ("hidden", "all") and layer not in a.linear_layers:
-                    raise RegistryError(f"{where}: layer set {text!r} names layer {layer!r}, which it does not "
-                                        f"have (linear layers: {', '.join(a.linear_layers)})")
-        if ":" not in a.builder:
-            raise RegistryError(f"{where}: builder {a.builder!r} is not an import path 'module:attribute'")
-    for table, what in ((probe_families, "probe family"), (repair_methods, "repair method")):
-        for name, entry in table.items():
-            if ":" not in entry.impl:
-                raise RegistryError(f"{what} {name!r}: impl {entry.impl!r} is not an import path 'module:attribute'")
-
-
-check_registry()
+check_registry(DATASETS, ARCHITECTURES, PROBE_FAMILIES, REPAIR_METHODS)

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 import fakedata
-from latentgen.data import datasets
+from latentgen import registry
+from latentgen.data import raw_files
 from latentgen.__main__ import main
-from latentgen.data.datasets import DATASETS, load_dataset, read_prepared
+from latentgen.data.datasets import load_dataset, read_prepared
 from latentgen.data.labels import corrupt_dataset, corrupt_labels, read_label_file
 
 
@@ -40,7 +41,7 @@ def test_download_digits_then_corrupt(tmp_path, capsys):
                  "--prepared", str(prepared), "--out", str(out)]) == 0
     labels = read_label_file(out)
     train_y = load_dataset("digits").train_y.numpy()
-    assert len(labels.true) == DATASETS["digits"].train_size  # training labels only: test labels stay true
+    assert len(labels.true) == registry.DATASETS["digits"].train_size  # training labels only: test labels stay true
     assert np.array_equal(labels.true, train_y)
     assert np.array_equal(labels.corrupted, corrupt_labels(train_y, 0.4, 10, seed=3))
     assert (labels.seed, labels.degree, labels.num_classes, labels.dataset) == (3, 0.4, 10, "digits")
@@ -72,8 +73,8 @@ def test_download_mnist_no_download_and_corrupt_from_root(mnist_root, tmp_path):
 def test_tiny_imagenet_corrupt_uses_strict_mask(tmp_path, monkeypatch):
     archive = tmp_path / "tiny-imagenet-200.zip"
     fakedata.write_tiny_imagenet_zip(archive, n_train=2, n_val=1)
-    monkeypatch.setattr(datasets, "TINY_IMAGENET_URL", archive.as_uri())
-    monkeypatch.setattr(datasets, "TINY_IMAGENET_MD5", fakedata.md5(archive))
+    monkeypatch.setattr(raw_files, "TINY_IMAGENET_URL", archive.as_uri())
+    monkeypatch.setattr(raw_files, "TINY_IMAGENET_MD5", fakedata.md5(archive))
     root, prepared = tmp_path / "root", tmp_path / "tiny.npz"
     assert main(["download", "--dataset", "tiny_imagenet", "--data-root", str(root), "--out", str(prepared)]) == 0
     out = tmp_path / "c.npz"
@@ -133,4 +134,4 @@ def test_cli_subprocess(tmp_path):
     result = subprocess.run([sys.executable, "-m", "latentgen", "download", "--dataset", "digits", "--out",
                              str(tmp_path / "d.npz")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert read_prepared(tmp_path / "d.npz", "digits").test_y.shape == (DATASETS["digits"].test_size,)
+    assert read_prepared(tmp_path / "d.npz", "digits").test_y.shape == (registry.DATASETS["digits"].test_size,)

@@ -14,8 +14,11 @@ import pytest
 import torch
 
 import fakedata
-from latentgen.data import datasets
-from latentgen.data.datasets import DATASETS, load_dataset, prepare_dataset, read_prepared
+from latentgen import registry
+from latentgen.data import raw_files
+from latentgen.data.datasets import get_spec, load_dataset, prepare_dataset, read_prepared
+
+DATASETS = {name: get_spec(name) for name in registry.DATASETS}  # every built-in dataset with its raw files
 
 CONTRACT_NAMES = ["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "tiny_imagenet"]
 
@@ -76,12 +79,12 @@ def test_digits_split_and_normalisation():
     assert ds.train_x.shape == (spec.train_size, 1, 8, 8) and ds.test_x.shape == (spec.test_size, 1, 8, 8)
     assert ds.train_x.dtype == torch.float32 and ds.train_y.dtype == torch.int64
 
-    train, test = datasets.digits_split(digits.target)
+    train, test = raw_files.digits_split(digits.target)
     assert len(np.intersect1d(train, test)) == 0 and len(train) + len(test) == len(digits.target)
     assert np.all(np.diff(train) > 0) and np.all(np.diff(test) > 0)  # original order kept
     for k in range(10):  # stratified: round(20 %) of every class in test
         n_k = int(np.sum(digits.target == k))
-        assert np.sum(digits.target[test] == k) == round(datasets.DIGITS_TEST_FRACTION * n_k)
+        assert np.sum(digits.target[test] == k) == round(raw_files.DIGITS_TEST_FRACTION * n_k)
     assert np.array_equal(ds.train_y.numpy(), digits.target[train])
     assert np.array_equal(ds.test_y.numpy(), digits.target[test])
     # 0..16 -> [0, 1] -> Normalize(0.5, 0.5), computed independently in float64
@@ -91,7 +94,7 @@ def test_digits_split_and_normalisation():
 
     again = load_dataset("digits")
     assert torch.equal(again.train_x, ds.train_x) and torch.equal(again.test_y, ds.test_y)
-    other_train, _ = datasets.digits_split(digits.target, seed=1)
+    other_train, _ = raw_files.digits_split(digits.target, seed=1)
     assert not np.array_equal(other_train, train)  # the seed decides the split
 
 
@@ -296,8 +299,8 @@ def tiny_zip(tmp_path, monkeypatch):
     archive = tmp_path / "served" / "tiny-imagenet-200.zip"
     archive.parent.mkdir()
     info = fakedata.write_tiny_imagenet_zip(archive, n_train=3, n_val=4, seed=7)
-    monkeypatch.setattr(datasets, "TINY_IMAGENET_URL", archive.as_uri())
-    monkeypatch.setattr(datasets, "TINY_IMAGENET_MD5", fakedata.md5(archive))
+    monkeypatch.setattr(raw_files, "TINY_IMAGENET_URL", archive.as_uri())
+    monkeypatch.setattr(raw_files, "TINY_IMAGENET_MD5", fakedata.md5(archive))
     return archive, info
 
 
@@ -325,7 +328,7 @@ def test_tiny_imagenet_download_checksum_relayout(tmp_path, tiny_zip):
 
 
 def test_tiny_imagenet_wrong_checksum(tmp_path, tiny_zip, monkeypatch):
-    monkeypatch.setattr(datasets, "TINY_IMAGENET_MD5", "0" * 32)
+    monkeypatch.setattr(raw_files, "TINY_IMAGENET_MD5", "0" * 32)
     root = tmp_path / "root"
     with pytest.raises(ValueError, match="checksum mismatch"):
         load_dataset("tiny_imagenet", root, download=True)
@@ -336,8 +339,8 @@ def test_tiny_imagenet_zip_escaping_member_refused(tmp_path, monkeypatch):
     archive = tmp_path / "served" / "tiny-imagenet-200.zip"
     archive.parent.mkdir()
     fakedata.write_tiny_imagenet_zip(archive, n_train=1, n_val=1, evil_member="../evil.txt")
-    monkeypatch.setattr(datasets, "TINY_IMAGENET_URL", archive.as_uri())
-    monkeypatch.setattr(datasets, "TINY_IMAGENET_MD5", fakedata.md5(archive))
+    monkeypatch.setattr(raw_files, "TINY_IMAGENET_URL", archive.as_uri())
+    monkeypatch.setattr(raw_files, "TINY_IMAGENET_MD5", fakedata.md5(archive))
     root = tmp_path / "a" / "root"
     with pytest.raises(ValueError, match="outside"):
         load_dataset("tiny_imagenet", root, download=True)

@@ -179,18 +179,18 @@ def test_repair_factors_on_cuda_equal_the_cpus_to_1e6(checkpoint, digits):
 def test_the_estimates_probe_time_on_cuda_is_within_1_5_of_a_real_layer_probe():
     """`latentgen estimate`'s MASC + VeLPIC seconds for one layer on the GPU (whole classes sampled,
     a few thousand rows scored) against the probing of that whole layer as a probe job does it."""
-    from latentgen.workflow import estimate as E
+    from latentgen.workflow import cost_measurement as M
     from latentgen.probing.checkpoint import ProbeOptions
 
-    families, _ = E._families(["masc", "velpic"])
+    families, _ = M._families(["masc", "velpic"])
     options = ProbeOptions(0.99, "all", 1000, torch.device("cuda"))
-    weights = E._flop_weights()
-    E._measure_probe_layer(512, 10, 2000, 2000, families, options, weights, 1)  # CUDA and cuSOLVER start-up
+    weights = M._flop_weights()
+    M._measure_probe_layer(512, 10, 2000, 2000, families, options, weights, 1)  # CUDA and cuSOLVER start-up
     d, k, n = 4096, 10, 30000
-    layer = E._measure_probe_layer(d, k, n, n, families, options, weights, 1)
+    layer = M._measure_probe_layer(d, k, n, n, families, options, weights, 1)
     predicted = layer["fit"] + layer["masc"] + layer["velpic"]
-    whole = E._context(n // k, k, d, options)  # n rows as training and test rows, as the estimate assumed
-    real = E._timed(lambda: [family(whole) for family, _ in families.values()], options.device)
+    whole = M._context(n // k, k, d, options)  # n rows as training and test rows, as the estimate assumed
+    real = M._timed(lambda: [family(whole) for family, _ in families.values()], options.device)
     print(f"\nestimate on cuda, one {n}×{d} layer: predicted {predicted:.2f} s, real {real:.2f} s")
     assert 1 / 1.5 <= predicted / real <= 1.5, (predicted, real)
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from latentgen.data.datasets import DATASETS
+from latentgen.registry import DATASETS
 from latentgen.models.forward import extract_activations, layer_sizes
 from latentgen.models.architectures import ARCHITECTURES, build_model
 

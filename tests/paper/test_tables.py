@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from latentgen.paper import tables
+from latentgen.paper import table_files, table_inputs, tables
 from latentgen.__main__ import main
 from latentgen.provenance import verify_sidecar
 
@@ -117,7 +117,7 @@ def test_table_masc_best_layer_is_the_best_mean_not_the_best_run(inputs):
 def test_latex_and_markdown_content(inputs, tmp_path):
     _, probes, logs = inputs
     table = tables.build_table("table_masc", probes=probes, train_logs=logs)
-    csv_path, tex, md = tables.write_table("table_masc", table, tmp_path / "out" / "table_masc")
+    csv_path, tex, md = table_files.write_table("table_masc", table, tmp_path / "out" / "table_masc")
     latex = Path(tex).read_text()
     lines = latex.splitlines()
     assert lines[0].startswith("% table\\_masc")
@@ -135,11 +135,11 @@ def test_latex_and_markdown_content(inputs, tmp_path):
 
 
 def test_latex_escaping():
-    assert tables.latex_escape("a_b & 50% #1 {x} $") == r"a\_b \& 50\% \#1 \{x\} \$"
-    text = tables.to_latex(["l_0", "acc"], [["l0_1", "12.3"], ["x", ""]])
+    assert table_files.latex_escape("a_b & 50% #1 {x} $") == r"a\_b \& 50\% \#1 \{x\} \$"
+    text = table_files.to_latex(["l_0", "acc"], [["l0_1", "12.3"], ["x", ""]])
     assert r"l\_0 & acc \\" in text and r"l0\_1 & 12.3 \\" in text and r"x & -- \\" in text
     assert r"\begin{tabular}{lr}" in text
-    assert "| a\\|b |" in tables.to_markdown(["h"], [["a|b"]])
+    assert "| a\\|b |" in table_files.to_markdown(["h"], [["a|b"]])
 
 
 def test_baselines_and_sensitivity(inputs):
@@ -195,7 +195,7 @@ def test_the_cnns_best_layer_may_be_its_input_layer_as_the_authors_table(tmp_pat
     rows += [("mlp", "digits", 0.4, 1, 3, layer, "masc", "corrupted", "test", v)
              for layer, v in zip(LAYERS, [0.9, 0.5, 0.6, 0.7, 0.4])]
     pd.DataFrame(rows, columns=HEADER).to_csv(tmp_path / "p.csv", index=False)
-    frame = tables.read_probe_tables([tmp_path / "p.csv"])  # string columns, as every build reads them
+    frame = table_inputs.read_probe_tables([tmp_path / "p.csv"])  # string columns, as every build reads them
     best = tables.best_layers(frame, "masc", "corrupted").set_index("model")
     assert (best.loc["cnn", "layer"], best.loc["cnn", "accuracy"]) == ("input", 0.9)
     assert (best.loc["mlp", "layer"], best.loc["mlp", "accuracy"]) == ("fc3", 0.7)
@@ -294,4 +294,4 @@ def test_a_probe_that_could_not_be_fit_is_never_a_best_layer_nor_a_silent_number
     assert (qda["layer"].tolist(), qda["accuracy"].tolist()) == (["fc2"], [0.3])  # fc1 (0.9 in run 1) is unfit in run 2
     lda = tables.best_layers(final, "lda", "corrupted")
     assert lda["layer"].tolist() == [""] and lda["accuracy"].isna().all()
-    assert tables.percent(lda["accuracy"].iloc[0]) == ""
+    assert table_files.percent(lda["accuracy"].iloc[0]) == ""

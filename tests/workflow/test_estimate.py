@@ -10,8 +10,9 @@ import json
 
 import pytest
 
-from latentgen.workflow import estimate as E
 from latentgen import registry
+from latentgen.workflow import cost_measurement as M
+from latentgen.workflow import estimate as E
 from latentgen.__main__ import main
 from latentgen.workflow.config import check_config, load_config
 
@@ -31,7 +32,7 @@ def make_config(repo_root, tmp_path, **changes) -> dict:
     return check_config(cfg, repo_root / SCHEMA)
 
 
-COST = E.ModelCost(train_start=1.0, train_epoch=2.0, checkpoint=0.5, forward=3.0, probe=5.0, repair=7.0,
+COST = M.ModelCost(train_start=1.0, train_epoch=2.0, checkpoint=0.5, forward=3.0, probe=5.0, repair=7.0,
                    activation_bytes=1000)
 NO_SMALL = {k: 0.0 for k in E.SMALL_JOBS}
 
@@ -79,7 +80,7 @@ def test_plan_and_schedule_on_known_per_job_times(repo_root, tmp_path):
 
 def test_the_input_layer_is_fit_once_per_probe_job_and_the_final_checkpoint_priced_apart(repo_root, tmp_path):
     cfg = make_config(repo_root, tmp_path, corruptions=[0.0, 0.6], runs=[1])
-    cost = E.ModelCost(1.0, 2.0, 0.5, forward=3.0, probe=5.0, probe_final=11.0, probe_final_labels=2.0,
+    cost = M.ModelCost(1.0, 2.0, 0.5, forward=3.0, probe=5.0, probe_final=11.0, probe_final_labels=2.0,
                        probe_input=1.0, load=0.25)
     jobs = {j.seconds for j in E.plan(cfg, {"mlp_digits": cost}, cores=1, job_overhead=0.0, small=NO_SMALL)
             if j.stage == "probe_run"}
@@ -135,27 +136,27 @@ def test_probe_final_adds_the_final_epoch(repo_root, tmp_path):
 def test_probe_sample_and_fit_scaling_on_cpu_and_gpu():
     weights = (1e-9, 2e-10)  # seconds per flop of an eigh (e³) and a Gram product (n·d·e)
     # CPU: FIT_CLASSES classes of at most PROBE_ROWS_PER_CLASS rows; classes `workers` at a time
-    n_k, k_s, m, scored = E.probe_sample(2048, 10, 60000, gpu=False)
-    assert (n_k, k_s, m, scored) == (6000, E.FIT_CLASSES, E.PROBE_ROWS_PER_CLASS,
-                                     min(E.PROBE_ROWS_PER_CLASS * E.FIT_CLASSES, E.SCORE_ROWS))
+    n_k, k_s, m, scored = M.probe_sample(2048, 10, 60000, gpu=False)
+    assert (n_k, k_s, m, scored) == (6000, M.FIT_CLASSES, M.PROBE_ROWS_PER_CLASS,
+                                     min(M.PROBE_ROWS_PER_CLASS * M.FIT_CLASSES, M.SCORE_ROWS))
     model = 1e-9 * 2048 ** 3 + 2e-10 * 6000 * 2048 * 2048
     model_s = 1e-9 * m ** 3 + 2e-10 * m * 2048 * m
     fit = k_s * (model_s + 0.5)  # the sample took its flop model's time plus 0.5 s per class
-    assert E.fit_seconds(fit, 2048, 10, n_k, k_s, m, weights, 4, gpu=False) == pytest.approx(
+    assert M.fit_seconds(fit, 2048, 10, n_k, k_s, m, weights, 4, gpu=False) == pytest.approx(
         10 * (model + 0.5 * 6000 / m) / 4)
     # GPU: the whole layer (the ResNet's widest fits), so the sample's time is the layer's
-    n_k, k_s, m, scored = E.probe_sample(16384, 10, 50000, gpu=True)
-    assert (n_k, k_s, m, scored) == (5000, 10, 5000, E.GPU_SCORE_ROWS)
-    assert E.fit_seconds(3.0, 16384, 10, n_k, k_s, m, weights, 16, gpu=True) == pytest.approx(3.0)
+    n_k, k_s, m, scored = M.probe_sample(16384, 10, 50000, gpu=True)
+    assert (n_k, k_s, m, scored) == (5000, 10, 5000, M.GPU_SCORE_ROWS)
+    assert M.fit_seconds(3.0, 16384, 10, n_k, k_s, m, weights, 16, gpu=True) == pytest.approx(3.0)
     # a layer over GPU_PROBE_BYTES: as many whole classes as fit (Tiny ImageNet's input layer) ...
-    n_k, k_s, m, _ = E.probe_sample(12288, 200, 100000, gpu=True)
-    assert (m, k_s) == (500, E.GPU_PROBE_BYTES // (4 * 500 * 12288)) and 2 <= k_s < 200
-    assert E.fit_seconds(2.0, 12288, 200, n_k, k_s, m, weights, 16, gpu=True) == pytest.approx(200 * 2.0 / k_s)
+    n_k, k_s, m, _ = M.probe_sample(12288, 200, 100000, gpu=True)
+    assert (m, k_s) == (500, M.GPU_PROBE_BYTES // (4 * 500 * 12288)) and 2 <= k_s < 200
+    assert M.fit_seconds(2.0, 12288, 200, n_k, k_s, m, weights, 16, gpu=True) == pytest.approx(200 * 2.0 / k_s)
     # ... and where two classes are too large, sampled rows scaled by the flop count's ratio
-    n_k, k_s, m, _ = E.probe_sample(65536, 10, 500000, gpu=True)
-    assert k_s == 2 and m == E.GPU_PROBE_BYTES // (4 * 2 * 65536) < n_k
+    n_k, k_s, m, _ = M.probe_sample(65536, 10, 500000, gpu=True)
+    assert k_s == 2 and m == M.GPU_PROBE_BYTES // (4 * 2 * 65536) < n_k
     ratio = (1e-9 * n_k ** 3 + 2e-10 * n_k * 65536 * n_k) / (1e-9 * m ** 3 + 2e-10 * m * 65536 * m)
-    assert E.fit_seconds(2.0, 65536, 10, n_k, k_s, m, weights, 16, gpu=True) == pytest.approx(10 * 1.0 * ratio)
+    assert M.fit_seconds(2.0, 65536, 10, n_k, k_s, m, weights, 16, gpu=True) == pytest.approx(10 * 1.0 * ratio)
 
 
 @pytest.fixture

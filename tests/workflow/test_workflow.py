@@ -390,7 +390,7 @@ def test_a_job_killed_mid_way_is_not_taken_as_complete_and_resumes(repo_root, tm
 def test_the_2025_paper_targets(demo_run):
     """Final checkpoints probed with every family on both label sets; relabel-and-retrain per run and
     subspaces; the tables recomputed from the probe rows; claims.csv with a verdict per claim."""
-    from latentgen.paper import tables
+    from latentgen.paper import table_inputs, tables
 
     out, cfg = demo_run["out"], demo_run["cfg"]
     finals = []
@@ -411,7 +411,7 @@ def test_the_2025_paper_targets(demo_run):
                     assert provenance.verify_sidecar(result / "result.json") == []
     table = pd.read_csv(out / "table_masc.csv")
     assert len(table) == len(cfg["models"]) * len(cfg["corruptions"])
-    final = tables.final_rows(tables.read_probe_tables(finals))
+    final = tables.final_rows(table_inputs.read_probe_tables(finals))
     for row in table.itertuples():
         best = tables.best_layers(final, "masc", "true")
         best = best[(best.model == row.model) & (best.corruption == row.corruption)]

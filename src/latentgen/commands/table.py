@@ -15,7 +15,8 @@ import json
 
 def run(args: argparse.Namespace) -> int:
     from latentgen.provenance import build_record, write_sidecar
-    from latentgen.paper.tables import build_table, get_table, plot_table, write_table
+    from latentgen.paper.tables import build_table, get_table
+    from latentgen.paper.table_files import plot_table, write_table
 
     spec = get_table(args.name)
     if args.pdf and spec.figure is None:

@@ -85,7 +85,7 @@ def folder_path(info) -> Path:
 
 def folder_files(info):
     """The ``DatasetFiles`` of the external dataset ``info`` (its images at ``info.image_size``)."""
-    from latentgen.data.datasets import DatasetFiles, RawSplits
+    from latentgen.data.raw_files import DatasetFiles, RawSplits
 
     root = folder_path(info)
 

@@ -62,16 +62,15 @@ class Inputs:
     @classmethod
     def load(cls, probes: Sequence[str] = (), train_logs: Sequence[str] = (), relabel: Sequence[str] = (),
              metrics: Sequence[str] = ()) -> "Inputs":
-        from latentgen.paper import figures
-        from latentgen.paper import tables
+        from latentgen.paper import figures, table_inputs
 
         frame = None
         if metrics:
             frame = figures.read_metrics(list(metrics))
             frame["corruption"] = frame["corruption"].astype(float).round(6)
-        return cls(probes=tables.read_probe_tables(probes) if probes else None,
-                   train_logs=tables.read_train_logs(train_logs) if train_logs else None,
-                   relabel=tables.read_relabel(relabel) if relabel else None, metrics=frame)
+        return cls(probes=table_inputs.read_probe_tables(probes) if probes else None,
+                   train_logs=table_inputs.read_train_logs(train_logs) if train_logs else None,
+                   relabel=table_inputs.read_relabel(relabel) if relabel else None, metrics=frame)
 
 
 def _final(inp: Inputs) -> "pd.DataFrame":

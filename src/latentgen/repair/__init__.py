@@ -21,7 +21,7 @@ from latentgen.repair.evaluation import (METRICS, TEST_SELECT_FRACTION, TEST_SPL
                                          dead_unit_counts, evaluate_repair, split_test_set, unit_max_preactivation)
 from latentgen.repair.factors import Eigenbasis, Gram, LayerFactors, collect_factors, fisher_factor, sorted_eigh
 from latentgen.repair.layers import (BIAS_MODES, check_bias, check_rho, default_layer_sets, expand_layer_set,
-                                     layers_in_sets, parse_layer_set, resolve_layers)
+                                     layers_in_sets, resolve_layers)
 from latentgen.repair.methods import Repair, RepairInputs, edit_model, get_repair, per_layer
 from latentgen.repair.run import load_repair_inputs, repair_checkpoint
 from latentgen.repair.sweep import repair_sweep, sweep_factors
@@ -32,7 +32,7 @@ __all__ = [
     "band_activation_ratios", "band_weights", "check_bias", "check_rho", "collect_factors", "dead_unit_counts",
     "default_layer_sets", "edit_log", "edit_model", "evaluate_repair", "expand_layer_set", "factor_edit_layer",
     "factor_prefix", "fisher_factor", "get_repair", "kfac_edit_layer", "kfac_keep_mask", "kfac_select",
-    "layers_in_sets", "load_repair_inputs", "mask_from", "parse_layer_set", "per_layer", "random_edit_layer",
+    "layers_in_sets", "load_repair_inputs", "mask_from", "per_layer", "random_edit_layer",
     "rebuild", "repair_checkpoint", "repair_sweep", "resolve_layers", "sorted_eigh", "split_test_set",
     "svd_edit_layer", "sweep_factors", "unit_max_preactivation",
 ]

@@ -12,21 +12,17 @@ from typing import Iterable
 from torch import nn
 
 from latentgen import registry
+from latentgen.registry_check import LAYER_SET_WORDS, layer_set_names
 from latentgen.argtypes import check_fraction
 from latentgen.models.forward import head_name, linear_layers
 
 BIAS_MODES = ("keep", "homogeneous")
 
 
-def parse_layer_set(text: str) -> list[str]:
-    """``"fc1+fc4"`` → ``["fc1", "fc4"]``; an empty string is an empty set."""
-    return [part.strip() for part in text.split("+") if part.strip()] if text.strip() else []
-
-
 def resolve_layers(model: nn.Module, layers: Iterable[str] | str) -> list[str]:
     """Check that ``layers`` is a non-empty list of distinct ``nn.Linear`` module names of ``model``."""
     if isinstance(layers, str):
-        layers = parse_layer_set(layers)
+        layers = layer_set_names(layers)
     layers = list(layers)
     if not layers:
         raise ValueError("empty layer set: name at least one nn.Linear layer to edit")
@@ -45,12 +41,13 @@ def resolve_layers(model: nn.Module, layers: Iterable[str] | str) -> list[str]:
 def expand_layer_set(model: nn.Module, text: str) -> list[str]:
     """``"fc1+fc4"`` → its layers; ``"hidden"``: every nn.Linear but the head; ``"all"``: every nn.Linear."""
     text = str(text).strip()
-    if text == "all":
+    hidden, every = LAYER_SET_WORDS
+    if text == every:
         return resolve_layers(model, list(linear_layers(model)))
-    if text == "hidden":
+    if text == hidden:
         head = head_name(model)
         return resolve_layers(model, [n for n in linear_layers(model) if n != head])
-    return resolve_layers(model, parse_layer_set(text))
+    return resolve_layers(model, layer_set_names(text))
 
 
 def default_layer_sets(model: nn.Module) -> list[str]:
