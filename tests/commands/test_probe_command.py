@@ -12,8 +12,8 @@ import torch
 
 from latentgen.__main__ import main
 from latentgen.probing.activations import dump_activations, open_activations
-from latentgen.probing.subspaces import fit_probes
-from latentgen.probing.checkpoint import COLUMNS as PROBING_COLUMNS
+from latentgen.probing.masc_velpic import fit_probes
+from latentgen.contracts import PROBE_COLUMNS as PROBING_COLUMNS
 from latentgen.probing.checkpoint import probe_checkpoint, write_probe_csv
 from latentgen.training.loop import train
 from latentgen.training.hyperparameters import default_train_config

@@ -17,7 +17,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 import latentgen
 from latentgen.external.api import tappable_layers
 from latentgen.models.external import load_weights
-from latentgen.probing.subspaces import fit_probes
+from latentgen.probing.masc_velpic import fit_probes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -119,7 +119,7 @@ def test_activation_dumps_stream_from_the_device_and_equal_the_cpus(checkpoint, 
 
 def test_probes_on_cuda_agree_with_the_cpu_on_999_of_1000_predictions(checkpoint, tmp_path, digits):
     from latentgen.probing.activations import dump_activations, open_activations
-    from latentgen.probing.subspaces import fit_probes
+    from latentgen.probing.masc_velpic import fit_probes
 
     path = dump_activations(checkpoint, tmp_path / "acts.h5", dataset=digits, device="cpu")
     agree = total = 0
@@ -180,7 +180,7 @@ def test_the_estimates_probe_time_on_cuda_is_within_1_5_of_a_real_layer_probe():
     """`latentgen estimate`'s MASC + VeLPIC seconds for one layer on the GPU (whole classes sampled,
     a few thousand rows scored) against the probing of that whole layer as a probe job does it."""
     from latentgen.workflow import cost_measurement as M
-    from latentgen.probing.checkpoint import ProbeOptions
+    from latentgen.probing.contexts import ProbeOptions
 
     families, _ = M._families(["masc", "velpic"])
     options = ProbeOptions(0.99, "all", 1000, torch.device("cuda"))

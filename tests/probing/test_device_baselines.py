@@ -195,7 +195,8 @@ def test_logistic_regressions_in_one_loop_equal_their_single_fits(mnist_mlp):
 def test_the_families_take_the_device_path_off_the_cpu(mnist_mlp, monkeypatch, caplog):
     """knn, lda and qda on one layer through ``probe_layer``: the CPU's rows, and with the device
     path forced (as a CUDA job takes it) rows equal to 1e-3 and the device functions called."""
-    from latentgen.probing.checkpoint import LayerContext, ProbeOptions, probe_layer
+    from latentgen.probing.checkpoint import probe_layer
+    from latentgen.probing.contexts import LayerContext, ProbeOptions
 
     train, test, labels = mnist_mlp
 

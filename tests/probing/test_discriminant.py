@@ -19,7 +19,8 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from latentgen import registry
 from latentgen.probing.discriminant import AuthorsLDA, AuthorsQDA, fit_lda
 from latentgen.data.labels import corrupt_labels
-from latentgen.probing.checkpoint import LayerContext, ProbeOptions, probe_layer
+from latentgen.probing.checkpoint import probe_layer
+from latentgen.probing.contexts import LayerContext, ProbeOptions
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "single_threaded_blas")
 

@@ -23,9 +23,10 @@ from latentgen.probing.activations import dump_activations, open_activations
 from latentgen.data.labels import corrupt_dataset, corrupt_labels, read_label_file, write_label_file
 from latentgen.paper.metrics import write_metrics
 from latentgen.probing.baselines import LogisticRegressionProbe, NearestClassMean
-from latentgen.probing.subspaces import MASC, fit_probes
-from latentgen.probing.checkpoint import (COLUMNS, LayerContext, ProbeOptions, _run_family, probe_checkpoint, probe_layer,
-                               write_probe_csv)
+from latentgen.probing.masc_velpic import MASC, fit_probes
+from latentgen.contracts import PROBE_COLUMNS as COLUMNS
+from latentgen.probing.checkpoint import _run_family, probe_checkpoint, probe_layer, write_probe_csv
+from latentgen.probing.contexts import LayerContext, ProbeOptions
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "single_threaded_blas")
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from latentgen.probing import subspaces as probes
-from latentgen.probing.subspaces import MASC, VeLPIC, fit_probes
+from latentgen.probing.masc_velpic import MASC, VeLPIC, fit_probes
 
 
 # ------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import torch
 from latentgen.data.labels import corrupt_labels
 from latentgen.models.forward import extract_activations
 from latentgen.models.architectures import build_model
-from latentgen.probing.subspaces import VeLPIC, fit_probes
+from latentgen.probing.masc_velpic import VeLPIC, fit_probes
 from latentgen.probing.velpic_transfer import transfer_velpic
 
 

@@ -543,7 +543,7 @@ def test_edits_of_a_memorized_digits_model():
 
 def test_velpic_transfer_is_a_registered_repair():
     pytest.importorskip("latentgen.probing.velpic_transfer")
-    from latentgen.probing.subspaces import VeLPIC
+    from latentgen.probing.masc_velpic import VeLPIC
 
     model, data, corrupted = memorized_digits()
     edited, logs = cv.edit_model(model, ["output"], None, None, method="velpic", inputs=data.train_x, labels=corrupted)

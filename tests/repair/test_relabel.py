@@ -21,7 +21,7 @@ import torch
 from latentgen.data.datasets import load_dataset, prepare_dataset
 from latentgen.models.forward import extract_activations
 from latentgen.data.labels import corrupt_dataset, read_label_file
-from latentgen.probing.subspaces import MASC
+from latentgen.probing.masc_velpic import MASC
 from latentgen.provenance import verify_sidecar
 from latentgen.repair.relabel import (LOG_COLUMNS, RESULT_COLUMNS, SUBSPACES, EarlyStopping, read_result,
                                relabel_and_retrain)

@@ -184,7 +184,7 @@ def reference_velpic_predict(X, vectors):
 
 def _ours(x_train, y_train, x_test, args) -> dict:
     """Fit both probes from one decomposition and predict the test rows; wall and CPU seconds."""
-    from latentgen.probing.subspaces import fit_probes
+    from latentgen.probing.masc_velpic import fit_probes
 
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -316,7 +316,7 @@ def _layer_families(names: str | None) -> list:
 def _options(families: list, device, variance: float = 0.99):
     from latentgen import registry
     from latentgen.devices import resolve_device
-    from latentgen.probing.checkpoint import ProbeOptions
+    from latentgen.probing.contexts import ProbeOptions
 
     extra_v, extra_n = (), ()
     if any(f.name == "masc_sensitivity" for f, _ in families):
@@ -326,7 +326,7 @@ def _options(families: list, device, variance: float = 0.99):
 
 
 def _layer_context(x_train, x_test, labels, options, name="fc4"):
-    from latentgen.probing.checkpoint import LayerContext
+    from latentgen.probing.contexts import LayerContext
 
     classes = np.arange(int(max(labels["train_true"].max(), labels["test"].max())) + 1)
     return LayerContext(_Arrays({name: x_train}, {name: x_test}), name, ("bench", "bench", 0.0, 1, 0), labels,

@@ -204,7 +204,7 @@ def transfer(model: nn.Module, *, head: str, train, labels=None, layer: str | No
     exactly as VeLPIC does on that layer. ``layer``: a module whose output you expect to be the
     head's input, checked on the first images to be exactly that. The model passed is not changed."""
     from latentgen.devices import resolve_device
-    from latentgen.probing.subspaces import VeLPIC
+    from latentgen.probing.masc_velpic import VeLPIC
     from latentgen.probing.velpic_transfer import transfer_velpic
 
     head_module = _module(model, head)

@@ -30,12 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from latentgen import contracts
 from latentgen import registry
 
 if TYPE_CHECKING:  # pandas and matplotlib are imported only when a figure is made
     import pandas as pd
 
-COLUMNS = ["model", "dataset", "corruption", "run", "epoch", "layer", "probe", "split", "accuracy"]
+COLUMNS = list(contracts.METRICS_COLUMNS)
 KINDS = ("masc", "velpic", "transfer", "diff", "train-transfer")
 GROUPS = ("main", "extra")
 MODEL_EPOCH0 = ("repeat", "measured")

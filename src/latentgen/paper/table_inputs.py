@@ -9,14 +9,14 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from latentgen import contracts
+
 if TYPE_CHECKING:
     import pandas as pd
 
-PROBE_COLUMNS = ["model", "dataset", "corruption", "run", "epoch", "layer", "probe", "fit_labels", "split", "accuracy"]
-RELABEL_COLUMNS = ["model", "dataset", "corruption", "run", "subspaces", "layer", "layer_select_acc", "epochs_trained",
-                   "stopped_early", "best_epoch", "test_acc_80_before", "test_acc_80_after", "test_acc_20_before",
-                   "test_acc_20_after", "relabel_agreement_true", "relabel_agreement_corrupted",
-                   "test_acc_80_last", "test_acc_20_last"]  # _after: the best epoch's model; _last: the last epoch's
+PROBE_COLUMNS = list(contracts.PROBE_COLUMNS)
+# the relabel results' columns the tables read
+RELABEL_COLUMNS = [c for c in contracts.RELABEL_RESULT_COLUMNS if c not in contracts.RELABEL_PROVENANCE_COLUMNS]
 KEYS = ["model", "dataset", "corruption"]
 
 

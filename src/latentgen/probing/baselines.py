@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from latentgen.devices import resolve_device
 from latentgen.probing.discriminant import AuthorsLDA, AuthorsQDA, fit_lda  # noqa: F401 (fit_lda: re-exported)
-from latentgen.probing.subspaces import MASC, ClassScoreClassifier, VeLPIC
+from latentgen.probing.masc_velpic import MASC, ClassScoreClassifier, VeLPIC
 
 _ROW_BLOCK = 4096  # rows per float64 block when summing class means (no whole float64 copy)
 

@@ -13,7 +13,9 @@ import sys
 import numpy as np
 
 from latentgen import registry
-from latentgen.probing.checkpoint import TEST_ONLY, CheckpointContext, LayerContext, ProbeFitError, ProbeRow
+from latentgen.contracts import TEST_ONLY
+from latentgen.contracts import ProbeRow
+from latentgen.probing.contexts import CheckpointContext, LayerContext, ProbeFitError
 
 # --------------------------------------------------------------------------------------------
 # the families: MASC, VeLPIC, the transfer
@@ -34,7 +36,7 @@ def masc_sensitivity_rows(layer: LayerContext) -> list[ProbeRow]:
     """MASC at each threshold of :data:`latentgen.registry.MASC_SENSITIVITY` (SPEC §10), each a
     truncation of the layer's one decomposition (``ClassSubspaces.at``); a threshold that keeps
     the same components as ``masc`` reuses its predictions."""
-    from latentgen.probing.subspaces import MASC
+    from latentgen.probing.masc_velpic import MASC
 
     rows = []
     for name, variance, n_components in registry.MASC_SENSITIVITY:

@@ -97,7 +97,7 @@ class InputRowCache:
 
     def get(self, layer, family: str):
         """The cached rows of ``family`` on ``layer`` (re-keyed to its checkpoint), or None."""
-        from latentgen.probing.checkpoint import ProbeRow
+        from latentgen.contracts import ProbeRow
 
         key = self._key(layer, family)
         values = self._rows.get(key)

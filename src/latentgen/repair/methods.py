@@ -161,7 +161,7 @@ def kfac_reestimate(model, layers, rho, ctx):
 def _velpic_transfer(model: nn.Module, keep_bias: bool, inputs: RepairInputs) -> dict:
     """Replace the head by the VeLPIC class vectors of its input (the last hidden layer)."""
     # imported here: scikit-learn is slow to import and only the transfer needs it
-    from latentgen.probing.subspaces import VeLPIC
+    from latentgen.probing.masc_velpic import VeLPIC
     from latentgen.probing.velpic_transfer import transfer_velpic
 
     if inputs.train_x is None or inputs.train_labels is None:

@@ -65,6 +65,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from latentgen import contracts
 from latentgen.models import forward
 from latentgen._io import config_hash, sha256_file, write_text_atomic
 from latentgen.repair.relabel_inputs import LAYER_COLUMNS, RelabelInputs, candidate_layers, choose_layer, load_inputs, masc_per_layer
@@ -72,13 +73,8 @@ from latentgen.training.runs import RunFolder, format_csv, kill_point, read_json
 from latentgen import registry
 
 SUBSPACES = registry.FIT_LABEL_SETS  # which training labels the MASC subspaces are fit on
-RESULT_COLUMNS = ["model", "dataset", "corruption", "run", "subspaces", "layer", "layer_select_acc", "epochs_trained",
-                  "stopped_early", "best_epoch", "test_acc_80_before", "test_acc_80_after", "test_acc_20_before",
-                  "test_acc_20_after", "relabel_agreement_true", "relabel_agreement_corrupted",
-                  # beyond the brief's table: where the row came from, and the authors' last-epoch numbers
-                  "checkpoint_epoch", "layer_heldout_acc", "test_acc_80_last", "test_acc_20_last"]
-LOG_COLUMNS = ["epoch", "loss", "train_acc_relabelled", "train_acc_true", "select_acc", "heldout_acc", "best_epoch",
-               "seconds"]
+RESULT_COLUMNS = list(contracts.RELABEL_RESULT_COLUMNS)
+LOG_COLUMNS = list(contracts.RELABEL_LOG_COLUMNS)
 # selection-split and held-out accuracy of a model after `epoch` retraining epochs (tests substitute it)
 Evaluate = Callable[[nn.Module, int], tuple[float, float]]
 

@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from latentgen import contracts
 from latentgen.models import forward
 from latentgen import registry
 
-LAYER_COLUMNS = ["layer", "select_acc", "heldout_acc", "agreement_true", "agreement_corrupted", "mean_components",
-                 "chosen"]
+LAYER_COLUMNS = list(contracts.RELABEL_LAYER_COLUMNS)
 
 
 @dataclass
@@ -106,7 +106,7 @@ def masc_per_layer(inputs: RelabelInputs, subspaces: str, layers: list[str], *, 
     """Fit MASC per layer on the trained images with the ``subspaces`` labels; returns the
     layer table (selection and held-out accuracy, agreement of the relabelled training labels with
     the true and corrupted ones) and each layer's predictions for every training image."""
-    from latentgen.probing.subspaces import MASC
+    from latentgen.probing.masc_velpic import MASC
 
     lf, n = inputs.label_file, inputs.n
     fit_labels = (lf.corrupted if subspaces == "corrupted" else lf.true)[:n]

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from latentgen import contracts
 from latentgen import __version__
 from latentgen.models import forward
 from latentgen._io import config_hash, package_versions, write_json_atomic, write_text_atomic
@@ -49,7 +50,7 @@ from latentgen.training.hyperparameters import TrainConfig, config_grid
 from latentgen.training.runs import RunFolder, load_torch, format_csv, kill_point, read_json, save_torch_atomic
 from latentgen.registry import on_grid
 
-LOG_COLUMNS = ["epoch", "loss", "train_acc_corrupted", "train_acc_true", "test_acc", "seconds"]
+LOG_COLUMNS = list(contracts.TRAIN_LOG_COLUMNS)
 # kill points (latentgen.training.runs.KILL_ENV = "E:stage"): "checkpoint" after the checkpoint is
 # written, "log" after the log, "resume" (default) after resume.pt
 

@@ -225,7 +225,7 @@ def _flop_weights() -> tuple[float, float]:
 
 def _context(m: int, k: int, d: int, options, rows: np.ndarray | None = None):
     """A ``probing.LayerContext`` of ``m`` random rows per class of width ``d`` (or ``rows``), train = test."""
-    from latentgen.probing.checkpoint import LayerContext
+    from latentgen.probing.contexts import LayerContext
     if rows is None:
         rng = np.random.default_rng(d)
         scales = ((1.0 + rng.permutation(d)) ** -SPECTRUM_ALPHA).astype(np.float32)
@@ -358,7 +358,7 @@ def measure(cfg: dict, *, device="auto", cores: int | None = None, progress=None
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # imports torch._dynamo, as every training job
     imports = time.perf_counter() - begin if cold else COLD_IMPORT_S  # (the prefork server preloads them all)
     from latentgen.devices import resolve_device
-    from latentgen.probing.checkpoint import ProbeOptions
+    from latentgen.probing.contexts import ProbeOptions
     say, dev = progress or (lambda message: None), resolve_device(device)
     threads = {k: min(int(v), cores or os.cpu_count() or 1) for k, v in cfg["threads"].items()}
     options = check_command_options("probe-run", cfg.get("probe_args", {}), "probe_args")
