@@ -14,7 +14,8 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "latentgen"
 # the floors of the house, bottom up (docs/architecture.md draws them); a module may import its
 # own floor and the floors below it
 FLOORS = [
-    {"__init__", "registry", "registry_check", "config_entries", "argtypes", "_io", "devices", "provenance"},  # foundation
+    {"__init__", "registry", "registry_check", "config_entries", "contracts", "argtypes", "_io", "devices",
+     "provenance"},  # foundation
     {"data"},
     {"models"},
     {"training"},
