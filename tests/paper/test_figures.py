@@ -66,10 +66,9 @@ def _write_experiment(root, rng, models=("mlp", "cnn"), corruptions=CORRUPTIONS)
 
 
 def metrics_cmd_args(probes, logs, out, config=None):
-    import argparse
+    from latentgen.options import command_parser
 
-    p = argparse.ArgumentParser()
-    metrics_cmd.add_arguments(p)
+    p = command_parser("metrics")
     argv = ["--probes", *map(str, probes), "--train-logs", *logs, "--out", str(out)]
     if config is not None:
         argv += ["--config-json", json.dumps(config), "--seeds", json.dumps({"labels": 42})]

@@ -174,7 +174,7 @@ def test_relabel_table_reports_the_last_epoch_as_the_authors_and_the_best_beside
     assert row["test_acc_80_best"] == pytest.approx(0.55) and row["test_acc_20_best"] == pytest.approx(0.6)
     assert row["test_acc_20_after"] == pytest.approx(0.58)
     assert (row["layer"], row["epochs_trained"], row["stopped_early"], row["runs"]) == ("fc2;fc3", "5;30", 1, 2)
-    heads, rows = tables._CELLS["table_relabel"](table)
+    heads, rows = table_files._CELLS["table_relabel"](table)
     assert heads[5:8] == ["After, last epoch (80 %)", "Gain", "Best epoch (80 %)"]
     assert rows[0][4:11] == ["51.0", "52.0", "1.0", "55.0", "FC2, FC3", "5, 30", "1/2"]
     # a result file without the last epoch's columns is refused, naming them

@@ -261,7 +261,7 @@ def test_summary_selections_and_figure(tmp_path):
 
 
 def test_over_training_figure_and_its_bad_arguments(tmp_path, capsys):
-    from latentgen.paper import repair_figures
+    from latentgen.__main__ import main
 
     rng = np.random.default_rng(1)
     paths = []
@@ -270,9 +270,10 @@ def test_over_training_figure_and_its_bad_arguments(tmp_path, capsys):
         table["epoch"] = epoch
         paths.append(tmp_path / f"epoch{epoch}.csv")
         table.to_csv(paths[-1], index=False)
-    args = ["--figure", "epoch", "--inputs", *map(str, paths), "--pdf", str(tmp_path / "e.pdf"),
+    args = ["figure", "--name", "fig_repair_epochs", "--inputs", *map(str, paths), "--out", str(tmp_path / "e.pdf"),
             "--csv", str(tmp_path / "e.csv")]
-    assert repair_figures.main(args) == 0
+    assert main(args) == 0
+    assert (tmp_path / "e.json").exists()  # the provenance sidecar, as every figure's
     stats = pd.read_csv(tmp_path / "e.csv")
     assert sorted(stats["epoch"].unique()) == [0, 4, 10]
     assert set(stats["line"]) == {"unedited", "velpic", "kfac (selected)", "random (selected)"}
@@ -282,6 +283,26 @@ def test_over_training_figure_and_its_bad_arguments(tmp_path, capsys):
         chosen = kfac.loc[kfac["test_acc_select"].idxmax()]
         got = stats[(stats["epoch"] == epoch) & (stats["line"] == "kfac (selected)")]["test_acc_heldout"]
         assert float(got.iloc[0]) == pytest.approx(chosen["test_acc_heldout"])
-    assert repair_figures.main(args + ["--summary", str(tmp_path / "s.csv")]) == 1
-    assert "--summary belongs to --figure rho" in capsys.readouterr().err
+    assert main(args + ["--summary", str(tmp_path / "s.csv")]) == 1
+    assert "--summary belongs to fig_repair" in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()
+    # a repair figure from metrics, or a TMLR figure from repair tables: one line each, exit 1
+    assert main(["figure", "--name", "fig_repair", "--metrics", str(paths[0]), "--out", str(tmp_path / "x.pdf"),
+                 "--csv", str(tmp_path / "x.csv")]) == 1
+    assert "fig_repair is drawn from --inputs" in capsys.readouterr().err
+    assert main(["figure", "--name", "fig3", "--inputs", str(paths[0]), "--out", str(tmp_path / "y.pdf")]) == 1
+    assert "fig3 is drawn from --metrics" in capsys.readouterr().err
+
+
+def test_the_outputs_registry_names_every_figure_and_table_once():
+    from latentgen.paper import outputs
+    from latentgen.paper.figures import FIGURES
+    from latentgen.paper.repair_figures import REPAIR_FIGURES
+    from latentgen.paper.tables import TABLES
+
+    every = outputs.outputs()
+    assert list(every) == [*FIGURES, *REPAIR_FIGURES, *TABLES, "claims"]
+    assert outputs.names("repair_figure") == list(REPAIR_FIGURES)
+    assert outputs.kind("table_masc") == "table" and outputs.kind("fig_repair") == "repair_figure"
+    with pytest.raises(ValueError, match="did you mean 'fig3'"):
+        outputs.kind("fig33")

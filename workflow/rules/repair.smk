@@ -56,9 +56,8 @@ rule fig_repair:
     conda:
         "../../envs/plot.yaml"
     shell:
-        "python -m latentgen.paper.repair_figures --inputs {input} --pdf {output.pdf} --csv {output.csv}"
-        " --summary {output.summary} --provenance {output.provenance} --config-json {params.config_json:q}"
-        " > {log} 2>&1"
+        "python -m latentgen.prefork figure --name fig_repair --inputs {input} --out {output.pdf} --csv {output.csv}"
+        " --summary {output.summary} --config-json {params.config_json:q} > {log} 2>&1"
 
 
 rule fig_repair_epochs:
@@ -80,5 +79,5 @@ rule fig_repair_epochs:
     conda:
         "../../envs/plot.yaml"
     shell:
-        "python -m latentgen.paper.repair_figures --figure epoch --inputs {input} --pdf {output.pdf} --csv {output.csv}"
-        " --provenance {output.provenance} --config-json {params.config_json:q} > {log} 2>&1"
+        "python -m latentgen.prefork figure --name fig_repair_epochs --inputs {input} --out {output.pdf}"
+        " --csv {output.csv} --config-json {params.config_json:q} > {log} 2>&1"

@@ -8,10 +8,14 @@ from latentgen import argtypes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from latentgen.paper.figures import FIGURES, MODEL_EPOCH0
+    from latentgen.paper.figures import MODEL_EPOCH0
+    from latentgen.paper.outputs import names
 
-    parser.add_argument("--name", required=True, choices=list(FIGURES), help="figure (fig1 … fig14)")
-    parser.add_argument("--metrics", nargs="+", required=True, help="metrics CSVs from `latentgen metrics`")
+    parser.add_argument("--name", required=True, choices=names("figure", "repair_figure"),
+                        help="figure: fig1 … fig14 (from --metrics), fig_repair, fig_repair_epochs (from --inputs)")
+    parser.add_argument("--metrics", nargs="+", default=None, help="the TMLR figures: metrics CSVs from `latentgen metrics`")
+    parser.add_argument("--inputs", nargs="+", default=None, help="the repair figures: tables from `latentgen repair`")
+    parser.add_argument("--summary", default=None, help="fig_repair: the summary table to write (repair_summary.csv)")
     parser.add_argument("--out", required=True, help="figure file to write (.pdf or .png)")
     parser.add_argument("--csv", default=None, help="source-data CSV to write")
     parser.add_argument("--corruptions", nargs="+", type=argtypes.unit_interval, default=None,

@@ -6,8 +6,9 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--name", required=True,
-                        help="table: table_masc, table_baselines, table_relabel or table_sensitivity")
+    from latentgen.paper.outputs import names
+
+    parser.add_argument("--name", required=True, help=f"table: {', '.join(names('table'))}")
     parser.add_argument("--probes", nargs="*", default=[], help="final-model probe tables (tidy CSVs with fit_labels)")
     parser.add_argument("--train-logs", nargs="*", default=[],
                         help="the runs' train_log.csv (each run named by the manifest.json beside it, else by "

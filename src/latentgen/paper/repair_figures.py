@@ -1,7 +1,8 @@
 """The repair figure (``fig_repair.pdf`` + ``.csv``) and the summary table (``repair_summary.csv``).
 
-``python -m latentgen.paper.repair_figures --inputs R.csv ... --pdf fig_repair.pdf --csv fig_repair.csv
---summary repair_summary.csv`` reads the tidy tables of ``latentgen repair`` (one per checkpoint).
+``latentgen figure --name fig_repair --inputs R.csv ... --out fig_repair.pdf --csv fig_repair.csv
+--summary repair_summary.csv`` reads the tidy tables of ``latentgen repair`` (one per checkpoint);
+the figures are entries of :data:`REPAIR_FIGURES` (the outputs registry: ``latentgen.paper.outputs``).
 
 Figure: per model (arch on dataset) two rows of panels — test accuracy and memorization left
 (agreement with the corrupted label on the training examples whose label was changed) — against
@@ -9,7 +10,7 @@ Figure: per model (arch on dataset) two rows of panels — test accuracy and mem
 shading spans min–max over runs), the SVD and random controls on the a-priori layer set
 (dashed); horizontal reference lines: the unedited model and the VeLPIC transfer (zero bias).
 
-Over training (``--figure epoch``, from the tables of every probed checkpoint, ``checkpoints:
+Over training (``--name fig_repair_epochs``, from the tables of every probed checkpoint, ``checkpoints:
 grid``): ``fig_repair_epochs.pdf`` + ``.csv``, test accuracy on the held-out 80 % of the test set
 against the epoch — the unedited model, the VeLPIC transfer, and each swept method at its
 configuration selected on the 20 % split (mean over runs; shading min–max).
@@ -24,9 +25,7 @@ whole test set: an upper bound only, selected on the data it is scored on). Refe
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -302,32 +301,19 @@ def build(inputs, pdf, csv, summary_csv=None, provenance=None, config=None):
     return outputs
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m latentgen.paper.repair_figures", description=__doc__.splitlines()[0])
-    parser.add_argument("--inputs", nargs="+", required=True, help="tables written by `latentgen repair`")
-    parser.add_argument("--pdf", required=True, help="figure to write (fig_repair.pdf)")
-    parser.add_argument("--csv", required=True, help="the figure's data (fig_repair.csv)")
-    parser.add_argument("--summary", help="summary table to write (repair_summary.csv)")
-    parser.add_argument("--provenance", help="provenance sidecar to write (fig_repair.json)")
-    parser.add_argument("--config-json", help="workflow configuration slice, recorded in the provenance")
-    parser.add_argument("--figure", choices=["rho", "epoch"], default="rho",
-                        help="rho: fig_repair (against ρ, + summary); epoch: fig_repair_epochs (over training)")
-    args = parser.parse_args(argv)
-    import json
-
-    config = json.loads(args.config_json) if args.config_json else None
-    try:
-        if args.figure == "epoch":
-            if args.summary:
-                raise ValueError("--summary belongs to --figure rho")
-            build_epochs(args.inputs, args.pdf, args.csv, args.provenance, config)
-        else:
-            build(args.inputs, args.pdf, args.csv, args.summary, args.provenance, config)
-    except (ValueError, OSError) as exc:
-        print(f"repair figure: error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 1
-    return 0
+# the repair figures by name: (builder, what it draws); `latentgen figure --name NAME --inputs TABLES`
+REPAIR_FIGURES = {
+    "fig_repair": "test accuracy against rho per repair, + repair_summary.csv (--summary)",
+    "fig_repair_epochs": "the repairs over training, at every probed checkpoint",
+}
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def make_repair_figure(name: str, inputs, pdf, csv, summary=None, provenance=None, config=None):
+    """Draw repair figure ``name`` (:data:`REPAIR_FIGURES`) from repair tables; returns the paths written."""
+    if name not in REPAIR_FIGURES:
+        raise ValueError(f"unknown repair figure {name!r}; known: {', '.join(REPAIR_FIGURES)}")
+    if name == "fig_repair_epochs":
+        if summary:
+            raise ValueError("--summary belongs to fig_repair")
+        return build_epochs(inputs, pdf, csv, provenance, config)
+    return build(inputs, pdf, csv, summary, provenance, config)
