@@ -236,24 +236,11 @@ class DeviceQDA:
         return self
 
     def _fit_on_device(self, X, y, device):
-        from types import SimpleNamespace
+        from latentgen.probing.discriminant import AuthorsQDA, check_qda_data
 
-        from latentgen.probing.discriminant import AuthorsQDA
-        from sklearn.utils.multiclass import check_classification_targets
-        from sklearn.utils.validation import validate_data
-
-        X, y = validate_data(AuthorsQDA(), X, y)  # AuthorsQDA's checks: float32 stays float32
-        check_classification_targets(y)
-        fitted = SimpleNamespace(n_features_in_=X.shape[1])
-        fitted.classes_, y_idx = np.unique(y, return_inverse=True)
+        fitted = AuthorsQDA()
+        X, y_idx, counts = check_qda_data(fitted, X, y)  # AuthorsQDA's checks: float32 stays float32
         n_samples, n_features = X.shape
-        if len(fitted.classes_) < 2:
-            raise ValueError(f"QDA needs at least 2 classes, got 1 ({fitted.classes_[0]})")
-        counts = np.bincount(y_idx)
-        if counts.min() == 1:
-            k = int(np.argmin(counts))
-            raise ValueError(f"y has only 1 sample in class {fitted.classes_[k]}, covariance is ill defined.")
-        fitted.priors_ = counts / float(n_samples)
         means, fitted.scalings_, fitted.rotations_, ranks = [], [], [], []
         with torch.no_grad():
             Xt = _tensor(X, device)

@@ -205,6 +205,23 @@ def _gram_scalings(lda, means, scatter, varies, n_samples, fac):
 # QDA
 
 
+def check_qda_data(fitted, X, y):
+    """scikit-learn <= 1.7's QDA input checks on ``X, y``: sets ``fitted``'s ``n_features_in_``,
+    ``classes_`` and ``priors_``; returns ``X`` (float32 stays float32), each row's class index and
+    the class counts."""
+    X, y = validate_data(fitted, X, y)  # dtype "numeric": float32 stays float32, as scikit-learn's
+    check_classification_targets(y)
+    fitted.classes_, y_idx = np.unique(y, return_inverse=True)
+    if len(fitted.classes_) < 2:
+        raise ValueError(f"QDA needs at least 2 classes, got 1 ({fitted.classes_[0]})")
+    counts = np.bincount(y_idx)
+    if counts.min() == 1:
+        k = int(np.argmin(counts))
+        raise ValueError(f"y has only 1 sample in class {fitted.classes_[k]}, covariance is ill defined.")
+    fitted.priors_ = counts / float(len(y))
+    return X, y_idx, counts
+
+
 class AuthorsQDA(ClassifierMixin, BaseEstimator):
     """scikit-learn ≤ 1.7's ``QuadraticDiscriminantAnalysis(reg_param=0, tol=1e-4)`` (the module
     docstring says what that computes).
@@ -220,19 +237,10 @@ class AuthorsQDA(ClassifierMixin, BaseEstimator):
         self.tol = tol
 
     def fit(self, X, y):
-        X, y = validate_data(self, X, y)  # dtype "numeric": float32 stays float32, as scikit-learn's
-        check_classification_targets(y)
         if not float(self.tol) >= 0:
             raise ValueError(f"tol must be non-negative, got {self.tol!r}")
-        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        X, y_idx, counts = check_qda_data(self, X, y)
         n_samples, n_features = X.shape
-        if len(self.classes_) < 2:
-            raise ValueError(f"QDA needs at least 2 classes, got 1 ({self.classes_[0]})")
-        counts = np.bincount(y_idx)
-        if counts.min() == 1:
-            k = int(np.argmin(counts))
-            raise ValueError(f"y has only 1 sample in class {self.classes_[k]}, covariance is ill defined.")
-        self.priors_ = counts / float(n_samples)
 
         def decompose(k):
             Xg = X[y_idx == k, :]
