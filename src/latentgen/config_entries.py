@@ -96,6 +96,11 @@ def environment(entries) -> str:
     return json.dumps(out, sort_keys=True)
 
 
+def export(value: str) -> None:
+    """Hand the entries of :func:`environment`'s ``value`` to every job this process starts."""
+    os.environ[ENV_VAR] = value
+
+
 def _from_environment() -> dict[str, dict[str, Any]]:
     text = os.environ.get(ENV_VAR, "")
     if not text:

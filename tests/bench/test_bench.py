@@ -64,3 +64,13 @@ def test_probes_benchmark_lda_times_scikit_learn_against_the_gram_route(capsys, 
     assert result["lda_ratio"] == pytest.approx(result["lda_sklearn_s"] / result["lda_gram_s"])
     assert result["lda_between_rank_sklearn"] == result["lda_between_rank_gram"]
     assert 0.1 < result["lda_accuracy_gram"] <= 1 and result["lda_agreement"] > 0.99
+
+
+def test_probe_model_benchmark_times_the_forward_passes_and_the_probing(capsys):
+    result = _bench(capsys, "probe_model", "--n-train", "200", "--n-test", "50", "--image-size", "16",
+                    "--layers", "layer1", "avgpool", "--device", "cpu")
+    assert result["layers"] == 2 and result["families"] == "masc,velpic"
+    # per layer: 2 probes x 3 splits (one label set)
+    assert result["rows"] == 2 * 2 * 3
+    assert result["forward_seconds"] > 0 and result["probe_seconds"] > 0
+    assert result["ratio"] == pytest.approx(result["probe_seconds"] / result["forward_seconds"])

@@ -297,7 +297,7 @@ def test_over_training_figure_and_its_bad_arguments(tmp_path, capsys):
 def test_the_outputs_registry_names_every_figure_and_table_once():
     from latentgen.paper import outputs
     from latentgen.paper.figures import FIGURES
-    from latentgen.paper.repair_figures import REPAIR_FIGURES
+    from latentgen.paper.outputs import REPAIR_FIGURES
     from latentgen.paper.tables import TABLES
 
     every = outputs.outputs()

@@ -162,10 +162,10 @@ def test_probe_sample_and_fit_scaling_on_cpu_and_gpu():
 @pytest.fixture
 def quick(monkeypatch):
     """Short samples: these tests check the plumbing, not the numbers."""
-    monkeypatch.setattr(E, "TRAIN_BUDGET_S", 0.05)
-    monkeypatch.setattr(E, "ACTIVATION_BUDGET_S", 0.05)
-    monkeypatch.setattr(E, "PROBE_ROWS_PER_CLASS", 16)
-    monkeypatch.setattr(E, "REPAIR_ROWS", 16)
+    monkeypatch.setattr(M, "TRAIN_BUDGET_S", 0.05)
+    monkeypatch.setattr(M, "ACTIVATION_BUDGET_S", 0.05)
+    monkeypatch.setattr(M, "PROBE_ROWS_PER_CLASS", 16)
+    monkeypatch.setattr(M, "REPAIR_ROWS", 16)
 
 
 def write_config(tmp_path, models, **extra):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 # this checkout's latentgen (torch-free modules only: registry, config, figures)
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from latentgen import registry  # noqa: E402
+from latentgen import config_entries, registry  # noqa: E402
 from latentgen.workflow.config import check_config, command_line, corruption_tag  # noqa: E402
 from latentgen.paper.figures import FIGURES  # noqa: E402
 from latentgen.workflow.plan import GPU_RULES, LAYOUT, PRIORITY, JobPlan  # noqa: E402
@@ -19,7 +19,7 @@ from latentgen.workflow.plan import GPU_RULES, LAYOUT, PRIORITY, JobPlan  # noqa
 # own parser) and its defaults filled in, before any job; a bad key stops here, naming it
 config.update(check_config(config, Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"))
 # external architectures and image folders (latentgen.config_entries): every job resolves their names from this
-os.environ["LATENTGEN_EXTERNAL"] = config["external"]
+config_entries.export(config["external"])
 
 # every job of the build, and what each needs (latentgen.workflow.plan): the input functions below read it
 PLAN = JobPlan(config)

@@ -1,5 +1,5 @@
 """Every output of the two papers by name, one registry: the TMLR figures
-(``latentgen.paper.figures.FIGURES``), the repair figures (``latentgen.paper.repair_figures.REPAIR_FIGURES``),
+(``latentgen.paper.figures.FIGURES``), the repair figures (:data:`REPAIR_FIGURES`),
 the 2025 tables (``latentgen.paper.tables.TABLES``) and the claims. ``latentgen figure --name`` draws
 any figure of it, ``latentgen table --name`` builds any table; the workflow's rules name them here.
 
@@ -9,12 +9,16 @@ Torch- and pandas-free (the Snakefile and the commands' parsers read it).
 from __future__ import annotations
 
 KINDS = ("figure", "repair_figure", "table", "claims")
+# the repair figures (drawn by latentgen.paper.repair_figures.make_repair_figure from repair tables)
+REPAIR_FIGURES = {
+    "fig_repair": "test accuracy against rho per repair, + repair_summary.csv (--summary)",
+    "fig_repair_epochs": "the repairs over training, at every probed checkpoint",
+}
 
 
 def outputs() -> dict[str, str]:
     """Every output name → its kind (:data:`KINDS`), figures first, in the registries' order."""
     from latentgen.paper.figures import FIGURES
-    from latentgen.paper.repair_figures import REPAIR_FIGURES
     from latentgen.paper.tables import TABLES
 
     return {**dict.fromkeys(FIGURES, "figure"), **dict.fromkeys(REPAIR_FIGURES, "repair_figure"),

@@ -2,7 +2,7 @@
 
 ``latentgen figure --name fig_repair --inputs R.csv ... --out fig_repair.pdf --csv fig_repair.csv
 --summary repair_summary.csv`` reads the tidy tables of ``latentgen repair`` (one per checkpoint);
-the figures are entries of :data:`REPAIR_FIGURES` (the outputs registry: ``latentgen.paper.outputs``).
+the figures are the outputs registry's ``REPAIR_FIGURES`` (``latentgen.paper.outputs``).
 
 Figure: per model (arch on dataset) two rows of panels — test accuracy and memorization left
 (agreement with the corrupted label on the training examples whose label was changed) — against
@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from latentgen.paper.figures import reproducible_metadata
+from latentgen.paper.outputs import REPAIR_FIGURES
 from latentgen.registry import A_PRIORI_RHO, REPAIR_REFERENCES, find_architecture
 
 KEYS = ["model", "dataset", "corruption", "run", "epoch"]
@@ -299,13 +300,6 @@ def build(inputs, pdf, csv, summary_csv=None, provenance=None, config=None):
 
         write_sidecar(pdf, build_record(inputs=inputs, outputs=outputs, config=config or {}), path=provenance)
     return outputs
-
-
-# the repair figures by name: (builder, what it draws); `latentgen figure --name NAME --inputs TABLES`
-REPAIR_FIGURES = {
-    "fig_repair": "test accuracy against rho per repair, + repair_summary.csv (--summary)",
-    "fig_repair_epochs": "the repairs over training, at every probed checkpoint",
-}
 
 
 def make_repair_figure(name: str, inputs, pdf, csv, summary=None, provenance=None, config=None):
