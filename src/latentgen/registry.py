@@ -347,18 +347,19 @@ class RepairMethod:
     impl: str
     uses_rho: bool = True  # swept over rho and layer sets; else a reference row
     needs_factors: bool = True
-    default: bool = False  # swept when no methods are asked for
+    default: bool = False  # swept when `latentgen repair` is asked for no methods
+    workflow: bool = False  # swept by the workflow when its config names no repair methods
 
 
 REPAIR_METHODS: Mapping[str, RepairMethod] = _frozen({r.name: r for r in [
     RepairMethod("kfac", "K-FAC curvature edit: keep the top pairs by λ_i μ_j up to mass ρ",
-                 "latentgen.repair.methods:kfac", default=True),
+                 "latentgen.repair.methods:kfac", default=True, workflow=True),
     RepairMethod("svd", "control: SVD truncation removing the same fraction of components as K-FAC at ρ",
-                 "latentgen.repair.methods:svd", default=True),
+                 "latentgen.repair.methods:svd", default=True, workflow=True),
     RepairMethod("svd_norm", "control: SVD truncation with the same ‖ΔW‖_F as K-FAC at ρ",
                  "latentgen.repair.methods:svd_norm"),
     RepairMethod("random", "control: random removal of as many K-FAC pairs as K-FAC removes at ρ (seeded)",
-                 "latentgen.repair.methods:random", default=True),
+                 "latentgen.repair.methods:random", default=True, workflow=True),
     RepairMethod("kfac_reestimate", "K-FAC edit layer by layer, later layers' factors re-estimated after each edit",
                  "latentgen.repair.methods:kfac_reestimate"),
     RepairMethod("a_only", "control: input-PCA truncation, keep A's top eigenvectors up to mass ρ of Σμ",
@@ -370,7 +371,7 @@ REPAIR_METHODS: Mapping[str, RepairMethod] = _frozen({r.name: r for r in [
     RepairMethod("velpic_bias", "VeLPIC transfer on the head, trained bias kept",
                  "latentgen.repair.methods:velpic_bias", uses_rho=False, needs_factors=False),
     RepairMethod("kfac_velpic", "K-FAC edit of the hidden layers, then the VeLPIC transfer on the head",
-                 "latentgen.repair.methods:kfac_velpic"),
+                 "latentgen.repair.methods:kfac_velpic", workflow=True),
 ]})
 
 SWEPT_REPAIRS = tuple(n for n, r in REPAIR_METHODS.items() if r.uses_rho)

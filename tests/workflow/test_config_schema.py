@@ -47,7 +47,19 @@ def test_schema_states_no_registry_names(schema):
     text = yaml.safe_dump(schema)
     enums = [value for node in _walk(schema) for key, value in node.items() if key in ("enum", "pattern")]
     assert not any(str(v) in names for enum in enums for v in (enum if isinstance(enum, list) else [enum])), enums
-    assert "tiny_imagenet" not in text and "kfac_velpic" in text  # the one mention: the workflow's default list
+    assert "tiny_imagenet" not in text and "kfac_velpic" not in text
+
+
+def test_the_workflows_repair_methods_default_to_the_registrys(schema):
+    """The methods the workflow sweeps when the config names none are marked on their registry entries."""
+    from latentgen.workflow.config import check_config
+
+    cfg = {"corruptions": [0.0], "runs": [1], "models": {"m": {"arch": "mlp", "dataset": "digits"}},
+           "figures": {"build": [], "groups": {"main": ["m"], "extra": ["m"]}}, "repair": {"models": ["m"]}}
+    marked = [n for n, m in registry.REPAIR_METHODS.items() if m.workflow]
+    assert check_config(cfg, schema)["repair"]["methods"] == marked == ["kfac", "svd", "random", "kfac_velpic"]
+    cfg["repair"]["methods"] = ["svd"]
+    assert check_config(cfg, schema)["repair"]["methods"] == ["svd"]
 
 
 def _walk(node):

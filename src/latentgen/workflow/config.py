@@ -325,6 +325,8 @@ def _check_figures(cfg: dict) -> None:
 def _check_repair(cfg: dict) -> dict:
     repair = dict(cfg["repair"])
     _model_names(cfg, repair["models"], "repair.models")
+    if repair.get("methods") is None:  # the registry says which methods the workflow sweeps
+        repair["methods"] = [name for name, method in registry.REPAIR_METHODS.items() if method.workflow]
     if repair.get("fisher") is True or repair.get("fisher") == "true":
         print("latentgen: config key 'repair.fisher': 'true' is deprecated, spell it 'exact' (the exact true "
               "Fisher)", file=sys.stderr)
