@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
@@ -48,7 +47,7 @@ def run(args) -> dict:
     import torch
 
     from latentgen.probing.baselines import CosineKNN, LogisticRegressionProbe
-    from latentgen.bench.probes import _mnist_fc4, _synthetic
+    from latentgen.bench.probes import fc4_activations
     from latentgen.probing.device_baselines import DeviceQDA, cosine_kneighbors, fit_lda_device, fit_logistic_many, \
         lda_predict_device
     from latentgen.devices import resolve_device
@@ -56,13 +55,7 @@ def run(args) -> dict:
     from latentgen.data.labels import corrupt_labels
 
     device = resolve_device(args.device)
-    root = Path(args.data_root)
-    if (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
-        x_train, y_true, x_test, y_test = _mnist_fc4(root, args.n_train, args.n_test, args.seed)
-        data = f"MNIST fc4 activations of the paper's MLP (random init, seed {args.seed})"
-    else:
-        x_train, y_true, x_test, y_test = _synthetic(args.n_train, args.n_test, args.seed)
-        data = f"SYNTHETIC seeded matrix (MNIST not found under {root})"
+    x_train, y_true, x_test, y_test, data = fc4_activations(args.data_root, args.n_train, args.n_test, args.seed)
     y = corrupt_labels(np.asarray(y_true), args.corruption, int(np.max(y_true)) + 1, seed=42)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     result = {"data": data, "device": str(device), "cpus": os.cpu_count(), "n_train": len(x_train),

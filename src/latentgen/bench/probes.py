@@ -110,6 +110,16 @@ def _mnist_fc4(data_root, n_train: int, n_test: int, seed: int):
             fc4(data.test_x[:n_test]), data.test_y[:n_test].numpy())
 
 
+def fc4_activations(data_root, n_train: int, n_test: int, seed: int):
+    """``(x_train, y_train, x_test, y_test, what)``: MNIST fc4 activations of the paper's MLP when
+    MNIST is under ``data_root``, else a seeded synthetic matrix of the same shape (``what`` says which)."""
+    root = Path(data_root)
+    if (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+        return (*_mnist_fc4(root, n_train, n_test, seed),
+                f"MNIST fc4 activations of the paper's MLP (random init, seed {seed})")
+    return (*_synthetic(n_train, n_test, seed), f"SYNTHETIC seeded matrix (MNIST not found under {root})")
+
+
 def _synthetic(n_train: int, n_test: int, seed: int, d: int = 2048, classes: int = 10):
     """Non-negative, low-rank-plus-noise class clusters (ReLU-like), for machines without MNIST."""
     rng = np.random.default_rng(seed)
@@ -200,15 +210,9 @@ def _ours(x_train, y_train, x_test, args) -> dict:
 def run(args) -> dict:
     if args.resnet_memory:
         return resnet_memory(args)
-    root = Path(args.data_root)
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
-    if (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
-        x_train, y_train, x_test, y_test = _mnist_fc4(root, args.n_train, args.n_test, args.seed)
-        data = f"MNIST fc4 activations of the paper's MLP (random init, seed {args.seed})"
-    else:
-        x_train, y_train, x_test, y_test = _synthetic(args.n_train, args.n_test, args.seed)
-        data = f"SYNTHETIC seeded matrix (MNIST not found under {root})"
+    x_train, y_train, x_test, y_test, data = fc4_activations(args.data_root, args.n_train, args.n_test, args.seed)
     data_s = time.perf_counter() - t0
     if args.lda:
         from latentgen.bench.lda import run_lda
