@@ -36,10 +36,11 @@ import time
 from pathlib import Path
 
 PRELOAD = ["numpy", "scipy.linalg", "h5py", "torch", "sklearn.base", "pandas", "matplotlib", "matplotlib.pyplot",
-           "latentgen.data.datasets", "latentgen.models.architectures", "latentgen.training.loop", "latentgen.probing.activations",
-           "latentgen.probing.subspaces", "latentgen.probing.velpic_transfer", "latentgen.paper.figures", "latentgen.provenance", "latentgen.models.forward",
-           "latentgen.probing.checkpoint", "latentgen.paper.metrics", "latentgen.repair", "latentgen.repair.relabel", "latentgen.paper.tables",
-           "latentgen.paper.claims",
+           "latentgen.data.datasets", "latentgen.models.architectures", "latentgen.models.forward",
+           "latentgen.training.loop", "latentgen.probing.activations", "latentgen.probing.subspaces",
+           "latentgen.probing.masc_velpic", "latentgen.probing.velpic_transfer", "latentgen.probing.checkpoint",
+           "latentgen.probing.run", "latentgen.repair", "latentgen.repair.relabel", "latentgen.provenance",
+           "latentgen.paper.figures", "latentgen.paper.metrics", "latentgen.paper.tables", "latentgen.paper.claims",
            # creating an optimizer imports torch._dynamo (2-3 s) in every training-like job
            "torch._dynamo"]
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

@@ -8,7 +8,8 @@ import torch
 from latentgen.probing.discriminant import AuthorsLDA, AuthorsQDA
 from sklearn.neighbors import KNeighborsClassifier
 
-from latentgen.probing.baselines import PROBES, CosineKNN, LogisticRegressionProbe, NearestClassMean, knn_probe, make_probe
+from latentgen.probing.baselines import (PROBES, CosineKNN, LogisticRegressionProbe, NearestClassMean, knn_probe,
+                                         make_probe)
 
 
 def blobs(seed, n_per_class=60, d=12, classes=3, spread=4.0):

@@ -18,7 +18,8 @@ from sklearn.neighbors import KNeighborsClassifier
 from latentgen import registry
 from latentgen.probing import device_baselines
 from latentgen.probing.baselines import CosineKNN, LogisticRegressionProbe, majority_vote
-from latentgen.probing.device_baselines import DeviceQDA, cosine_kneighbors, fit_lda_device, fit_logistic_many, lda_predict_device
+from latentgen.probing.device_baselines import (DeviceQDA, cosine_kneighbors, fit_lda_device, fit_logistic_many,
+                                                lda_predict_device)
 from latentgen.probing.discriminant import AuthorsQDA, fit_lda
 from latentgen.data.labels import corrupt_labels
 

@@ -13,8 +13,11 @@ import pytest
 import yaml
 
 from latentgen.workflow import cluster
-from latentgen.workflow.cluster import FAIL, Slurm, check_cluster, load_profile, parse_mem_mb, parse_runtime_minutes, sbatch_test_args
-from latentgen.workflow.slurm_outputs import accounting_enabled, parse_accounts, parse_gres_gpus, parse_scontrol_config, parse_seconds, parse_sinfo, parse_slurm_time_limit, parse_test_only
+from latentgen.workflow.cluster import (FAIL, Slurm, check_cluster, load_profile, parse_mem_mb, parse_runtime_minutes,
+                                        sbatch_test_args)
+from latentgen.workflow.slurm_outputs import (accounting_enabled, parse_accounts, parse_gres_gpus,
+                                              parse_scontrol_config, parse_seconds, parse_sinfo,
+                                              parse_slurm_time_limit, parse_test_only)
 
 REPO = Path(__file__).resolve().parents[2]
 CAPTURED = REPO / "tests" / "fixtures" / "slurm"

@@ -384,8 +384,9 @@ def _load_tiny_imagenet(root: Path, download: bool, url: str | None = None, md5:
     if val_classes != classes:
         raise ValueError(f"{base}/val class folders differ from train's ({len(val_classes)} vs {len(classes)})")
     class_to_idx = {c: i for i, c in enumerate(classes)}
-    train = _read_images(image_folder_samples(base / "train", class_to_idx), registry.get_dataset("tiny_imagenet").image_size)
-    test = _read_images(image_folder_samples(base / "val", class_to_idx), registry.get_dataset("tiny_imagenet").image_size)
+    size = registry.get_dataset("tiny_imagenet").image_size
+    train = _read_images(image_folder_samples(base / "train", class_to_idx), size)
+    test = _read_images(image_folder_samples(base / "val", class_to_idx), size)
     return RawSplits(train[0], train[1], test[0], test[1])
 
 

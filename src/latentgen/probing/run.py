@@ -175,7 +175,8 @@ def probe_run(job: RunProbeJob, *, data_root=None, prepared=None, labels=None, d
     """Probe the checkpoints of one finished run (module docstring); returns ``{epoch: rows}``
     of the checkpoints probed by this call (those resumed from parts are not re-probed)."""
     from latentgen._io import concatenate_csv
-    from latentgen.probing.activations import checkpoint_dataset, corrupted_labels_for, dump_activations, open_activations
+    from latentgen.probing.activations import (checkpoint_dataset, corrupted_labels_for, dump_activations,
+                                               open_activations)
     from latentgen.probing.checkpoint_activations import CheckpointActivations
     from latentgen.devices import resolve_device
     from latentgen.probing.checkpoint import probe_checkpoint, write_probe_csv

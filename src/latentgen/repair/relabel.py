@@ -68,7 +68,8 @@ from torch import nn
 from latentgen import contracts
 from latentgen.models import forward
 from latentgen._io import config_hash, sha256_file, write_text_atomic
-from latentgen.repair.relabel_inputs import LAYER_COLUMNS, RelabelInputs, candidate_layers, choose_layer, load_inputs, masc_per_layer
+from latentgen.repair.relabel_inputs import (LAYER_COLUMNS, RelabelInputs, candidate_layers, choose_layer,
+                                             load_inputs, masc_per_layer)
 from latentgen.training.runs import RunFolder, format_csv, kill_point, read_json, save_torch_atomic
 from latentgen import registry
 

@@ -26,7 +26,9 @@ from pathlib import Path
 
 import yaml
 
-from latentgen.workflow.slurm_outputs import Partition, SINFO_FORMAT, accounting_enabled, parse_accounts, parse_gres_gpus, parse_scontrol_config, parse_seconds, parse_sinfo, parse_test_only
+from latentgen.workflow.slurm_outputs import (Partition, SINFO_FORMAT, accounting_enabled, parse_accounts,
+                                              parse_gres_gpus, parse_scontrol_config, parse_seconds, parse_sinfo,
+                                              parse_test_only)
 
 # Profile values containing this marker are placeholders the user must edit.
 PLACEHOLDER = "EDIT_ME"
