@@ -41,7 +41,7 @@ def resolve_layers(model: nn.Module, layers: Iterable[str] | str) -> list[str]:
 def expand_layer_set(model: nn.Module, text: str) -> list[str]:
     """``"fc1+fc4"`` → its layers; ``"hidden"``: every nn.Linear but the head; ``"all"``: every nn.Linear."""
     text = str(text).strip()
-    hidden, every = LAYER_SET_WORDS
+    hidden, every = LAYER_SET_WORDS  # the grammar's words, in their registry order
     if text == every:
         return resolve_layers(model, list(linear_layers(model)))
     if text == hidden:

@@ -70,7 +70,7 @@ from latentgen.models import forward
 from latentgen._io import config_hash, sha256_file, write_text_atomic
 from latentgen.repair.relabel_inputs import (LAYER_COLUMNS, RelabelInputs, candidate_layers, choose_layer,
                                              load_inputs, masc_per_layer)
-from latentgen.training.runs import RunFolder, format_csv, kill_point, read_json, save_torch_atomic
+from latentgen.training.runs import RunFolder, format_csv, kill_point, load_torch, read_json, save_torch_atomic
 from latentgen import registry
 
 SUBSPACES = registry.FIT_LABEL_SETS  # which training labels the MASC subspaces are fit on
@@ -384,11 +384,7 @@ def _cpu_state(model: nn.Module) -> dict:
 
 
 def _load_state(path: Path) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated or foreign file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"resume state {path} is unreadable ({reason}); delete it to start over") from None
+    state = load_torch(path, "resume state", fix="delete it to start over")
     if not isinstance(state, dict):
         raise ValueError(f"resume state {path} is not a relabel resume state; delete it to start over")
     return state

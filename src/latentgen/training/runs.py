@@ -61,9 +61,9 @@ def save_torch_atomic(obj, path: str | os.PathLike) -> None:
             torch.save(obj, fh)
 
 
-def load_torch(path: str | os.PathLike, what: str):
+def load_torch(path: str | os.PathLike, what: str, fix: str = ""):
     """A file of plain tensors and containers (``weights_only=True``); a missing or unreadable one is an
-    error naming ``what`` and the file."""
+    error naming ``what`` and the file (and ``fix``, what the user can do about it)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
@@ -71,7 +71,8 @@ def load_torch(path: str | os.PathLike, what: str):
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, garbage, or an object weights_only refuses
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{what} {path} is corrupt, truncated or not a plain-tensor file: {reason}") from None
+        raise ValueError(f"{what} {path} is corrupt, truncated or not a plain-tensor file: {reason}"
+                         + (f"; {fix}" if fix else "")) from None
 
 
 def format_csv(columns: list[str], rows: list[dict]) -> str:
