@@ -274,6 +274,9 @@ class ProbeFamily:
     ``test_only``: it scores the test split only (the authors' baselines). ``shares_fit``: it
     reads the layer's shared MASC / VeLPIC decomposition (these run first on each label set, and
     the decomposition is released before the others run, so that two never coexist).
+    ``fit_many``: an ``impl`` that fits the family on many (layer, label set) at once,
+    ``fn(views: list[LayerContext]) -> None``, each fit kept in its layer's ``shared`` for ``impl``
+    to score; the driver calls it once per group of layers held in memory together.
     """
 
     name: str
@@ -288,6 +291,7 @@ class ProbeFamily:
     test_only: bool = False
     shares_fit: bool = False
     tables: tuple[str, ...] = ()  # the 2025 paper's tables that show it (latentgen.paper.tables)
+    fit_many: str = ""
 
     @property
     def probe_names(self) -> tuple[str, ...]:
@@ -317,6 +321,7 @@ PROBE_FAMILIES: Mapping[str, ProbeFamily] = _frozen({p.name: p for p in [
                 needs_checkpoint=True, probes=("transfer", "transfer_bias")),
     ProbeFamily("logistic", "logistic regression: nn.Linear(d, K), Adam 1e-3, 20 epochs, batch 128, shuffled, "
                 "seeded (the authors' baseline)", "latentgen.probing.families:logistic_rows", label="Logistic", tables=("table_baselines",), default=False,
+                fit_many="latentgen.probing.families:fit_logistic_together",
                 skip_input=True, test_only=True),
     ProbeFamily("ncm", "nearest class mean, cosine similarity to the raw class means (the authors' baseline)",
                 "latentgen.probing.families:ncm_rows", label="NCM", tables=("table_baselines",), default=False, skip_input=True, test_only=True),

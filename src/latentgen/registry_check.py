@@ -66,3 +66,8 @@ def check_registry(datasets: Mapping, architectures: Mapping, probe_families: Ma
         for name, entry in table.items():
             if ":" not in entry.impl:
                 raise RegistryError(f"{what} {name!r}: impl {entry.impl!r} is not an import path 'module:attribute'")
+            fit_many = getattr(entry, "fit_many", "")
+            if fit_many and ":" not in fit_many:
+                raise RegistryError(f"{what} {name!r}: fit_many {fit_many!r} is not an import path 'module:attribute'")
+            if fit_many and entry.needs_checkpoint:
+                raise RegistryError(f"{what} {name!r}: fit_many is for layer families, not checkpoint families")

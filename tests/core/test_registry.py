@@ -52,6 +52,10 @@ REAL_TABLES = dict(datasets=registry.DATASETS, architectures=registry.ARCHITECTU
      "dataset entry 'mnist2' is named 'mnist'"),
     (dict(probe_families=_with(registry.PROBE_FAMILIES, "masc", impl="masc_rows")), "probe family 'masc': impl"),
     (dict(repair_methods=_with(registry.REPAIR_METHODS, "kfac", impl="kfac")), "repair method 'kfac': impl"),
+    (dict(probe_families=_with(registry.PROBE_FAMILIES, "logistic", fit_many="fit_logistic_together")),
+     "probe family 'logistic': fit_many"),
+    (dict(probe_families=_with(registry.PROBE_FAMILIES, "transfer", fit_many="m:f")),
+     "probe family 'transfer': fit_many is for layer families"),
 ])
 def test_an_inconsistent_entry_is_refused_naming_it(broken, words):
     with pytest.raises(RegistryError) as err:
@@ -106,6 +110,7 @@ def test_every_implementation_path_loads():
         assert isinstance(registry.load(data.files), DatasetFiles)
     for family in registry.PROBE_FAMILIES.values():
         assert callable(registry.load(family.impl)), family.name
+        assert not family.fit_many or callable(registry.load(family.fit_many)), family.name
     for method in registry.REPAIR_METHODS.values():
         assert callable(registry.load(method.impl)), method.name
     with pytest.raises(RegistryError, match="must look like"):

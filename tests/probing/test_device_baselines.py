@@ -189,6 +189,16 @@ def test_logistic_regressions_in_one_loop_equal_their_single_fits(mnist_mlp):
     assert fit_logistic_many([], device=CPU) == []
 
 
+def test_device_batches_keep_each_batch_within_the_budget():
+    from latentgen.probing.device_baselines import device_batches
+
+    sizes = [40, 30, 50, 120, 10, 10]
+    batches = device_batches(sizes, lambda n: n, CPU, budget=100)
+    assert batches == [[40, 30], [50], [120], [10, 10]]  # in order; 120 alone exceeds it: a batch of its own
+    assert device_batches(sizes, lambda n: n, CPU) == [sizes]  # the CPU: one batch (no copies)
+    assert device_batches([], lambda n: n, CPU) == []
+
+
 # ------------------------------------------------------------------------------------------
 # the families on a device
 

@@ -130,6 +130,39 @@ def test_layer_groups_within_the_budget_give_the_same_rows(trained, reference, t
                 assert np.array_equal(memory.array(split, layer), stored.array(split, layer))
 
 
+def test_logistic_regression_fit_over_a_group_of_layers_at_once_equals_its_single_fits(trained, monkeypatch):
+    """The probe job advances the logistic fits of every layer of a group and label set in one
+    loop (registry ``fit_many``); its rows are the single fits' (the oracle: ``fit_many`` off)."""
+    import dataclasses
+
+    from latentgen import registry
+    from latentgen.probing import device_baselines
+
+    calls = []
+    one_loop = device_baselines.fit_logistic_many
+    monkeypatch.setattr(device_baselines, "fit_logistic_many",
+                        lambda problems, **kw: calls.append(len(problems)) or one_loop(problems, **kw))
+    checkpoint = trained / "checkpoints" / "epoch4.pt"
+    options = dict(families=["logistic"], fit_labels=["corrupted", "true"], device="cpu", seed=3)
+    with CheckpointActivations.load(checkpoint, device="cpu") as whole:
+        together = probe_checkpoint(whole, **options)
+        hidden = [name for name in whole.layers if name != "input"]
+        widths, rows = whole.sizes(), len(whole.labels("train")) + len(whole.labels("test"))
+    assert calls == [2 * len(hidden)], "one loop for every hidden layer and both label sets"
+    budget = max(widths.values()) * rows * 4  # the widest layer alone: several groups
+    with CheckpointActivations.load(checkpoint, device="cpu", memory_budget=budget) as grouped:
+        assert probe_checkpoint(grouped, **options) == together
+        assert len(grouped.groups) > 1 and sum(calls[1:]) == 2 * len(hidden) and len(calls) - 1 == sum(
+            any(name != "input" for name in group) for group in grouped.groups)
+    single = dataclasses.replace(registry.PROBE_FAMILIES["logistic"], fit_many="")
+    monkeypatch.setattr(registry, "PROBE_FAMILIES", {**registry.PROBE_FAMILIES, "logistic": single})
+    calls.clear()
+    with CheckpointActivations.load(checkpoint, device="cpu") as whole:
+        assert probe_checkpoint(whole, **options) == together
+    assert calls == []
+    assert len(together) == 2 * len(hidden) and all(0 < row.accuracy <= 1 for row in together)
+
+
 def test_a_budget_below_one_layer_is_refused_naming_it(trained, tmp_path, capsys):
     with pytest.raises(MemoryBudgetError, match=r"layer 'input' needs .* \(\d+ rows × \d+ float32\) but the memory budget"):
         CheckpointActivations.load(trained / "checkpoints" / "epoch1.pt", device="cpu", memory_budget=1000)

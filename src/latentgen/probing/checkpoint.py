@@ -25,7 +25,9 @@ checkpoint's own labels.
   decomposition per layer and label set, made on first use and shared by every family that asks,
   the sensitivity thresholds included). ``layer.score(name, estimator, splits)`` turns anything
   with ``predict`` into rows. Families flagged ``skip_input`` are not called on the ``input``
-  layer; ``test_only`` ones score the test split only.
+  layer; ``test_only`` ones score the test split only. A family whose entry names a ``fit_many``
+  is first fit on every layer of a group held in memory together (a file: one layer) and label
+  set at once (logistic regression: one training loop), and its function scores those fits.
 - a *checkpoint* family (``needs_checkpoint=True``) is ``rows(checkpoint: CheckpointContext) ->
   list[ProbeRow]``, called once after the layers. The context gives the checkpoint's path
   (checked to exist before any probing), the activation file's metadata and labels, the last
@@ -257,6 +259,23 @@ def probe_layer(base: LayerContext, layer_families: list, sets: Mapping[str, np.
     return [row for index in sorted(produced) for row in produced[index]]
 
 
+def fit_together(bases: list[LayerContext], layer_families: list, sets: Mapping[str, np.ndarray | None],
+                 label_sets: Sequence[str], input_cache=None) -> None:
+    """Let each family with a ``fit_many`` fit every layer of ``bases`` (one group held in memory)
+    and label set at once; :func:`probe_layer` then scores those fits. The ``input`` layer is
+    left to :func:`probe_layer` when its rows may come from ``input_cache``."""
+    for family, _ in layer_families:
+        if not family.fit_many:
+            continue
+        views = [base if label_set == "corrupted" else base.with_labels(label_set, fit_y)
+                 for base in bases
+                 if not (base.name == registry.INPUT_LAYER and (family.skip_input or input_cache is not None))
+                 for label_set, fit_y in sets.items() if label_set in label_sets or family.extra_labels]
+        if views:
+            with logged_warnings(f"{family.name} on layers {', '.join(repr(b.name) for b in bases)}"):
+                registry.load(family.fit_many)(views)
+
+
 def _keep_velpic(view: LayerContext, label_set: str, label_sets: Sequence[str], velpics: dict | None) -> None:
     if velpics is not None and label_set in label_sets and "probes" in view.__dict__:
         velpics[label_set] = view.probes.velpic
@@ -288,12 +307,16 @@ def _probe(acts, loaded: list, label_sets: tuple, extra_labels, options: ProbeOp
                          "the transfer needs it (or pass --no-transfer)")
 
     rows: list[ProbeRow] = []
-    for name in acts.layers if layer_families else ():
-        keep_hidden = bool(checkpoint_families) and name == last_hidden
-        rows += probe_layer(context.layer(name), layer_families, sets, label_sets,
-                            velpics=context.velpics if keep_hidden else None, input_cache=input_cache)
-        if not keep_hidden:
-            del context.layers[name]
+    # activations held in memory come in groups of layers computed together; a file's, a layer at a time
+    groups = getattr(acts, "groups", None) or [[name] for name in acts.layers]
+    for group in groups if layer_families else ():
+        fit_together([context.layer(name) for name in group], layer_families, sets, label_sets, input_cache)
+        for name in group:
+            keep_hidden = bool(checkpoint_families) and name == last_hidden
+            rows += probe_layer(context.layer(name), layer_families, sets, label_sets,
+                                velpics=context.velpics if keep_hidden else None, input_cache=input_cache)
+            if not keep_hidden:
+                del context.layers[name]
     for family, impl in checkpoint_families:
         rows += _run_family(impl, family, context)
     return rows

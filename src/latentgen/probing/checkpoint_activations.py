@@ -113,6 +113,11 @@ class HeldActivations:
             self._compute(next(group for group in self._groups if layer in group))
         return self._held[(split, layer)]
 
+    @property
+    def groups(self) -> list[list[str]]:
+        """The layers in the groups they are computed and held together in."""
+        return [list(group) for group in self._groups]
+
     def labels(self, split: str, kind: str = "true") -> np.ndarray:
         key = f"{split}_{kind}"
         if key not in self._labels:

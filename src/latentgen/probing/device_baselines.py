@@ -319,6 +319,27 @@ class DeviceQDA:
 # logistic regression, many at once
 
 
+def device_batches(items: list, nbytes, device="auto", budget: int | None = None) -> list[list]:
+    """``items`` in consecutive batches whose ``nbytes(item)`` add up to at most ``budget`` bytes
+    (default: half the device's free memory; an item larger than that is a batch of its own). On
+    the CPU one batch: tensors there share the arrays' memory."""
+    device = resolve_device(device)
+    if budget is None:
+        if device.type != "cuda":
+            return [list(items)] if items else []
+        budget = torch.cuda.mem_get_info(device)[0] // 2
+    batches: list[list] = []
+    used = 0
+    for item in items:
+        size = int(nbytes(item))
+        if not batches or used + size > budget:
+            batches.append([])
+            used = 0
+        batches[-1].append(item)
+        used += size
+    return batches
+
+
 def fit_logistic_many(problems, *, epochs: int = 20, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
                       device="auto") -> list:
     """Fitted ``latentgen.probing.baselines.LogisticRegressionProbe`` for each ``(X, y)`` of ``problems``

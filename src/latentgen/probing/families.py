@@ -94,15 +94,47 @@ def _check_rows(layer: LayerContext, minimum_per_class: int = 1) -> np.ndarray:
     return counts
 
 
+def _logistic_key(layer: LayerContext) -> tuple:
+    return ("logistic", layer.fit_labels)
+
+
 def logistic_rows(layer: LayerContext) -> list[ProbeRow]:
     """Logistic regression as the authors: ``nn.Linear(d, K)``, Adam(1e-3), 20 epochs of shuffled
-    batches of 128, cross-entropy; seeded with ``options.seed`` (initial weights and order)."""
+    batches of 128, cross-entropy; seeded with ``options.seed`` (initial weights and order). The
+    fit :func:`fit_logistic_together` made for this layer and label set, else fitted here."""
     from latentgen.probing.baselines import LogisticRegressionProbe
 
     _check_rows(layer)
     o = layer.options
-    probe = LogisticRegressionProbe(seed=o.seed, device=o.device).fit(layer.train, layer.fit_y)
+    probe = layer.shared.pop(_logistic_key(layer), None)
+    if probe is None:
+        probe = LogisticRegressionProbe(seed=o.seed, device=o.device).fit(layer.train, layer.fit_y)
     return layer.score("logistic", probe, TEST_ONLY)
+
+
+def fit_logistic_together(layers: list[LayerContext]) -> None:
+    """The logistic-regression fits of many (layer, label set) advanced in one loop
+    (``latentgen.probing.device_baselines.fit_logistic_many``: each equal to its single fit, bit
+    for bit), kept in each layer's ``shared`` for :func:`logistic_rows`. A layer and label set it
+    cannot fit are left to :func:`logistic_rows`, which says why. On a device, the layers go
+    there in batches that fit in half its free memory."""
+    from latentgen.probing.device_baselines import device_batches, fit_logistic_many
+
+    fittable = []
+    for layer in layers:
+        try:
+            _check_rows(layer)
+        except ProbeFitError:
+            continue
+        if np.isfinite(layer.train).all():  # else logistic_rows raises what a single fit raises
+            fittable.append(layer)
+    if not fittable:
+        return
+    o = fittable[0].options
+    for batch in device_batches(fittable, lambda layer: layer.train.nbytes, o.device):
+        probes = fit_logistic_many([(layer.train, layer.fit_y) for layer in batch], seed=o.seed, device=o.device)
+        for layer, probe in zip(batch, probes):
+            layer.shared[_logistic_key(layer)] = probe
 
 
 def ncm_rows(layer: LayerContext) -> list[ProbeRow]:
