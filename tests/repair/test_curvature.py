@@ -558,6 +558,29 @@ def test_velpic_transfer_is_a_registered_repair():
     assert cv.evaluate_repair(combined, data)[0] == cv.evaluate_repair(edited, data)[0]
 
 
+def test_the_velpic_transfer_is_refit_only_when_the_head_inputs_change(monkeypatch):
+    from latentgen.probing.masc_velpic import VeLPIC
+    from latentgen.repair import methods
+
+    model, data, corrupted = memorized_digits()
+    fits = []
+    fit = VeLPIC.fit
+    monkeypatch.setattr(VeLPIC, "fit", lambda self, *a, **k: fits.append(1) or fit(self, *a, **k))
+    monkeypatch.setattr(methods, "_VELPIC_FITS", {})
+    factors = cv.collect_factors(model, data.train_x, ["fc1"])
+
+    def sweep(rho):
+        edited, _ = cv.edit_model(model, ["fc1", "output"], rho, factors, method="kfac_velpic", inputs=data.train_x,
+                                  labels=corrupted)
+        return edited.output.weight.detach().clone()
+
+    first, again, other = sweep(0.9), sweep(0.9), sweep(0.5)
+    assert len(fits) == 2  # 0.9's head inputs twice: one fit; 0.5 edits fc1 otherwise: a fit of its own
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    methods._VELPIC_FITS.clear()
+    assert torch.equal(sweep(0.9), first) and len(fits) == 3  # the fit kept is the fit made anew
+
+
 def test_fisher_factor_is_the_multinomial_covariance_even_when_nearly_one_hot():
     logits = torch.tensor([[0.3, -1.0, 2.0, 0.5], [40.0, 0.0, -3.0, 1.0], [0.0, 0.0, 0.0, 0.0],
                            [-800.0, 0.0, -900.0, -700.0]], dtype=torch.float64)

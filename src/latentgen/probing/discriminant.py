@@ -41,7 +41,6 @@ rank-deficient layer the result is driven by rounding: comparable in range, not 
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -51,7 +50,6 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
-from threadpoolctl import threadpool_info, threadpool_limits
 
 logger = logging.getLogger("latentgen.probing.discriminant")
 
@@ -62,8 +60,9 @@ _ROW_BLOCK = 4096  # rows per float64 block when accumulating a Gram matrix
 
 def _workers(n_tasks: int) -> int:
     """As many workers as BLAS has threads (OMP_NUM_THREADS: a Snakemake job's threads), at most n_tasks."""
-    counts = [lib["num_threads"] for lib in threadpool_info() if lib.get("user_api") == "blas"]
-    return max(1, min(n_tasks, max(counts) if counts else (os.cpu_count() or 1)))
+    from latentgen.devices import blas_thread_count
+
+    return max(1, min(n_tasks, blas_thread_count()))
 
 
 def _check_choice(value, choices, name):
@@ -250,7 +249,9 @@ class AuthorsQDA(ClassifierMixin, BaseEstimator):
 
         # one class per worker, each SVD on one BLAS thread (as ClassSubspaces): multi-threaded LAPACK
         # on small matrices collapses on shared cores (10x slower on the digits layers, measured)
-        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(_workers(len(self.classes_))) as pool:
+        from latentgen.devices import one_blas_thread
+
+        with one_blas_thread(), ThreadPoolExecutor(_workers(len(self.classes_))) as pool:
             results = list(pool.map(decompose, range(len(self.classes_))))
         means, self.scalings_, self.rotations_, ranks = [], [], [], []
         for (meang, S, Vt), n_k in zip(results, counts):

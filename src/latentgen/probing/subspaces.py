@@ -31,7 +31,6 @@ The 2025 paper's stronger baselines (SPEC §10) are in ``latentgen.probing.basel
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -41,7 +40,6 @@ from scipy.linalg import lapack
 from sklearn.base import BaseEstimator
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
-from threadpoolctl import threadpool_info, threadpool_limits
 
 from latentgen import registry
 from latentgen.argtypes import check_fraction
@@ -56,11 +54,6 @@ def _device(device) -> torch.device:
     from latentgen.devices import resolve_device
 
     return resolve_device(device)
-
-
-def _blas_threads() -> int:
-    counts = [lib["num_threads"] for lib in threadpool_info() if lib.get("user_api") == "blas"]
-    return max(counts) if counts else (os.cpu_count() or 1)
 
 
 def _as_tensor(a: np.ndarray, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -303,8 +296,10 @@ class ClassSubspaces(BaseEstimator):
             # tridiagonalisation is bandwidth-bound and synchronises its threads 2d times, so
             # multi-threaded BLAS gains little on idle cores and collapses (4-10x slower,
             # measured) on shared ones
-            workers = max(1, min(len(classes), _blas_threads()))
-            with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+            from latentgen.devices import blas_thread_count, one_blas_thread
+
+            workers = max(1, min(len(classes), blas_thread_count()))
+            with one_blas_thread(), ThreadPoolExecutor(workers) as pool:
                 results = list(pool.map(decompose, range(len(classes))))
         else:
             results = [decompose(k) for k in range(len(classes))]

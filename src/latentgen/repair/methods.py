@@ -15,6 +15,7 @@ combination ``kfac_velpic``.
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
@@ -158,6 +159,18 @@ def kfac_reestimate(model, layers, rho, ctx):
 # the VeLPIC transfer (SPEC §8.5) as a repair
 
 
+# VeLPIC fits by their exact inputs: a sweep transfers onto the same head inputs again and again
+# (every rho of a layer set that leaves the hidden layers as they are; 8 of a demo sweep's 23)
+_VELPIC_FITS: dict = {}
+_VELPIC_FITS_KEPT = 4
+
+
+def _digest(feats, labels, n_classes: int) -> tuple:
+    feats = np.ascontiguousarray(feats)
+    return (feats.shape, str(feats.dtype), n_classes, hashlib.sha256(feats.tobytes()).hexdigest(),
+            hashlib.sha256(np.ascontiguousarray(labels, dtype=np.int64).tobytes()).hexdigest())
+
+
 def _velpic_transfer(model: nn.Module, keep_bias: bool, inputs: RepairInputs) -> dict:
     """Replace the head by the VeLPIC class vectors of its input (the last hidden layer)."""
     # imported here: scikit-learn is slow to import and only the transfer needs it
@@ -170,7 +183,11 @@ def _velpic_transfer(model: nn.Module, keep_bias: bool, inputs: RepairInputs) ->
     layer = dict(model.named_modules())[head]
     feats = head_inputs(model, inputs.train_x, inputs.batch_size)
     labels = torch.as_tensor(inputs.train_labels).numpy()
-    velpic = VeLPIC().fit(feats, labels, classes=np.arange(layer.out_features))
+    key = _digest(feats, labels, layer.out_features)
+    velpic = _VELPIC_FITS.pop(key, None) or VeLPIC().fit(feats, labels, classes=np.arange(layer.out_features))
+    _VELPIC_FITS[key] = velpic
+    while len(_VELPIC_FITS) > _VELPIC_FITS_KEPT:
+        del _VELPIC_FITS[next(iter(_VELPIC_FITS))]  # the least recently used
     W = layer.weight.detach().to("cpu", torch.float64, copy=True)
     transferred = transfer_velpic(model, head, velpic, keep_bias=keep_bias)  # a copy of the model
     layer.load_state_dict(transferred.get_submodule(head).state_dict())  # this repair edits in place

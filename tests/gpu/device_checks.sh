@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Issue 16's GPU checks as one prepared script: run it where CUDA is (a workstation, or the
+# project's lent device machine, which has torch, h5py, scikit-learn, pandas and matplotlib but no
+# latentgen install: the script puts src/ on PYTHONPATH).
+#
+#   tests/gpu/device_checks.sh [STAGE ...]        (default: estimate mlp tests bench)
+#
+#   estimate  `latentgen estimate --device cuda --gpus 1` on config.yaml: the whole paper
+#             (target <= 24 h on one H200) and the six TMLR pairs alone (target <= 8 h)
+#   mlp       one MLP-MNIST run (c = 0, run 1, the paper's settings) and its probe job along the
+#             grid, timed, beside the estimate's projection of those two jobs (target: within 1.5x)
+#   tests     pytest -m gpu
+#   bench     python -m latentgen.bench probe_run, baselines_device and probe_model on the device
+#
+# Every stage writes STAGE.log and STAGE.json to $OUT (default gpu-checks/) and a line to
+# $OUT/summary.txt; a stage that fails or passes its time limit says so there and the next runs.
+# MNIST: $LATENTGEN_TEST_DATA/MNIST/raw (default ../shared/data), or a prepared $MNIST_NPZ
+# (`latentgen download --dataset mnist --out mnist.npz`; 11 MB, easier to carry).
+# DEVICE=cpu QUICK=1 runs the same commands at toy sizes on the CPU: how tests/gpu/test_device_checks.py
+# checks this script on machines without a GPU. QUICK=1 alone: toy sizes on the GPU.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
+export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+PY="${PYTHON:-python3}"
+DEVICE="${DEVICE:-cuda}"
+QUICK="${QUICK:-0}"
+OUT="${OUT:-gpu-checks}"
+DATA="${LATENTGEN_TEST_DATA:-$ROOT/../shared/data}"
+WORK="$OUT/work"
+mkdir -p "$OUT" "$WORK"
+GPUS=1
+[ "$DEVICE" = cpu ] && GPUS=0
+STAGES=("$@")
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(estimate mlp tests bench)
+
+say() { echo "$*" | tee -a "$OUT/summary.txt"; }
+
+stage() {  # stage NAME LIMIT_S COMMAND...: run it with a time limit, its output to NAME.log
+    local name=$1 limit=$2 start rc
+    shift 2
+    start=$(date +%s)
+    timeout --signal=INT --kill-after=20 "$limit" "$@" > "$OUT/$name.log" 2>&1
+    rc=$?
+    say "$name: exit $rc after $(( $(date +%s) - start )) s$([ $rc -eq 124 ] && echo " (time limit $limit s)")"
+    return $rc
+}
+
+mnist_npz() {  # the prepared MNIST file the mlp stage trains on
+    if [ -n "${MNIST_NPZ:-}" ]; then echo "$MNIST_NPZ"; return; fi
+    [ -f "$WORK/mnist.npz" ] || "$PY" -m latentgen download --dataset mnist --data-root "$DATA" --no-download \
+        --out "$WORK/mnist.npz" >&2 || return 1
+    echo "$WORK/mnist.npz"
+}
+
+run_estimate() {
+    stage estimate 420 "$PY" -m latentgen estimate --configfile config.yaml --device "$DEVICE" --gpus "$GPUS" \
+        --json --out "$OUT/estimate.csv" --quiet && cp "$OUT/estimate.log" "$OUT/estimate.json" && "$PY" - "$OUT" <<'EOF' | tee -a "$OUT/summary.txt"
+import json, sys
+out = sys.argv[1]
+import yaml
+summary = json.load(open(f"{out}/estimate.json"))
+print(f"estimate: whole paper {summary['projected_wall_seconds'] / 3600:.1f} h projected on "
+      f"{summary['gpus']} GPU(s), {summary['device_hours']:.1f} device-hours (target <= 24 h)")
+groups = yaml.safe_load(open("config.yaml"))["figures"]["groups"]
+tmlr = {m for models in groups.values() for m in models}
+hours = sum(r["device_hours"] for r in summary["rows"] if r["model"] in tmlr)
+print(f"estimate: the TMLR figures' {len(tmlr)} pairs {hours:.1f} device-hours, their wall on one GPU at least "
+      f"that (target <= 8 h)")
+EOF
+}
+
+run_mlp() {
+    local npz epochs subset layers cfg
+    npz=$(mnist_npz) || { say "mlp: no MNIST (set LATENTGEN_TEST_DATA or MNIST_NPZ)"; return 1; }
+    epochs=(); subset=(); layers=()
+    [ "$QUICK" = 1 ] && epochs=(--max-epochs 2) && subset=(--train-subset 1000) && layers=(--layers fc1,fc4)
+    cfg="$WORK/mlp_mnist.yaml"
+    # the projection of exactly these two jobs: a config holding the one run
+    "$PY" - "$cfg" "$QUICK" "$DATA" <<'EOF'
+import sys, yaml
+cfg = yaml.safe_load(open("config.yaml"))
+cfg["data_root"] = sys.argv[3]  # timed on the real MNIST, as the run
+model = cfg["models"]["mlp_mnist"]
+if sys.argv[2] == "1":
+    model = {**model, "max_epochs": 2}
+cfg.update(models={"mlp_mnist": model}, corruptions=[0.0], runs=[1], figures={"groups": {"main": ["mlp_mnist"]}, "build": []},
+           repair={"models": []}, relabel={"models": []}, tables={"models": []}, outdir="gpu-checks/work/results")
+yaml.safe_dump(cfg, open(sys.argv[1], "w"))
+EOF
+    stage mlp_estimate 300 "$PY" -m latentgen estimate --configfile "$cfg" --device "$DEVICE" --gpus "$GPUS" --json --quiet
+    rm -rf "$WORK/run"
+    stage mlp_train 420 "$PY" -m latentgen train --arch mlp --dataset mnist --corruption 0.0 --run 1 \
+        --out "$WORK/run" --prepared "$npz" "${epochs[@]}" "${subset[@]}" --device "$DEVICE" --quiet
+    stage mlp_probe 300 "$PY" -m latentgen probe-run --run-dir "$WORK/run" --prepared "$npz" --device "$DEVICE" \
+        --checkpoints grid "${layers[@]}" --out "$WORK/run.csv" --final-out "$WORK/run.final.csv"
+    "$PY" - "$OUT" <<'EOF' | tee -a "$OUT/summary.txt"
+import json, re, sys
+out = sys.argv[1]
+took = {}
+for line in open(f"{out}/summary.txt"):
+    m = re.match(r"(mlp_train|mlp_probe): exit 0 after (\d+) s", line)
+    if m:
+        took[m[1]] = float(m[2])
+rows = json.loads(open(f"{out}/mlp_estimate.log").read().splitlines()[-1])["rows"]
+projected = {f"mlp_{r['stage'].replace('probe_run', 'probe')}": r["seconds_per_job"] for r in rows
+             if r["stage"] in ("train", "probe_run")}
+result = {k: {"measured_s": took.get(k), "projected_s": projected.get(k),
+              "ratio": took[k] / projected[k] if took.get(k) and projected.get(k) else None}
+          for k in ("mlp_train", "mlp_probe")}
+json.dump(result, open(f"{out}/mlp.json", "w"), indent=1)
+for k, v in result.items():
+    ratio = "n/a" if v["ratio"] is None else f"{v['ratio']:.2f}x"
+    print(f"{k}: measured {v['measured_s']} s, projected {v['projected_s'] and round(v['projected_s'], 1)} s, "
+          f"measured/projected {ratio} (target within 1.5x; whole seconds, process start included)")
+EOF
+}
+
+run_tests() {
+    if [ "$DEVICE" = cpu ]; then say "tests: skipped on the CPU (pytest -m gpu needs CUDA)"; return 0; fi
+    LATENTGEN_TEST_DATA="$DATA" stage tests 420 "$PY" -m pytest -m gpu tests/gpu -q -p no:cacheprovider -rs
+    tail -n 1 "$OUT/tests.log" | tee -a "$OUT/summary.txt"
+}
+
+run_bench() {
+    local small=()
+    [ "$QUICK" = 1 ] && small=(--n-train 1000 --n-test 200)
+    stage bench_probe_run 240 "$PY" -m latentgen.bench probe_run --json --device "$DEVICE" --data-root "$DATA" \
+        $([ "$QUICK" = 1 ] && echo "--train-subset 500 --epochs 2")
+    stage bench_baselines_device 240 "$PY" -m latentgen.bench baselines_device --json --device "$DEVICE" \
+        --data-root "$DATA" "${small[@]}" $([ "$QUICK" = 1 ] && echo "--epochs 1 --no-qda")
+    stage bench_probe_model 240 "$PY" -m latentgen.bench probe_model --json --device "$DEVICE" \
+        $([ "$QUICK" = 1 ] && echo "--n-train 200 --n-test 50" || echo "--n-train 50000 --n-test 10000")
+    for name in probe_run baselines_device probe_model; do
+        tail -n 1 "$OUT/bench_$name.log" > "$OUT/bench_$name.json"
+    done
+}
+
+for s in "${STAGES[@]}"; do
+    case "$s" in
+        estimate|mlp|tests|bench) ;;
+        *) echo "unknown stage $s (estimate, mlp, tests, bench)" >&2; exit 2 ;;
+    esac
+done
+say "device checks at $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), device $DEVICE"
+"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" | tee -a "$OUT/summary.txt"
+failed=0
+for s in "${STAGES[@]}"; do
+    "run_$s" || failed=1
+done
+exit $failed

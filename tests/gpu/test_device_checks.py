@@ -1,0 +1,38 @@
+"""tests/gpu/device_checks.sh, the prepared GPU checks, run here on the CPU at toy sizes (DEVICE=cpu
+QUICK=1): its commands and its summary must work before a GPU session spends device time on them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).with_name("device_checks.sh")
+
+
+@pytest.mark.slow
+def test_the_mlp_stage_trains_probes_and_compares_with_the_projection(mnist_root, tmp_path):
+    env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "OUT": str(tmp_path / "out"),
+           "LATENTGEN_TEST_DATA": str(mnist_root), "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(SCRIPT), "mlp", "tests"], env=env, capture_output=True, text=True, timeout=600)
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert done.returncode == 0, summary + done.stderr
+    for stage in ("mlp_estimate", "mlp_train", "mlp_probe"):
+        assert f"{stage}: exit 0" in summary
+    assert "tests: skipped on the CPU" in summary
+    result = json.loads((tmp_path / "out" / "mlp.json").read_text())
+    for job in ("mlp_train", "mlp_probe"):
+        assert result[job]["measured_s"] is not None and result[job]["projected_s"] > 0
+        assert result[job]["ratio"] == pytest.approx(result[job]["measured_s"] / result[job]["projected_s"])
+    rows = (tmp_path / "out" / "work" / "run.csv").read_text().splitlines()
+    assert rows[0].startswith("model,dataset,corruption,run,epoch,layer,probe") and len(rows) > 1
+
+
+def test_an_unknown_stage_is_refused(tmp_path):
+    env = {**os.environ, "DEVICE": "cpu", "OUT": str(tmp_path / "out")}
+    done = subprocess.run(["bash", str(SCRIPT), "everything"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "unknown stage everything" in done.stderr
