@@ -74,3 +74,12 @@ def test_probe_model_benchmark_times_the_forward_passes_and_the_probing(capsys):
     assert result["rows"] == 2 * 2 * 3
     assert result["forward_seconds"] > 0 and result["probe_seconds"] > 0
     assert result["ratio"] == pytest.approx(result["probe_seconds"] / result["forward_seconds"])
+
+
+def test_train_shared_benchmark_times_concurrent_runs_against_one(capsys):
+    result = _bench(capsys, "train_shared", "--runs", "1", "2", "--samples", "320", "--arch", "cnn")
+    assert (result["arch"], result["dataset"], result["device"]) == ("cnn", "mnist", "cpu")
+    assert result["runs1_speedup"] == 1.0 and result["runs1_samples_per_s"] > 0
+    assert result["runs2_speedup"] == pytest.approx(result["runs2_samples_per_s"] / result["runs1_samples_per_s"])
+    with pytest.raises(ValueError, match="unknown architecture"):
+        _bench(capsys, "train_shared", "--arch", "transformer")

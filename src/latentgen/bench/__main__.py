@@ -12,7 +12,7 @@ import importlib
 import json
 import sys
 
-BENCHMARKS = ["probes", "train", "curvature", "probe_run", "baselines_device", "probe_model"]
+BENCHMARKS = ["probes", "train", "curvature", "probe_run", "baselines_device", "probe_model", "train_shared"]
 
 
 def _table(result: dict) -> str:
