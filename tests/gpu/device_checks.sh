@@ -19,6 +19,14 @@
 # (`latentgen download --dataset mnist --out mnist.npz`; 11 MB, easier to carry).
 # DEVICE=cpu QUICK=1 runs the same commands at toy sizes on the CPU: how tests/gpu/test_device_checks.py
 # checks this script on machines without a GPU. QUICK=1 alone: toy sizes on the GPU.
+#
+# Packages the machine lacks (the lent machine's image has no jsonschema, which the config check of
+# `latentgen estimate` needs) are installed from the wheels in $WHEELS, a git-ignored folder carried
+# along, made beside the repo with
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+#       jsonschema jsonschema-specifications referencing rpds-py
+# The script names any package still missing before it runs a stage.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -148,6 +156,16 @@ for s in "${STAGES[@]}"; do
         *) echo "unknown stage $s (estimate, mlp, tests, bench)" >&2; exit 2 ;;
     esac
 done
+if [ -n "${WHEELS:-}" ]; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$WORK/site" "$WHEELS"/*.whl || exit 1
+    export PYTHONPATH="$PYTHONPATH:$(cd "$WORK/site" && pwd)"
+fi
+missing=$("$PY" -c "import importlib.util as u; print(' '.join(m for m in ('torch', 'numpy', 'scipy', 'sklearn', \
+'threadpoolctl', 'h5py', 'pandas', 'matplotlib', 'yaml', 'jsonschema', 'PIL') if u.find_spec(m) is None))")
+if [ -n "$missing" ]; then
+    echo "missing Python packages: $missing (carry their wheels and set WHEELS; see the header)" >&2
+    exit 2
+fi
 say "device checks at $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), device $DEVICE"
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" | tee -a "$OUT/summary.txt"
 failed=0

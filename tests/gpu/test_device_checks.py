@@ -36,3 +36,12 @@ def test_an_unknown_stage_is_refused(tmp_path):
     env = {**os.environ, "DEVICE": "cpu", "OUT": str(tmp_path / "out")}
     done = subprocess.run(["bash", str(SCRIPT), "everything"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "unknown stage everything" in done.stderr
+
+
+def test_missing_packages_are_named_before_any_stage_runs(tmp_path):
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    env = {**os.environ, "DEVICE": "cpu", "OUT": str(tmp_path / "out"), "PYTHON": str(bare / "bin" / "python")}
+    done = subprocess.run(["bash", str(SCRIPT), "mlp"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "missing Python packages: torch numpy scipy sklearn" in done.stderr
+    assert "jsonschema" in done.stderr and not (tmp_path / "out" / "mlp_train.log").exists()

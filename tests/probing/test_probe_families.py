@@ -346,6 +346,10 @@ def test_lda_svd_route_is_scikit_learn_bit_for_bit_and_the_family_is_the_authors
             if isinstance(fitted, np.ndarray):
                 assert fitted.dtype == getattr(lean, name).dtype and np.array_equal(fitted, getattr(lean, name)), name
         assert np.array_equal(lean.predict(T), lda.predict(T))
+        # the gram route at scikit-learn's 1/n: its rank and its test accuracy (to 4 decimals)
+        gram = baselines.fit_lda(X, labels[f"train_{fit_labels}"], within_scale="n", method="gram")
+        assert gram.within_rank_ == lean.within_rank_
+        assert round(np.mean(gram.predict(T) == labels["test"]), 4) == round(np.mean(lda.predict(T) == labels["test"]), 4)
         # the family: the authors' 1/(n - K), the gram route (3,000 rows, 2,048 features)
         authors = baselines.fit_lda(X, labels[f"train_{fit_labels}"])
         assert authors.method_ == "gram"
