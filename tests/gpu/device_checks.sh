@@ -65,7 +65,7 @@ mnist_npz() {  # the prepared MNIST file the mlp stage trains on
 
 run_estimate() {
     stage estimate 420 "$PY" -m latentgen estimate --configfile config.yaml --device "$DEVICE" --gpus "$GPUS" \
-        --json --out "$OUT/estimate.csv" --quiet && cp "$OUT/estimate.log" "$OUT/estimate.json" && "$PY" - "$OUT" <<'EOF' | tee -a "$OUT/summary.txt"
+        --json --out "$OUT/estimate.csv" --quiet && tail -n 1 "$OUT/estimate.log" > "$OUT/estimate.json" && "$PY" - "$OUT" <<'EOF' | tee -a "$OUT/summary.txt"
 import json, sys
 out = sys.argv[1]
 import yaml
