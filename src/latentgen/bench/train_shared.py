@@ -10,7 +10,8 @@ model's own optimizer and batch size (``training.hyperparameters.default_train_c
 then starts them together.
 
 Reported per K: ``runs{K}_samples_per_s``, the aggregate rate (K × ``--samples`` / the span from
-the first start to the last end), and ``runs{K}_speedup``, that rate over one run's. The speed-up
+the first start to the last end), and ``runs{K}_speedup``, that rate over one run's (one run is
+always timed, first). The speed-up
 stops growing at the K the device (or the host's cores) can feed.
 """
 
@@ -20,6 +21,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -41,38 +43,43 @@ def run(args: argparse.Namespace) -> dict:
     if any(k < 1 for k in args.runs) or args.samples < 1:
         raise ValueError("--runs and --samples must be positive")
     result: dict = {"arch": args.arch, "dataset": args.dataset, "device": args.device, "samples": args.samples}
-    one = None
-    for k in args.runs:
-        rate = _concurrent_rate(k, args)
-        one = rate if one is None and k == 1 else one
-        result[f"runs{k}_samples_per_s"] = rate
-        if one is not None:
-            result[f"runs{k}_speedup"] = rate / one
+    for k in sorted({1, *args.runs}):  # one run first: the speed-ups' reference
+        result[f"runs{k}_samples_per_s"] = _concurrent_rate(k, args)
+        result[f"runs{k}_speedup"] = result[f"runs{k}_samples_per_s"] / result["runs1_samples_per_s"]
     return result
 
 
 def _concurrent_rate(k: int, args) -> float:
     command = [sys.executable, "-m", "latentgen.bench.train_shared", args.arch, args.dataset, str(args.samples),
                args.device]
-    workers = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True) for _ in range(k)]
+    # stderr to files, not pipes: a worker's warnings can never fill a pipe nobody reads while it trains
+    logs = [tempfile.TemporaryFile(mode="w+") for _ in range(k)]
+    workers = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
+               for log in logs]
+
+    def failed(i: int) -> RuntimeError:
+        workers[i].wait()
+        logs[i].seek(0)
+        return RuntimeError(f"a training worker failed: {logs[i].read()[-2000:]}")
+
     try:
-        for worker in workers:  # every one warmed up before any is timed
+        for i, worker in enumerate(workers):  # every one warmed up before any is timed
             if worker.stdout.readline().strip() != "ready":
-                raise RuntimeError(f"a training worker failed: {worker.communicate()[1][-2000:]}")
+                raise failed(i)
         for worker in workers:
             worker.stdin.write("go\n")
             worker.stdin.flush()
         times = []
-        for worker in workers:
-            out, err = worker.communicate(timeout=3600)
+        for i, worker in enumerate(workers):
+            out, _ = worker.communicate(timeout=3600)
             if worker.returncode != 0:
-                raise RuntimeError(f"a training worker failed: {err[-2000:]}")
+                raise failed(i)
             times.append(json.loads(out.strip().splitlines()[-1]))
     finally:
-        for worker in workers:
+        for worker, log in zip(workers, logs):
             if worker.poll() is None:
                 worker.kill()
+            log.close()
     span = max(t["end"] for t in times) - min(t["start"] for t in times)
     return k * args.samples / span
 

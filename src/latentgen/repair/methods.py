@@ -184,7 +184,9 @@ def _velpic_transfer(model: nn.Module, keep_bias: bool, inputs: RepairInputs) ->
     feats = head_inputs(model, inputs.train_x, inputs.batch_size)
     labels = torch.as_tensor(inputs.train_labels).numpy()
     key = _digest(feats, labels, layer.out_features)
-    velpic = _VELPIC_FITS.pop(key, None) or VeLPIC().fit(feats, labels, classes=np.arange(layer.out_features))
+    velpic = _VELPIC_FITS.pop(key, None)  # re-inserted below: the most recently used last
+    if velpic is None:
+        velpic = VeLPIC().fit(feats, labels, classes=np.arange(layer.out_features))
     _VELPIC_FITS[key] = velpic
     while len(_VELPIC_FITS) > _VELPIC_FITS_KEPT:
         del _VELPIC_FITS[next(iter(_VELPIC_FITS))]  # the least recently used
