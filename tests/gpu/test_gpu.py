@@ -213,6 +213,26 @@ def test_gpu_slots_place_two_concurrent_jobs_on_two_devices(tmp_path):
     assert lines[0][2] != lines[1][2]  # and they are different GPUs
 
 
+
+def test_runs_sharing_one_gpu_through_the_slots_and_their_rate(tmp_path):
+    # two jobs at --jobs-per-gpu 2 share the one GPU (the same device, at once), and two concurrent
+    # training runs on it are timed (the estimate's speed-up for a model's runs_per_gpu)
+    from latentgen.training.shared_device import concurrent_rate
+
+    probe = ("import os, time, torch; torch.zeros(1, device='cuda'); print(os.environ['CUDA_VISIBLE_DEVICES'], "
+             "time.time(), flush=True); time.sleep(3)")
+    env = {**os.environ, "LATENTGEN_GPU_LOCK_DIR": str(tmp_path / "locks"), "LATENTGEN_NUM_GPUS": "1"}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    cmd = [sys.executable, "-m", "latentgen.workflow.gpu_slots", "--jobs-per-gpu", "2", "--", sys.executable, "-c", probe]
+    jobs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    lines = [job.communicate(timeout=120)[0].split() for job in jobs]
+    assert all(job.returncode == 0 for job in jobs) and lines[0][0] == lines[1][0] == "0"
+    assert abs(float(lines[0][1]) - float(lines[1][1])) < 2.5  # side by side, not one after the other
+    one = concurrent_rate("mlp", "mnist", 1, 6400, "cuda")
+    two = concurrent_rate("mlp", "mnist", 2, 6400, "cuda")
+    print(f"\nMLP training on one GPU: 1 run {one:.0f} samples/s, 2 runs {two:.0f} samples/s ({two / one:.2f}x)")
+    assert one > 0 and two > 0
+
 def test_the_training_benchmark_runs_on_cuda(mnist_root):
     out = subprocess.run([sys.executable, "-m", "latentgen.bench", "train", "--device", "cuda", "--samples", "3200",
                           "--data-root", str(mnist_root), "--json"], capture_output=True, text=True, timeout=600)

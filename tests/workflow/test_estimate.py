@@ -239,3 +239,35 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path, capsys, argv, config, messag
 def test_recorded_epochs_name_registered_pairs():
     for arch, dataset in E.RECORDED_EPOCHS:
         assert dataset in registry.get_architecture(arch).datasets
+
+
+def test_runs_sharing_a_gpu_take_their_share_and_their_measured_slowdown(repo_root, tmp_path):
+    # the MLP's runs share a GPU 4 ways at a measured 2× aggregate rate: each run takes 4/2 = 2× its time
+    # alone and a quarter of the GPU, so the four runs train side by side on one GPU
+    models = {"mlp_digits": {"arch": "mlp", "dataset": "digits", "max_epochs": 4, "runs_per_gpu": 4}}
+    cfg = make_config(repo_root, tmp_path, models=models, runs=[1, 2], tables={"build": []})
+    shared_cost = M.ModelCost(1.0, 2.0, 0.5, forward=3.0, probe=5.0, train_shared_speedup=2.0, train_shared_runs=4)
+    jobs = E.plan(cfg, {"mlp_digits": shared_cost}, cores=64, gpus=1, job_overhead=0.0, small=NO_SMALL)
+    alone = 1.0 + 4 * 2.0 + 4 * 0.5
+    train = [j for j in jobs if j.stage == "train"]
+    assert len(train) == 4 and all(j.seconds == 2 * alone and j.gpu_units == 6 for j in train)
+    assert all(j.gpu_units == 24 for j in jobs if j.stage == "probe_run")  # whole-GPU rule
+    only_train = [E.Job(j.stage, j.model, j.seconds, j.threads, j.gpu, [], 0, j.gpu_units) for j in train]
+    assert E.simulate(only_train, cores=64, gpus=1) == pytest.approx(2 * alone)  # all four at once
+    # the same runs unshared: one at a time on the GPU, each at its own speed
+    whole = E.plan(cfg, {"mlp_digits": shared_cost}, cores=64, gpus=1, job_overhead=0.0, small=NO_SMALL,
+                   jobs_per_gpu=1)
+    whole_train = [E.Job(j.stage, j.model, j.seconds, j.threads, j.gpu, [], 0, j.gpu_units)
+                   for j in whole if j.stage == "train"]
+    assert [j.seconds for j in whole_train] == [alone] * 4
+    assert E.simulate(whole_train, cores=64, gpus=1) == pytest.approx(4 * alone)
+    # $LATENTGEN_JOBS_PER_GPU overrides every GPU job's share, the probe jobs' too
+    halves = M.ModelCost(1.0, 2.0, 0.5, forward=3.0, probe=5.0, train_shared_speedup=1.5, train_shared_runs=2)
+    every = E.plan(cfg, {"mlp_digits": halves}, cores=64, gpus=1, job_overhead=0.0, small=NO_SMALL, jobs_per_gpu=2)
+    assert {j.gpu_units for j in every if j.gpu} == {12}
+    assert {j.seconds for j in every if j.stage == "train"} == {alone * 2 / 1.5}
+    with pytest.raises(ValueError, match="2 training runs per GPU, but the speed-up was measured for 4"):
+        E.plan(cfg, {"mlp_digits": shared_cost}, cores=64, gpus=1, job_overhead=0.0, small=NO_SMALL, jobs_per_gpu=2)
+    # on the CPU (no GPUs) sharing does not apply: the runs cost their own time
+    cpu = E.plan(cfg, {"mlp_digits": shared_cost}, cores=64, gpus=0, job_overhead=0.0, small=NO_SMALL)
+    assert [j.seconds for j in cpu if j.stage == "train"] == [alone] * 4

@@ -32,10 +32,10 @@ def _env(tmp_path, **extra):
     return env
 
 
-def _start(tmp_path, name, env):
+def _start(tmp_path, name, env, *options):
     out = tmp_path / f"{name}.txt"
     release = tmp_path / f"{name}.release"
-    proc = subprocess.Popen([sys.executable, "-m", "latentgen.workflow.gpu_slots", "--",
+    proc = subprocess.Popen([sys.executable, "-m", "latentgen.workflow.gpu_slots", *options, "--",
                              sys.executable, "-c", JOB, str(out), str(release)], env=env)
     return proc, out, release
 
@@ -92,10 +92,58 @@ def test_jobs_per_gpu_shares_a_device(tmp_path):
     a, b = _start(tmp_path, "a", env), _start(tmp_path, "b", env)
     got = [_wait_for(a[1]), _wait_for(b[1])]
     assert [g[0] for g in got] == ["0", "0"]
-    assert sorted(g[1] for g in got) == ["0", "1"]  # two slots, one GPU
+    assert sorted(g[1] for g in got) == ["0", "12"]  # two halves of one GPU (24 units)
     for proc, _, release in (a, b):
         release.touch()
         assert proc.wait(30) == 0
+
+
+def test_shares_of_different_size_fill_one_gpu_by_weight(tmp_path):
+    # one GPU: a half (K=2) and two quarters (K=4) fill it; a third quarter waits for one to end
+    env = _env(tmp_path, LATENTGEN_NUM_GPUS="1")
+    half = _start(tmp_path, "half", env, "--jobs-per-gpu", "2")
+    _wait_for(half[1])
+    quarters = [_start(tmp_path, f"q{i}", env, "--jobs-per-gpu", "4") for i in range(2)]
+    assert [_wait_for(q[1])[0] for q in quarters] == ["0", "0"]
+    late = _start(tmp_path, "late", env, "--jobs-per-gpu", "4")
+    time.sleep(1.5)
+    assert not late[1].exists(), "a job started on a GPU whose shares were all taken"
+    quarters[0][2].touch()
+    assert quarters[0][0].wait(30) == 0
+    assert _wait_for(late[1])[0] == "0"
+    # a whole-GPU job cannot start beside shared ones, and starts once they all end
+    whole = _start(tmp_path, "whole", env)
+    time.sleep(1.0)
+    assert not whole[1].exists()
+    for proc, _, release in (half, quarters[1], late):
+        release.touch()
+        assert proc.wait(30) == 0
+    _wait_for(whole[1])
+    whole[2].touch()
+    assert whole[0].wait(30) == 0
+
+
+def test_a_whole_gpu_job_goes_to_a_free_gpu_beside_a_shared_one(tmp_path):
+    env = _env(tmp_path, LATENTGEN_NUM_GPUS="2")
+    shared = _start(tmp_path, "shared", env, "--jobs-per-gpu", "8")
+    assert _wait_for(shared[1])[0] == "0"
+    whole = _start(tmp_path, "whole", env)
+    assert _wait_for(whole[1])[0] == "1"
+    for proc, _, release in (shared, whole):
+        release.touch()
+        assert proc.wait(30) == 0
+
+
+@pytest.mark.parametrize("options, env_value, message", [
+    (("--jobs-per-gpu", "5"), None, "--jobs-per-gpu must be one of 1, 2, 3, 4, 6, 8, 12, 24"),
+    ((), "7", "LATENTGEN_JOBS_PER_GPU must be one of"),
+    ((), "two", "LATENTGEN_JOBS_PER_GPU must be a positive integer"),
+])
+def test_a_share_that_does_not_divide_a_gpu_is_refused(tmp_path, options, env_value, message):
+    env = _env(tmp_path, LATENTGEN_NUM_GPUS="1", **({"LATENTGEN_JOBS_PER_GPU": env_value} if env_value else {}))
+    done = subprocess.run([sys.executable, "-m", "latentgen.workflow.gpu_slots", *options, "--", sys.executable,
+                           "-c", "print('ran')"], env=env, capture_output=True, text=True)
+    assert done.returncode == 1 and message in done.stderr and "ran" not in done.stdout
 
 
 def test_pool_hands_out_the_listed_visible_devices(tmp_path):
@@ -132,12 +180,15 @@ def test_bad_settings_are_refused(tmp_path, monkeypatch):
 
 
 def test_acquire_times_out_when_every_slot_is_held(tmp_path):
-    slot, device, fd = gpu_slots.acquire_slot(["0"], tmp_path)
+    slot, device, fds = gpu_slots.acquire_slot(["0"], tmp_path)
+    assert len(fds) == gpu_slots.GPU_UNITS
     try:
-        with pytest.raises(TimeoutError, match="no free GPU slot"):
-            gpu_slots.acquire_slot(["0"], tmp_path, poll_s=0.05, timeout_s=0.3)
+        with pytest.raises(TimeoutError, match="no GPU with 1/2 of it free"):
+            gpu_slots.acquire_slot(["0"], tmp_path, jobs_per_gpu=2, poll_s=0.05, timeout_s=0.3)
     finally:
+        for fd in fds:
+            os.close(fd)
+    slot2, _, fds2 = gpu_slots.acquire_slot(["0"], tmp_path, timeout_s=1)
+    for fd in fds2:
         os.close(fd)
-    slot2, _, fd2 = gpu_slots.acquire_slot(["0"], tmp_path, timeout_s=1)
-    os.close(fd2)
     assert slot == slot2 == 0 and device == "0"

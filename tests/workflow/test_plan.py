@@ -4,6 +4,7 @@ tests/workflow/test_workflow.py: the small run's finished jobs and config.yaml's
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 
@@ -109,3 +110,49 @@ def test_a_bad_activations_value_is_refused_naming_the_key(tmp_path, schema, dem
 def test_the_plan_imports_no_torch():
     code = "import sys, latentgen.workflow.plan; sys.exit('torch' in sys.modules or 'numpy' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_gpu_shares_per_model_and_rule(tmp_path, schema, demo):
+    cfg = copy.deepcopy(demo)
+    cfg["device"] = "cuda"
+    cfg["models"]["mlp_digits"]["runs_per_gpu"] = 4
+    plan = JobPlan(_load(tmp_path, schema, cfg), epochs=_epochs([0, 1, 2, 4], 4))
+    units = {(j.rule, j.model): j.gpu_units for j in plan.jobs() if j.rule in ("train", "probe_run", "metrics")}
+    # the MLP's training runs share a GPU 4 ways (6 of its 24 units); every other GPU job holds a whole one
+    assert units["train", "mlp_digits"] == 6 and units["train", "cnn_digits"] == 24
+    assert units["probe_run", "mlp_digits"] == 24 and units["metrics", "mlp_digits"] == 0
+    assert str(plan.gpu_prefix("train", "mlp_digits")) == "python -m latentgen.workflow.gpu_slots --jobs-per-gpu 4 --"
+    assert str(plan.gpu_prefix("probe_run", "mlp_digits")).endswith("--jobs-per-gpu 1 --")
+    # $LATENTGEN_JOBS_PER_GPU: every GPU job's share
+    override = JobPlan(_load(tmp_path, schema, cfg), epochs=_epochs([0, 1, 2, 4], 4), jobs_per_gpu=3)
+    assert {j.gpu_units for j in override.jobs() if j.gpu} == {8}
+    # on the CPU nothing holds a GPU and no command is wrapped
+    cfg["device"] = "cpu"
+    cpu = JobPlan(_load(tmp_path, schema, cfg), epochs=_epochs([0, 1, 2, 4], 4))
+    assert {j.gpu_units for j in cpu.jobs()} == {0} and cpu.gpu_prefix("train", "mlp_digits") == ""
+
+
+def test_where_a_job_runs_is_not_a_parameter_snakemake_reruns_for(tmp_path):
+    # Snakemake reruns a job whose recorded params changed; the gpu_slots prefix is a param of every GPU
+    # job, and a model's new runs_per_gpu must retrain nothing. A real run, then the same with a new share.
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text(
+        "import os\n"
+        "from latentgen.workflow.gpu_slots import Prefix\n"
+        "rule done:\n"
+        "    output: 'done.txt'\n"
+        "    params: gpu=Prefix(int(os.environ['SHARE'])), other=os.environ['OTHER']\n"
+        "    shell: 'echo {params.gpu} > {output}'\n")
+
+    def snakemake(share, other, *args):
+        env = {**os.environ, "SHARE": str(share), "OTHER": other}
+        return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(snakefile), "-d", str(tmp_path),
+                               "--cores", "1", *args], capture_output=True, text=True, env=env, timeout=120)
+
+    assert snakemake(4, "a").returncode == 0
+    assert (tmp_path / "done.txt").read_text() == "python -m latentgen.workflow.gpu_slots --jobs-per-gpu 4 --\n"
+    unchanged = snakemake(2, "a", "-n")
+    assert unchanged.returncode == 0 and "Nothing to be done" in unchanged.stdout + unchanged.stderr
+    # the check can fail: a builtin param that changes does rerun
+    changed = snakemake(2, "b", "-n")
+    assert changed.returncode == 0 and "Nothing to be done" not in changed.stdout + changed.stderr

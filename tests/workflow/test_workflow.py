@@ -27,11 +27,12 @@ CORES = 2
 LAST_HIDDEN = {"mlp": "fc4", "cnn": "fc3"}
 
 
-def snakemake(repo_root, workdir, *args, configfile=None, timeout=600, **kw):
+def snakemake(repo_root, workdir, *args, configfile=None, timeout=600, env=None, **kw):
     cmd = [sys.executable, "-m", "snakemake", "-s", str(repo_root / "Snakefile"), "-d", str(workdir), *args]
     if configfile is not None:  # last: --configfile takes every word that follows
         cmd += ["--configfile", str(configfile)]
-    env = {**os.environ, "LATENTGEN_PREFORK_DIR": str(Path(workdir) / ".prefork"), "LATENTGEN_PREFORK_IDLE": "15"}
+    env = {**os.environ, "LATENTGEN_PREFORK_DIR": str(Path(workdir) / ".prefork"), "LATENTGEN_PREFORK_IDLE": "15",
+           **(env or {})}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, **kw)
 
 
@@ -292,11 +293,13 @@ def test_one_figure_target_runs_only_what_it_needs(repo_root, tmp_path):
     assert not any(f"fig{i}" in counts for i in range(1, 15) if i != 3)
 
 
-def test_gpu_jobs_take_a_gpu_and_a_slot_only_on_cuda(repo_root, tmp_path):
+def test_gpu_jobs_take_a_gpu_or_their_share_and_a_slot_only_on_cuda(repo_root, tmp_path):
+    # config.yaml with the MLP's runs sharing a GPU 4 ways: its training holds 6 of a GPU's 24 units,
+    # its probe job (whole-GPU rule) all 24; on the CPU neither holds any, and no command is wrapped
     target = "results/probes/mlp/mnist/c0.2/run1.csv"
-    for device, gpu in (("cuda", "1"), ("cpu", "0")):
-        dry = snakemake(repo_root, tmp_path, target, "-n", "-p", "--config", f"device={device}",
-                        configfile=repo_root / "config.yaml")
+    for device, train_units, probe_units in (("cuda", 6, 24), ("cpu", 0, 0)):
+        dry = snakemake(repo_root, tmp_path, target, "-n", "-p", "--resources", "gpu=1", "--config", f"device={device}",
+                        configfile=_with_mlp_runs_per_gpu(repo_root, tmp_path, 4))
         assert dry.returncode == 0, dry.stderr[-3000:]
         seen = set()
         for block in re.split(r"\n(?=[ \t]*\[)", dry.stdout + dry.stderr):  # one block per job, from its [date]
@@ -306,12 +309,34 @@ def test_gpu_jobs_take_a_gpu_and_a_slot_only_on_cuda(repo_root, tmp_path):
             rule = m.group(1)
             seen.add(rule)
             resources = re.search(r"resources: (.*)", block).group(1)
-            if rule in ("train", "probe_run"):
-                assert f"gpu={gpu}" in resources, (device, rule, resources)
-                assert ("latentgen.workflow.gpu_slots --" in block) == (device == "cuda"), (device, rule)
+            units = {"train": train_units, "probe_run": probe_units}.get(rule, 0)
+            held = re.search(r"\bgpu_units=(\d+)", resources)
+            assert (int(held.group(1)) if held else 0) == units, (device, rule, resources)
+            share = {"train": 4, "probe_run": 1}.get(rule)
+            if device == "cuda" and share:
+                assert f"latentgen.workflow.gpu_slots --jobs-per-gpu {share} -- python" in block, (device, rule)
             else:
-                assert "gpu=1" not in resources and "latentgen.workflow.gpu_slots" not in block
+                assert "latentgen.workflow.gpu_slots" not in block, (device, rule)
         assert {"train", "probe_run"} <= seen, seen
+
+
+def _with_mlp_runs_per_gpu(repo_root, tmp_path, k):
+    cfg = yaml.safe_load((repo_root / "config.yaml").read_text())
+    cfg["models"]["mlp_mnist"]["runs_per_gpu"] = k
+    path = tmp_path / "config-shared.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_a_share_that_does_not_divide_a_gpu_stops_the_workflow_before_any_job(repo_root, tmp_path):
+    bad = _with_mlp_runs_per_gpu(repo_root, tmp_path, 5)
+    dry = snakemake(repo_root, tmp_path, "-n", configfile=bad)
+    said = dry.stdout + dry.stderr
+    assert dry.returncode != 0 and "models.mlp_mnist.runs_per_gpu" in said, said[-2000:]
+    env_bad = snakemake(repo_root, tmp_path, "-n", "--config", "device=cuda", configfile=repo_root / "config.yaml",
+                        env={"LATENTGEN_JOBS_PER_GPU": "5"})
+    said = env_bad.stdout + env_bad.stderr
+    assert env_bad.returncode != 0 and "LATENTGEN_JOBS_PER_GPU must be one of" in said, said[-2000:]
 
 
 def test_the_demo_config_runs_on_its_own(repo_root, tmp_path):

@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from latentgen import config_entries, registry  # noqa: E402
 from latentgen.workflow.config import check_config, command_line, corruption_tag  # noqa: E402
 from latentgen.paper.figures import FIGURES  # noqa: E402
-from latentgen.workflow.plan import GPU_RULES, LAYOUT, PRIORITY, JobPlan  # noqa: E402
+from latentgen.workflow.gpu_slots import GPU_UNITS, jobs_per_gpu_override  # noqa: E402
+from latentgen.workflow.plan import LAYOUT, PRIORITY, SCHEDULING_KEYS, JobPlan  # noqa: E402
 
 # the whole configuration checked (schema, registry names, every command option by the command's
 # own parser) and its defaults filled in, before any job; a bad key stops here, naming it
@@ -22,7 +23,8 @@ config.update(check_config(config, Path(workflow.basedir) / "workflow" / "schema
 config_entries.export(config["external"])
 
 # every job of the build, and what each needs (latentgen.workflow.plan): the input functions below read it
-PLAN = JobPlan(config)
+# ($LATENTGEN_JOBS_PER_GPU, checked here: a bad value stops the workflow before any job)
+PLAN = JobPlan(config, jobs_per_gpu=jobs_per_gpu_override())
 OUT = config["outdir"].rstrip("/")
 DEVICE = config["device"]
 CUDA = DEVICE == "cuda"
@@ -30,7 +32,8 @@ RUNS = sorted(config["runs"])
 CORRUPTIONS = [corruption_tag(c) for c in sorted(config["corruptions"])]
 THREADS = config["threads"]
 SEEDS = config["seeds"]
-MODELS = config["models"]
+# the models as the jobs' parameters and provenance see them (where a job runs is not what it computes)
+MODELS = {name: {k: v for k, v in m.items() if k not in SCHEDULING_KEYS} for name, m in config["models"].items()}
 MODEL_BY_PAIR = {(m["arch"], m["dataset"]): m for m in MODELS.values()}
 NAME_BY_PAIR = {(m["arch"], m["dataset"]): name for name, m in MODELS.items()}
 DATASETS_USED = sorted({m["dataset"] for m in MODELS.values()})
@@ -72,13 +75,28 @@ os.environ.update(
 # Jobs run `python -m latentgen.prefork COMMAND`, which is `python -m latentgen.prefork COMMAND` unless
 # `prefork: true` asks for a warm, forking server (no 2–4 s of imports per job).
 os.environ.update(LATENTGEN_PREFORK="1" if config["prefork"] else "0")
-# GPU jobs (latentgen.workflow.plan.GPU_RULES) take a GPU of their own (Snakemake's gpu resource only counts them)
-GPU_PREFIX = "python -m latentgen.workflow.gpu_slots --" if CUDA else ""
+# GPU jobs (latentgen.workflow.plan.GPU_RULES) hold a GPU, or a share of one (a model's runs_per_gpu):
+# `--resources gpu=N` counts GPUs, and the jobs are charged in gpu_units, GPU_UNITS per GPU, so
+# that runs sharing a GPU four ways fit four to a GPU beside whole-GPU jobs. Snakemake's count only
+# caps them; the gpu_slots wrapper puts each on a GPU with its share free (CUDA_VISIBLE_DEVICES).
+# On SLURM each GPU job asks for a GPU of its own (profiles/slurm: gpu: 1) and gpu_units is not capped.
+_GPUS = workflow.global_resources.get("gpu")
+if CUDA and _GPUS is not None and _GPUS.value is not None:
+    workflow.register_resource("gpu_units", int(_GPUS.value) * GPU_UNITS)
 
 
-def gpu_of(rule):
-    """The `gpu` resource of ``rule``'s jobs: 1 for the plan's GPU rules on a CUDA build."""
-    return 1 if CUDA and rule in GPU_RULES else 0
+def _model_name(wildcards):
+    return NAME_BY_PAIR[(wildcards.arch, wildcards.dataset)]
+
+
+def gpu_units_of(rule):
+    """The `gpu_units` resource of ``rule``'s jobs (latentgen.workflow.plan.JobPlan.gpu_units)."""
+    return lambda wildcards: PLAN.gpu_units(rule, _model_name(wildcards))
+
+
+def gpu_prefix(rule):
+    """The command prefix that places ``rule``'s job on a GPU with its share free (nothing on the CPU)."""
+    return lambda wildcards: PLAN.gpu_prefix(rule, _model_name(wildcards))
 
 
 def model_of(wildcards):

@@ -26,11 +26,11 @@ rule probe_run:
         keep=keep_activations_option,
         cache=out(LAYOUT["input_cache"]),
         device=DEVICE,
-        gpu=GPU_PREFIX,
+        gpu=gpu_prefix("probe_run"),
     priority: PRIORITY["probe_run"]
     threads: THREADS["probe"]
     resources:
-        gpu=gpu_of("probe_run"),
+        gpu_units=gpu_units_of("probe_run"),
     conda:
         "../../envs/probe.yaml"
     shell:

@@ -19,11 +19,11 @@ rule relabel:
     params:
         options=command_line("relabel", {k: RELABEL[k] for k in ("max_epochs", "patience") if RELABEL.get(k) is not None}),
         device=DEVICE,
-        gpu=GPU_PREFIX,
+        gpu=gpu_prefix("relabel"),
         config_json=lambda wildcards: json.dumps({"relabel": RELABEL, "seeds": SEEDS}, sort_keys=True),
     threads: THREADS["train"]
     resources:
-        gpu=gpu_of("relabel"),
+        gpu_units=gpu_units_of("relabel"),
     conda:
         "../../envs/train.yaml"
     shell:

@@ -23,11 +23,11 @@ rule repair:
     params:
         options=repair_options,
         device=DEVICE,
-        gpu=GPU_PREFIX,
+        gpu=gpu_prefix("repair"),
         config_json=lambda wildcards: json.dumps({"repair": REPAIR, "seeds": SEEDS}, sort_keys=True),
     threads: THREADS["repair"]
     resources:
-        gpu=gpu_of("repair"),
+        gpu_units=gpu_units_of("repair"),
     conda:
         "../../envs/probe.yaml"
     shell:

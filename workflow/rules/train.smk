@@ -20,10 +20,10 @@ checkpoint train:
     params:
         options=train_options,
         device=DEVICE,
-        gpu=GPU_PREFIX,
+        gpu=gpu_prefix("train"),
     threads: THREADS["train"]
     resources:
-        gpu=gpu_of("train"),
+        gpu_units=gpu_units_of("train"),
     conda:
         "../../envs/train.yaml"
     shell:

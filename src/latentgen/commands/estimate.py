@@ -44,6 +44,9 @@ def format_table(summary: dict) -> str:
         for source in found:
             sources.setdefault(source, []).append(name)
     lines.append("epochs per run from " + "; ".join(f"{s}: {', '.join(n)}" for s, n in sources.items()))
+    for name, shared in summary.get("shared_training", {}).items():
+        lines.append(f"{name}: {shared['runs_per_gpu']} training runs share a GPU, measured {shared['speedup']:.3g}× "
+                     f"one run's rate")
     if summary["random_data"]:
         lines.append(f"timed on random images of the real shape (dataset not found): {', '.join(summary['random_data'])}")
     if summary["untimed_probe_families"]:

@@ -35,6 +35,7 @@ GPU_PROBE_BYTES, GPU_SCORE_ROWS = 7 << 29, 16384
 # families that fit on their own (the baselines): BASELINE_ROWS rows at full width, scaled linearly
 # in rows, but k-NN (each scored row against every training row) quadratically
 BASELINE_ROWS, QUADRATIC_FAMILIES = 512, ("knn",)
+SHARED_BATCHES = 1000  # per run, timing runs that share a GPU (about 2 s of a launch-bound MLP on an H200)
 
 
 @dataclass
@@ -53,6 +54,9 @@ class ModelCost:
     data: str = "given"  # where the sample's images came from ("random" is flagged)
     load: float = 0.0  # per probe job: the dataset and the labels, once
     probe_input: float = 0.0  # the part of ``probe`` on the input layer, fit once per job (reused after)
+    # train_shared_runs concurrent runs' aggregate rate over one run's (measured on the GPU; 1: unshared)
+    train_shared_speedup: float = 1.0
+    train_shared_runs: int = 1
 
 
 
@@ -348,8 +352,19 @@ def _families(cfg_families, no_transfer=False):
     return layer, sum(f.needs_checkpoint and not no_transfer for f in entries)
 
 
-def measure(cfg: dict, *, device="auto", cores: int | None = None, progress=None) -> tuple[dict[str, ModelCost], dict]:
-    """Per-job seconds of every configured model on this machine (module docstring)."""
+def _measure_shared_speedup(model_cfg: dict, runs: int) -> float:
+    """Aggregate rate of ``runs`` concurrent training runs over one run's, on the GPU
+    (``training.shared_device``; SHARED_BATCHES batches each, random images of the real shape)."""
+    from latentgen.training.shared_device import concurrent_rate
+    samples = SHARED_BATCHES * _train_config(model_cfg).batch_size
+    one = concurrent_rate(model_cfg["arch"], model_cfg["dataset"], 1, samples, "cuda")
+    return concurrent_rate(model_cfg["arch"], model_cfg["dataset"], runs, samples, "cuda") / one
+
+
+def measure(cfg: dict, *, device="auto", cores: int | None = None, progress=None,
+            shares: dict[str, int] | None = None) -> tuple[dict[str, ModelCost], dict]:
+    """Per-job seconds of every configured model on this machine (module docstring); on a GPU also the
+    speed-up of the models whose training runs share one (``shares``: model -> runs per GPU)."""
     begin = time.perf_counter()
     cold = "torch" not in sys.modules
     import h5py  # noqa: F401  (timed with the rest: what a job without prefork imports)
@@ -417,10 +432,17 @@ def measure(cfg: dict, *, device="auto", cores: int | None = None, progress=None
                     relabel = (acts["seconds"] + data.load_seconds + fits(["masc"] if "masc" in families else [])
                                + epochs * train["epoch"])
                 extra = [f for f in final_families if getattr(families[f][1], "extra_labels", False)]
+                speedup, shared_runs = 1.0, 1
+                if _is_cuda(dev) and (shares or {}).get(name, 1) > 1:
+                    shared_runs = shares[name]
+                    say(f"{name}: {shared_runs} training runs sharing the GPU")
+                    speedup = _measure_shared_speedup(model, shared_runs)
                 costs[name] = ModelCost(train["start"], train["epoch"], train["checkpoint"], acts["seconds"], probe,
                                         repair, final, fits(extra) if paper else 0.0, relabel, acts["bytes"],
                                         data.source, load=data.load_seconds,
-                                        probe_input=fits(grid_families, only=registry.INPUT_LAYER))
+                                        probe_input=fits(grid_families, only=registry.INPUT_LAYER),
+                                        train_shared_speedup=speedup,
+                                        train_shared_runs=shared_runs)
     finally:
         torch.set_num_threads(before)
         blas.restore_original_limits()

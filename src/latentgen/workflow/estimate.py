@@ -25,10 +25,15 @@ random images of the real shape (flagged ``random``).
 - **relabel**: activations, MASC fits and ``relabel.max_epochs`` epochs (an upper bound).
 - bookkeeping jobs: :data:`SMALL_JOBS`; the others pay :data:`JOB_OVERHEAD_S` (+ imports without prefork).
 
+- **runs sharing a GPU** (a model's ``runs_per_gpu`` K > 1, or ``$LATENTGEN_JOBS_PER_GPU``): on a GPU,
+  K concurrent runs' aggregate rate over one run's is measured (``training.shared_device``); each
+  run then takes K / that speed-up times its time alone, and holds 1/K of a GPU.
+
 Scheduling (:func:`simulate`): the workflow's job graph; a job holds ``min(threads, cores)`` cores
-and, with ``gpus > 0``, a GPU stage one GPU; whenever a job ends, ready jobs start in Snakemake's
-priority order while cores and GPUs last (a greedy list schedule). Wall = :data:`WORKFLOW_START_S`
-+ its length. GPU projections need GPU timings (``--device cuda``).
+and, with ``gpus > 0``, a GPU stage its share of one GPU (``gpu_units`` of ``gpu_slots.GPU_UNITS``,
+the plan's); whenever a job ends, ready jobs start in Snakemake's priority order while cores and
+GPU units last (a greedy list schedule). Wall = :data:`WORKFLOW_START_S` + its length. GPU
+projections need GPU timings (``--device cuda``).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from latentgen import registry
 from latentgen.training.hyperparameters import TrainConfig
 from latentgen.workflow.config import load_config
 from latentgen.workflow.cost_measurement import ModelCost, measure
+from latentgen.workflow.gpu_slots import GPU_UNITS, jobs_per_gpu_override
 
 # Final epochs of the authors' runs (SPEC §4, "Observed final epochs") by (arch, dataset) and
 # corruption; a tuple gives runs 1, 2, 3 (later runs: their mean). MLP-MNIST: run 1 of [D]
@@ -79,6 +85,7 @@ class Job:
     gpu: bool
     deps: list = field(default_factory=list)
     priority: int = 0
+    gpu_units: int = GPU_UNITS  # its share of a GPU when ``gpu`` (gpu_slots.GPU_UNITS: a whole one)
 
 
 def expected_epochs(arch: str, dataset: str, corruption: float, run: int, max_epochs: int | None) -> tuple[int, str]:
@@ -110,13 +117,14 @@ def _stage(rule: str) -> str:
 
 
 def plan(cfg: dict, costs: dict[str, ModelCost], *, cores: int, gpus: int = 0,
-         job_overhead: float = JOB_OVERHEAD_S, small: dict | None = None) -> list[Job]:
+         job_overhead: float = JOB_OVERHEAD_S, small: dict | None = None, jobs_per_gpu: int | None = None) -> list[Job]:
     """The workflow's jobs for ``cfg`` (``config.load_config``'s result) with their seconds: the jobs
-    of ``latentgen.workflow.plan.JobPlan`` with the runs' expected epochs, each priced from ``costs``."""
+    of ``latentgen.workflow.plan.JobPlan`` with the runs' expected epochs, each priced from ``costs``
+    (``jobs_per_gpu``: ``$LATENTGEN_JOBS_PER_GPU``, as the workflow reads it)."""
     from latentgen.workflow.plan import GPU_RULES, JobPlan
 
     small = {**SMALL_JOBS, **(small or {})}
-    job_plan = JobPlan(cfg, epochs=expected_run_epochs)
+    job_plan = JobPlan(cfg, epochs=expected_run_epochs, jobs_per_gpu=jobs_per_gpu)
     paper = cfg.get("probes") or {}
     jobs: list[Job] = []
     for job in job_plan.jobs():
@@ -129,6 +137,12 @@ def plan(cfg: dict, costs: dict[str, ModelCost], *, cores: int, gpus: int = 0,
         elif stage == "train":
             saved, final = expected_run_epochs(job_plan, job.model, w["corruption"], w["run"])
             seconds = cost.train_start + final * cost.train_epoch + len(saved) * cost.checkpoint + job_overhead
+            share = job_plan.gpu_share(job.rule, job.model)
+            if gpus and share > 1:  # K runs on one GPU: each K / speed-up times as long as alone
+                if cost.train_shared_runs != share:
+                    raise ValueError(f"{job.model}: {share} training runs per GPU, but the speed-up was measured "
+                                     f"for {cost.train_shared_runs}")
+                seconds *= share / cost.train_shared_speedup
         elif stage == "probe_run":
             saved, final = expected_run_epochs(job_plan, job.model, w["corruption"], w["run"])
             model = job_plan.models[job.model]
@@ -147,8 +161,7 @@ def plan(cfg: dict, costs: dict[str, ModelCost], *, cores: int, gpus: int = 0,
         else:
             raise AssertionError(f"no cost for rule {job.rule!r}")
         jobs.append(Job(stage, job.model, seconds, min(job.threads, cores), gpus > 0 and job.rule in GPU_RULES,
-                        list(job.deps),
-                        job.priority))
+                        list(job.deps), job.priority, GPU_UNITS // job_plan.gpu_share(job.rule, job.model)))
     return jobs
 
 
@@ -159,28 +172,30 @@ def simulate(jobs: list[Job], cores: int, gpus: int = 0) -> float:
     for i, job in enumerate(jobs):
         for d in job.deps:
             children[d].append(i)
-    ready: dict[tuple, list] = {}  # (threads, gpu) -> heap of (-priority, id): few kinds, cheap to scan
+    units = [j.gpu_units if j.gpu else 0 for j in jobs]  # a job's share of the GPUs' units
+    ready: dict[tuple, list] = {}  # (threads, units) -> heap of (-priority, id): few kinds, cheap to scan
 
     def release(i):
-        heapq.heappush(ready.setdefault((jobs[i].threads, jobs[i].gpu), []), (-jobs[i].priority, i))
+        heapq.heappush(ready.setdefault((jobs[i].threads, units[i]), []), (-jobs[i].priority, i))
 
     for i in (i for i, n in enumerate(waiting) if n == 0):
         release(i)
-    free_cores, free_gpus, now, running, done = cores, gpus, 0.0, [], 0
+    # Snakemake's count of gpu_units (gpus × GPU_UNITS); which GPU a share lands on is not modelled
+    free_cores, free_units, now, running, done = cores, gpus * GPU_UNITS, 0.0, [], 0
     while done < len(jobs):
         while True:  # start the best ready job that fits, until none does
             fitting = [(heap[0], kind) for kind, heap in ready.items()
-                       if heap and kind[0] <= free_cores and (not kind[1] or free_gpus > 0)]
+                       if heap and kind[0] <= free_cores and kind[1] <= free_units]
             if not fitting:
                 break
             (_, i), kind = min(fitting)
             heapq.heappop(ready[kind])
-            free_cores, free_gpus = free_cores - jobs[i].threads, free_gpus - jobs[i].gpu
+            free_cores, free_units = free_cores - jobs[i].threads, free_units - units[i]
             heapq.heappush(running, (now + jobs[i].seconds, i))
         if not running:
             raise ValueError("jobs that can never start (a GPU job without GPUs, or a dependency cycle)")
         now, i = heapq.heappop(running)
-        free_cores, free_gpus, done = free_cores + jobs[i].threads, free_gpus + jobs[i].gpu, done + 1
+        free_cores, free_units, done = free_cores + jobs[i].threads, free_units + units[i], done + 1
         for child in children[i]:
             waiting[child] -= 1
             if waiting[child] == 0:
@@ -224,10 +239,15 @@ def estimate(configfile, schema, *, cores: int | None = None, gpus: int | None =
         raise ValueError(f"--gpus {gpus}: this machine has no CUDA device to time GPU jobs on")
     gpus = (torch.cuda.device_count() if resolved.type == "cuda" else 0) if gpus is None else gpus
     cores = cores or os.cpu_count() or 1
-    costs, info = measure(cfg, device=resolved, cores=cores, progress=progress)
+    from latentgen.workflow.plan import JobPlan
+    override = jobs_per_gpu_override()  # as the workflow reads it: a bad value stops here
+    shares = {n: JobPlan(cfg, jobs_per_gpu=override).gpu_share("train", n) for n in cfg["models"]}
+    costs, info = measure(cfg, device=resolved, cores=cores, progress=progress, shares=shares if gpus else None)
     overhead = JOB_OVERHEAD_S + (0.0 if cfg.get("prefork") else info["import_seconds"])
-    jobs = plan(cfg, costs, cores=cores, gpus=gpus, job_overhead=overhead)
+    jobs = plan(cfg, costs, cores=cores, gpus=gpus, job_overhead=overhead, jobs_per_gpu=override)
     summary = summarise(cfg, costs, jobs, cores, gpus)
+    summary["shared_training"] = {n: {"runs_per_gpu": k, "speedup": costs[n].train_shared_speedup}
+                                  for n, k in shares.items() if gpus and k > 1}
     sources = {n: sorted({expected_epochs(m["arch"], m["dataset"], c, r, m.get("max_epochs"))[1] for c in
                           cfg["corruptions"] for r in cfg["runs"]}) for n, m in cfg["models"].items()}
     summary.update(info, machine_cores=os.cpu_count(), config=str(configfile), job_overhead_seconds=overhead,

@@ -1,16 +1,24 @@
-"""Give each GPU job its own GPU: ``python -m latentgen.workflow.gpu_slots -- CMD ...``.
+"""Give each GPU job its share of one GPU: ``python -m latentgen.workflow.gpu_slots -- CMD ...``.
 
-Snakemake's ``--resources gpu=N`` caps how many GPU jobs run at once but never says
+Snakemake's ``--resources gpu=N`` caps how much GPU work runs at once but never says
 *which* GPU a job should use, so without help every job lands on ``cuda:0``. This
-wrapper takes a free slot from a pool of file locks (one lock file per slot in a lock
-folder, ``fcntl.flock``), sets ``CUDA_VISIBLE_DEVICES`` to that slot's GPU and replaces
-itself with ``CMD`` (``exec``), which inherits the lock: the slot stays taken exactly
-as long as ``CMD`` runs, and the kernel frees it when ``CMD`` exits or is killed.
+wrapper takes its share of one GPU from a pool of file locks, sets ``CUDA_VISIBLE_DEVICES``
+to that GPU and replaces itself with ``CMD`` (``exec``), which inherits the locks: the
+share stays taken exactly as long as ``CMD`` runs, and the kernel frees it when ``CMD``
+exits or is killed.
 
-Number of slots: ``--num-gpus`` or ``$LATENTGEN_NUM_GPUS``; else the devices listed in
+Each GPU is :data:`GPU_UNITS` lock files (``fcntl.flock``) in a lock folder. A job that
+shares its GPU with K-1 others (``--jobs-per-gpu K``, K a divisor of :data:`GPU_UNITS`)
+locks ``GPU_UNITS / K`` of one GPU's files, on the first GPU that has that many free; a
+whole-GPU job locks all of them. So jobs of different K mix on one GPU by weight: two
+training runs shared 4 ways and one shared 2 ways fill it. The workflow gives each job
+its K from the plan (``latentgen.workflow.plan.JobPlan.gpu_share``) and charges Snakemake
+the same weight (resource ``gpu_units``, :data:`GPU_UNITS` per GPU of ``--resources gpu=N``).
+
+Number of GPUs: ``--num-gpus`` or ``$LATENTGEN_NUM_GPUS``; else the devices listed in
 ``$CUDA_VISIBLE_DEVICES`` (the pool then hands out those ids); else
-``torch.cuda.device_count()``. ``--jobs-per-gpu K`` (``$LATENTGEN_JOBS_PER_GPU``) lets K
-jobs share one GPU. When every slot is taken the wrapper waits for one to free.
+``torch.cuda.device_count()``. K: ``--jobs-per-gpu``, else ``$LATENTGEN_JOBS_PER_GPU``,
+else 1. When no GPU has the share free, the wrapper waits for one.
 
 Under SLURM (``$SLURM_JOB_ID`` set) the scheduler already gave the job its GPUs: the
 wrapper runs ``CMD`` untouched.
@@ -25,6 +33,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+# lock files per GPU: every K with K | 24 (1, 2, 3, 4, 6, 8, 12, 24 jobs per GPU) is a whole number of them
+GPU_UNITS = 24
+SHARES = tuple(k for k in range(1, GPU_UNITS + 1) if GPU_UNITS % k == 0)
 
 
 def default_lock_dir() -> Path:
@@ -65,26 +77,85 @@ def _positive_int(text: str, name: str) -> int:
     return value
 
 
+class Prefix:
+    """``python -m latentgen.workflow.gpu_slots --jobs-per-gpu K --``, the prefix of a GPU job's command.
+
+    Not a ``str`` on purpose: Snakemake records a job's parameters of builtin types and reruns the
+    job when they change, and where a job runs (its share of a GPU) is not what it computes; a
+    model's new ``runs_per_gpu`` must not retrain its finished runs.
+    """
+
+    def __init__(self, jobs_per_gpu: int):
+        units_per_job(jobs_per_gpu)
+        self.jobs_per_gpu = jobs_per_gpu
+
+    def __str__(self) -> str:
+        return f"python -m latentgen.workflow.gpu_slots --jobs-per-gpu {self.jobs_per_gpu} --"
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Prefix) and other.jobs_per_gpu == self.jobs_per_gpu
+
+    def __hash__(self) -> int:
+        return hash(self.jobs_per_gpu)
+
+
+def units_per_job(jobs_per_gpu: int, name: str = "--jobs-per-gpu") -> int:
+    """Lock files a job takes when ``jobs_per_gpu`` jobs share a GPU (a clear error for a K that does not divide)."""
+    if jobs_per_gpu not in SHARES:
+        raise ValueError(f"gpu_slots: {name} must be one of {', '.join(map(str, SHARES))} "
+                         f"(jobs sharing one GPU, a divisor of {GPU_UNITS}), got {jobs_per_gpu!r}")
+    return GPU_UNITS // jobs_per_gpu
+
+
+def jobs_per_gpu_override() -> int | None:
+    """``$LATENTGEN_JOBS_PER_GPU``, checked: every GPU job's K, over the plan's (None: unset)."""
+    text = os.environ.get("LATENTGEN_JOBS_PER_GPU", "").strip()
+    if not text:
+        return None
+    value = _positive_int(text, "LATENTGEN_JOBS_PER_GPU")
+    units_per_job(value, "LATENTGEN_JOBS_PER_GPU")
+    return value
+
+
+def _try_device(index: int, lock_dir: Path, need: int) -> list[tuple[int, int]] | None:
+    """Lock ``need`` free unit files of GPU ``index`` without waiting: ``[(unit, fd), ...]``, or None (all released)."""
+    held = []
+    for unit in range(GPU_UNITS):
+        fd = os.open(lock_dir / f"gpu{index}.unit{unit}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        held.append((unit, fd))
+        if len(held) == need:
+            return held
+    for _, fd in held:  # not enough here: never wait while holding a part (no deadlock between jobs)
+        os.close(fd)
+    return None
+
+
 def acquire_slot(devices: list[str], lock_dir: Path, jobs_per_gpu: int = 1,
-                 poll_s: float = 0.2, timeout_s: float | None = None) -> tuple[int, str, int]:
-    """Lock a free slot; return ``(slot, device_id, fd)``. The lock lives as long as ``fd`` is open."""
+                 poll_s: float = 0.2, timeout_s: float | None = None) -> tuple[int, str, list[int]]:
+    """Lock a job's share of one GPU; return ``(slot, device_id, fds)``. ``slot`` (the first locked
+    unit, counted over all GPUs) differs between running jobs; the locks live as long as ``fds`` are open."""
+    need = units_per_job(jobs_per_gpu)
     lock_dir.mkdir(parents=True, exist_ok=True)
-    n_slots = len(devices) * jobs_per_gpu
     start = time.monotonic()
     while True:
-        for slot in range(n_slots):
-            fd = os.open(lock_dir / f"slot{slot}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+        for index, device in enumerate(devices):  # first fit: shared jobs fill one GPU before the next
+            held = _try_device(index, lock_dir, need)
+            if held is None:
                 continue
-            # who holds it, for a human looking at the lock folder
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-            return slot, devices[slot % len(devices)], fd
+            for _, fd in held:  # who holds it, for a human looking at the lock folder
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            return index * GPU_UNITS + held[0][0], device, [fd for _, fd in held]
         if timeout_s is not None and time.monotonic() - start > timeout_s:
-            raise TimeoutError(f"gpu_slots: no free GPU slot in {lock_dir} after {timeout_s} s")
+            raise TimeoutError(f"gpu_slots: no GPU with 1/{jobs_per_gpu} of it free in {lock_dir} after {timeout_s} s")
         time.sleep(poll_s)
 
 
@@ -99,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0],
                                      usage="%(prog)s [options] -- CMD [ARG ...]")
     parser.add_argument("--num-gpus", type=int, default=None, help="size of the pool (default: detected)")
-    parser.add_argument("--jobs-per-gpu", type=int, default=None, help="jobs sharing one GPU (default 1)")
+    parser.add_argument("--jobs-per-gpu", type=int, default=None,
+                        help=f"jobs sharing one GPU, a divisor of {GPU_UNITS} (default $LATENTGEN_JOBS_PER_GPU or 1)")
     parser.add_argument("--lock-dir", type=Path, default=None, help="folder of the slot lock files")
     parser.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     args = parser.parse_args(own)
@@ -113,16 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         jobs_per_gpu = args.jobs_per_gpu
         if jobs_per_gpu is None:
-            jobs_per_gpu = _positive_int(os.environ.get("LATENTGEN_JOBS_PER_GPU", "1"), "LATENTGEN_JOBS_PER_GPU")
-        if jobs_per_gpu < 1:
-            raise ValueError(f"gpu_slots: --jobs-per-gpu must be positive, got {jobs_per_gpu}")
+            jobs_per_gpu = jobs_per_gpu_override() or 1
         devices = visible_devices(args.num_gpus)
-        slot, device, fd = acquire_slot(devices, args.lock_dir or default_lock_dir(), jobs_per_gpu,
-                                        timeout_s=args.timeout)
+        slot, device, fds = acquire_slot(devices, args.lock_dir or default_lock_dir(), jobs_per_gpu,
+                                         timeout_s=args.timeout)
     except (ValueError, TimeoutError, OSError) as exc:
         print(exc, file=sys.stderr)
         return 1
-    os.set_inheritable(fd, True)  # CMD keeps the lock until it exits
+    for fd in fds:
+        os.set_inheritable(fd, True)  # CMD keeps the locks until it exits
     os.environ["CUDA_VISIBLE_DEVICES"] = device
     os.environ["LATENTGEN_GPU_SLOT"] = str(slot)
     print(f"gpu_slots: slot {slot} -> CUDA_VISIBLE_DEVICES={device}", file=sys.stderr, flush=True)

@@ -38,6 +38,7 @@ from latentgen import registry
 from latentgen.workflow.config import corruption_tag
 from latentgen.paper.figures import FIGURES
 from latentgen.paper.tables import INPUT_KINDS
+from latentgen.workflow.gpu_slots import GPU_UNITS, Prefix
 
 # file layout under outdir (docs/architecture.md); wildcards as in the rules
 LAYOUT = {
@@ -54,8 +55,13 @@ LAYOUT = {
     "repair_table": "repair/{arch}/{dataset}/c{corruption}/run{run}/epoch{epoch}.csv",
     "relabel_result": "relabel/{arch}/{dataset}/c{corruption}/run{run}/{subspaces}/result.csv",
 }
-# the rules whose jobs run on the workflow's device (with device: cuda, each holds a GPU)
+# the rules whose jobs run on the workflow's device (with device: cuda, each holds a GPU or a share of one)
 GPU_RULES = frozenset({"train", "probe_run", "repair", "relabel"})
+# the GPU rules whose jobs share a GPU by their model's `runs_per_gpu`; the others take a whole one
+# (the probe and repair jobs size their memory budget to the device's free memory)
+SHARED_RULES = frozenset({"train"})
+# model keys that place jobs, not what they compute: left out of every job's provenance (a new value reruns nothing)
+SCHEDULING_KEYS = frozenset({"runs_per_gpu"})
 # Snakemake priorities: a finished run is probed before more runs start training
 PRIORITY = {"probe_run": 2}
 # the threads key (config `threads`) of each rule that is not its own
@@ -71,6 +77,7 @@ class Job:
     wildcards: dict
     threads: int
     gpu: bool
+    gpu_units: int = 0  # its share of a GPU, of gpu_slots.GPU_UNITS (0: none)
     inputs: tuple = ()
     outputs: tuple = ()
     model: str = ""
@@ -94,8 +101,9 @@ def manifest_epochs(outdir: str | Path) -> Callable:
 class JobPlan:
     """The jobs of a checked configuration ``cfg`` (module docstring)."""
 
-    def __init__(self, cfg: dict, epochs: Callable | None = None):
+    def __init__(self, cfg: dict, epochs: Callable | None = None, jobs_per_gpu: int | None = None):
         self.cfg = cfg
+        self.jobs_per_gpu = jobs_per_gpu  # $LATENTGEN_JOBS_PER_GPU (gpu_slots.jobs_per_gpu_override): every GPU job's
         self.outdir = str(cfg["outdir"]).rstrip("/")
         self.models = cfg["models"]
         self.corruptions = [corruption_tag(c) for c in sorted(cfg["corruptions"])]
@@ -117,6 +125,21 @@ class JobPlan:
         """The label files of ``dataset`` the models ``names`` train on (their degrees)."""
         tags = {c for n in names if self.models[n]["dataset"] == dataset for c in self.model_corruptions(n)}
         return [c for c in self.corruptions if c in tags] + sorted(tags - set(self.corruptions))
+
+    def gpu_share(self, rule: str, name: str) -> int:
+        """How many jobs like ``rule``'s of model ``name`` share one GPU (the override, else the
+        model's ``runs_per_gpu`` for :data:`SHARED_RULES`, else 1)."""
+        if self.jobs_per_gpu:
+            return self.jobs_per_gpu
+        return int(self.models[name].get("runs_per_gpu", 1)) if rule in SHARED_RULES and name else 1
+
+    def gpu_units(self, rule: str, name: str) -> int:
+        """The ``gpu_units`` a job holds: its share of :data:`GPU_UNITS` on a CUDA build, else 0."""
+        return GPU_UNITS // self.gpu_share(rule, name) if self.gpu and rule in GPU_RULES else 0
+
+    def gpu_prefix(self, rule: str, name: str) -> Prefix | str:
+        """What a job's command starts with: the gpu_slots wrapper with its share on a CUDA build, else nothing."""
+        return Prefix(self.gpu_share(rule, name)) if self.gpu and rule in GPU_RULES else ""
 
     def run_wildcards(self, name: str, corruption: str, run: int) -> dict:
         m = self.models[name]
@@ -238,8 +261,8 @@ class JobPlan:
         def add(rule, wildcards, inputs, outputs, model=""):
             n = int(threads.get(THREADS_KEY.get(rule, rule), 1)) if rule != "all" else 1
             deps = sorted({made[i] for i in inputs if i in made})
-            jobs.append(Job(rule, dict(wildcards), n, self.gpu and rule in GPU_RULES, tuple(inputs), tuple(outputs),
-                            model, PRIORITY.get(rule, 0), deps))
+            jobs.append(Job(rule, dict(wildcards), n, self.gpu and rule in GPU_RULES, self.gpu_units(rule, model),
+                            tuple(inputs), tuple(outputs), model, PRIORITY.get(rule, 0), deps))
             for o in outputs:
                 made[o] = len(jobs) - 1
             return outputs
