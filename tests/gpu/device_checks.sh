@@ -10,8 +10,8 @@
 #   mlp       one MLP-MNIST run (c = 0, run 1, the paper's settings) and its probe job along the
 #             grid, timed, beside the estimate's projection of those two jobs (target: within 1.5x)
 #   tests     pytest -m gpu
-#   bench     python -m latentgen.bench probe_run, baselines_device, probe_model and train_shared (1, 2, 4
-#             and 8 concurrent MLP / CNN runs) on the device
+#   bench     python -m latentgen.bench probe_run, baselines_device, probe_model, train (the eager and
+#             the CUDA-graph step) and train_shared (1, 2, 4 and 8 concurrent MLP / CNN runs) on the device
 #
 # Every stage writes STAGE.log and STAGE.json to $OUT (default gpu-checks/) and a line to
 # $OUT/summary.txt; a stage that fails or passes its time limit says so there and the next runs.
@@ -141,11 +141,13 @@ run_bench() {
         --data-root "$DATA" "${small[@]}" $([ "$QUICK" = 1 ] && echo "--epochs 1 --no-qda")
     stage bench_probe_model 240 "$PY" -m latentgen.bench probe_model --json --device "$DEVICE" \
         $([ "$QUICK" = 1 ] && echo "--n-train 200 --n-test 50" || echo "--n-train 50000 --n-test 10000")
+    stage bench_train 240 "$PY" -m latentgen.bench train --json --device "$DEVICE" --data-root "$DATA" \
+        --samples $([ "$QUICK" = 1 ] && echo 320 || echo 32000)
     for arch in mlp cnn; do  # how many runs of a small model share the GPU well (the plan's runs per GPU)
         stage "bench_train_shared_$arch" 240 "$PY" -m latentgen.bench train_shared --json --device "$DEVICE" \
             --arch "$arch" $([ "$QUICK" = 1 ] && echo "--runs 1 2 --samples 320" || echo "--runs 1 2 4 8 --samples 32000")
     done
-    for name in probe_run baselines_device probe_model train_shared_mlp train_shared_cnn; do
+    for name in probe_run baselines_device probe_model train train_shared_mlp train_shared_cnn; do
         tail -n 1 "$OUT/bench_$name.log" > "$OUT/bench_$name.json"
     done
 }

@@ -360,3 +360,58 @@ def test_corrupt_checkpoints_are_refused(small_run, tmp_path):
     torch.save(raw, tmp_path / "mismatch.pt")
     with pytest.raises(ValueError, match="does not fit cnn on digits"):
         load_checkpoint(tmp_path / "mismatch.pt")
+
+
+def test_a_cuda_graph_is_refused_where_it_cannot_give_the_eager_numbers(tmp_path, digits):
+    # the refusals are decided before any epoch; the equality itself is checked on a GPU (tests/gpu)
+    from latentgen.training.graph_step import graph_refusal
+
+    config = default_train_config("mlp", "digits", train_subset=40, max_epochs=1)
+    with pytest.raises(ValueError, match="--cuda-graph needs a CUDA device, not cpu"):
+        train(config, tmp_path / "run", dataset=digits, device="cpu", verbose=False, cuda_graph=True)
+    assert not (tmp_path / "run" / "resume.pt").exists()
+    cuda = torch.device("cuda")  # a device object only: nothing runs
+    mlp = build_model("mlp", "digits", seed=0)
+    assert graph_refusal(mlp, torch.optim.SGD(mlp.parameters(), lr=0.1, momentum=0.9), cuda) is None
+    assert "SGD only, not Adam" in graph_refusal(mlp, torch.optim.Adam(mlp.parameters()), cuda)
+    dropout = build_model("mlp", "digits", seed=0, dropout=0.5)
+    assert "dropout" in graph_refusal(dropout, torch.optim.SGD(dropout.parameters(), lr=0.1), cuda)
+    done = subprocess.run([sys.executable, "-m", "latentgen", "train", "--arch", "mlp", "--dataset", "digits",
+                           "--corruption", "0", "--run", "1", "--out", str(tmp_path / "cli"), "--device", "cpu",
+                           "--max-epochs", "1", "--cuda-graph"], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "--cuda-graph needs a CUDA device" in done.stderr
+    assert not (tmp_path / "cli" / "manifest.json").exists()
+
+
+def test_the_graphed_steps_body_is_the_eager_loops_step(digits):
+    # On the CPU the graph cannot be captured, but what it records can be run: GraphedStep's body
+    # (static tensors, the epoch's sums) stepping every full batch, the short last batch eager,
+    # must give the eager loop's weights and sums bit for bit.
+    from latentgen.training import graph_step
+    from latentgen.training.loop import make_optimizer, train_one_epoch
+
+    class BodyOnly(graph_step.GraphedStep):
+        def __call__(self, xb, yb, tb):
+            self.x.copy_(xb), self.y.copy_(yb), self.y_true.copy_(tb)
+            self._body()
+
+    config = default_train_config("mlp", "digits")
+    x, y_true = digits.train_x[:32 * 5 + 7], digits.train_y[:32 * 5 + 7]
+    y = torch.from_numpy(corrupt_labels(y_true.numpy(), 0.4, 10, seed=0))
+    results = []
+    for graphed in (False, True):
+        model = build_model("mlp", "digits", seed=0)
+        optimizer = make_optimizer(config, model.parameters())
+        step = None
+        if graphed:
+            step = object.__new__(BodyOnly)  # the refusal of a CPU device is what __init__ adds
+            step.model, step.optimizer, step.batch_size, step.loss_fn = model, optimizer, 32, nn.CrossEntropyLoss()
+            step.x, step.y, step.y_true = torch.empty(32, *x.shape[1:]), torch.empty(32, dtype=torch.int64), \
+                torch.empty(32, dtype=torch.int64)
+            step.loss_sum = torch.zeros((), dtype=torch.float64)
+            step.correct, step.correct_true = torch.zeros((), dtype=torch.int64), torch.zeros((), dtype=torch.int64)
+        stats = [train_one_epoch(model, optimizer, x, y, 32, y_true=y_true, graphed=step) for _ in range(2)]
+        results.append((stats, model.state_dict()))
+    (eager_stats, eager_state), (body_stats, body_state) = results
+    assert body_stats == eager_stats and eager_stats[1]["correct"] > 0
+    assert all(torch.equal(eager_state[k], body_state[k]) for k in eager_state)

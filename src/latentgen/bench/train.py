@@ -10,6 +10,8 @@ number of MNIST training samples, in the same process:
 - reference: ``torchvision.datasets.MNIST`` with per-item ``ToTensor`` + ``Normalize(0.5, 0.5)``
   and ``DataLoader(batch_size=32, shuffle=False)``, the authors' loop (on a GPU: pinned batches,
   each copied to the device);
+- graphed (CUDA only): ours with every full batch's step replayed as one CUDA graph
+  (``latentgen train --cuda-graph``, ``training.graph_step``), the launch overhead gone;
 - bare: the shortest possible preloaded loop (slice, zero_grad, forward, loss, backward, step; no
   bookkeeping; on a GPU the float32 set on the device), the ceiling of any loop that feeds this
   model and optimizer from memory.
@@ -98,6 +100,7 @@ def run(args: argparse.Namespace) -> dict:
     from latentgen.devices import resolve_device
     from latentgen.models.architectures import build_model
     from latentgen.training.placement import place_images
+    from latentgen.training.graph_step import GraphedStep
     from latentgen.training.loop import train_one_epoch
 
     if args.samples < 32 or args.chunk < 1 or (args.threads is not None and args.threads < 1):
@@ -144,6 +147,11 @@ def run(args: argparse.Namespace) -> dict:
     bare_model, bare_opt = fresh()
     ref_batches = iter(loader)
     seconds = {"ours": 0.0, "reference": 0.0, "bare": 0.0}
+    if cuda:
+        graph_model, graph_opt = fresh()
+        graphed = GraphedStep(graph_model, graph_opt, 32, x_ours.shape[1:], dev, True)
+        train_one_epoch(graph_model, graph_opt, window(0, 320), y[:320], 32, y_true=y[:320], graphed=graphed)  # captured
+        seconds["graphed"] = 0.0
     for i, offset in enumerate(range(0, samples, chunk)):
         part = slice(offset, offset + chunk)
         turns = {
@@ -152,8 +160,11 @@ def run(args: argparse.Namespace) -> dict:
             "reference": lambda: _reference_steps(ref_model, ref_opt, ref_batches, chunk, ref_device),
             "bare": lambda: _bare_steps(bare_model, bare_opt, x_bare[part], y[part]),
         }
+        if cuda:
+            turns["graphed"] = lambda: train_one_epoch(graph_model, graph_opt, window(offset, chunk), y[part], 32,
+                                                       y_true=y[part], graphed=graphed)
         names = list(turns)
-        for name in names[i % 3:] + names[:i % 3]:
+        for name in names[i % len(names):] + names[:i % len(names)]:
             start = time.perf_counter()
             turns[name]()
             seconds[name] += time.perf_counter() - start
@@ -188,4 +199,6 @@ def run(args: argparse.Namespace) -> dict:
         # per batch: our whole step (the compute floor) and the reference's data pipeline alone
         "ours_ms_per_batch": 1e3 * ours_seconds / batches,
         "reference_data_ms_per_batch": 1e3 * reference_data_seconds / batches,
+        **({"graphed_samples_per_s": samples / seconds["graphed"], "graphed_vs_ours": ours_seconds / seconds["graphed"]}
+           if cuda else {}),
     }

@@ -40,5 +40,6 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     set_threads(args.threads)
     train(config, args.out, data_root=args.data_root, prepared=args.prepared, labels=args.labels,
-          device=args.device, eval_batch_size=args.eval_batch_size, epoch_lines=not args.quiet)
+          device=args.device, eval_batch_size=args.eval_batch_size, epoch_lines=not args.quiet,
+          cuda_graph=args.cuda_graph)
     return 0

@@ -46,6 +46,7 @@ from latentgen._io import config_hash, package_versions, write_json_atomic, writ
 from latentgen.models.architectures import build_model
 from latentgen.training.placement import place_images
 from latentgen.training.checkpoints import read_checkpoint, save_checkpoint
+from latentgen.training.graph_step import GraphedStep, graph_refusal
 from latentgen.training.hyperparameters import TrainConfig, config_grid
 from latentgen.training.runs import RunFolder, load_torch, format_csv, kill_point, read_json, save_torch_atomic
 from latentgen.registry import on_grid
@@ -67,18 +68,23 @@ def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
 
 def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                     batch_size: int, y_true: torch.Tensor | None = None, order: torch.Tensor | None = None,
-                    max_samples: int | None = None) -> dict:
+                    max_samples: int | None = None, graphed: "GraphedStep | None" = None) -> dict:
     """One pass over ``x`` in mini-batches (index slices, or ``order`` when shuffling).
 
     Returns the mean loss and the running accuracies (weights changing) against ``y`` and
-    ``y_true``, counted on the device and read once at the end.
+    ``y_true``, counted on the device and read once at the end. ``graphed``: full batches replay
+    that CUDA graph of the same step (``training.graph_step``), into its sums.
     """
     model.train()
     loss_fn = nn.CrossEntropyLoss()
     n = len(x) if max_samples is None else min(len(x), int(max_samples))
-    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-    correct = torch.zeros((), dtype=torch.int64, device=x.device)
-    correct_true = torch.zeros((), dtype=torch.int64, device=x.device)
+    if graphed is not None:
+        graphed.reset_sums()
+        loss_sum, correct, correct_true = graphed.loss_sum, graphed.correct, graphed.correct_true
+    else:
+        loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
+        correct = torch.zeros((), dtype=torch.int64, device=x.device)
+        correct_true = torch.zeros((), dtype=torch.int64, device=x.device)
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         if order is None:
@@ -88,6 +94,9 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch
             idx = order[start:stop]
             xb, yb = x[idx], y[idx]
             tb = None if y_true is None else y_true[idx]
+        if graphed is not None and stop - start == batch_size:
+            graphed(xb, yb, tb)
+            continue
         optimizer.zero_grad()
         output = model(xb)
         loss = loss_fn(output, yb)
@@ -191,14 +200,16 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
 
 def train(config: TrainConfig, out_dir: str | os.PathLike, *, data_root=None, prepared=None, labels=None,
           device: str | torch.device = "auto", eval_batch_size: int = 1000, dataset=None,
-          verbose: bool = True, epoch_lines: bool = True, progress: bool | None = None) -> dict:
+          verbose: bool = True, epoch_lines: bool = True, progress: bool | None = None, cuda_graph: bool = False) -> dict:
     """Train ``config`` into ``out_dir`` (resuming from ``out_dir/resume.pt`` when present).
 
     ``labels``: a label file from ``latentgen corrupt``; without it the labels are corrupted on
     the fly with ``config.label_seed``. ``dataset``: an already loaded ``LoadedDataset`` (skips
     loading). ``verbose``: summary lines on stdout; ``epoch_lines``: also one line per epoch (when
-    no progress bar is shown; ``progress=None`` shows one only on a terminal). Returns the
-    manifest (also written to ``out_dir/manifest.json``, last).
+    no progress bar is shown; ``progress=None`` shows one only on a terminal). ``cuda_graph``: full
+    batches replay one CUDA graph of the step (``training.graph_step``; not part of the run's
+    configuration: the numbers are the eager ones). Returns the manifest (also written to
+    ``out_dir/manifest.json``, last).
     """
     from latentgen.data.datasets import get_spec, load_dataset
     from latentgen.devices import resolve_device
@@ -241,6 +252,8 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, data_root=None, pr
 
     model = build_model(config.arch, config.dataset, seed=config.init_seed, **config.model_options).to(dev)
     optimizer = make_optimizer(config, model.parameters())
+    if cuda_graph and graph_refusal(model, optimizer, dev):
+        raise ValueError(graph_refusal(model, optimizer, dev))
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # nothing in the loop draws from it today (no dropout); seeded anyway
     meta_base = {
@@ -286,11 +299,13 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, data_root=None, pr
 
         bar = tqdm(total=config.max_epochs, initial=epoch, desc=f"{config.arch}/{config.dataset} c={config.corruption}",
                    unit="epoch", file=sys.stderr)
+    # built after a resume has loaded the optimizer's state: the graph holds its tensors' addresses
+    graphed = GraphedStep(model, optimizer, config.batch_size, x.shape[1:], dev, True) if cuda_graph else None
     while stop_reason is None:
         epoch += 1
         start = time.perf_counter()
         order = torch.randperm(n, generator=generator).to(dev) if config.shuffle else None
-        stats = train_one_epoch(model, optimizer, x, y, config.batch_size, y_true=y_true, order=order)
+        stats = train_one_epoch(model, optimizer, x, y, config.batch_size, y_true=y_true, order=order, graphed=graphed)
         test_acc = evaluate(model, test_x, test_y, eval_batch_size)
         row = {"epoch": epoch, "loss": stats["loss"], "train_acc_corrupted": stats["correct"] / n,
                "train_acc_true": stats["correct_true"] / n, "test_acc": test_acc,

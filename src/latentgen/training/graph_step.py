@@ -1,0 +1,104 @@
+"""A training step replayed as one CUDA graph (``latentgen train --cuda-graph``, opt-in).
+
+A small model's step is launch-bound on a GPU: a batch-32 MLP step took 2.0 ms on an H200 for
+microseconds of arithmetic, nearly all of it the CPU launching some thirty kernels. A CUDA graph
+launches them all at once. :class:`GraphedStep` captures one full batch's step — ``zero_grad``,
+forward, loss, backward, ``optimizer.step()``, and the epoch's sums of loss and correct
+predictions — on static tensors, and replays it for every full batch; the batch is copied into
+those tensors first, and a short last batch runs eagerly into the same sums.
+
+The same numbers, by construction: the captured kernels are the eager ones on the same values,
+and the first :data:`WARMUP` full batches of the run are real eager steps (on a side stream, as
+capture requires; they initialise cuBLAS, autograd and the momentum buffers). Whether a GPU's
+libraries keep that promise bit for bit is checked by ``tests/gpu`` (training with and without
+the graph, every weight and log row equal). Refused where it cannot hold: a CPU device; Adam
+(a captured Adam step needs ``capturable=True``, whose on-device bias correction is not the
+eager step's arithmetic); dropout (random numbers drawn inside a replayed graph).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+WARMUP = 3  # eager full-batch steps before the capture (PyTorch's recipe uses 3 outside DDP)
+
+
+def graph_refusal(model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> str | None:
+    """Why this run cannot use a graphed step (None: it can)."""
+    if device.type != "cuda":
+        return f"--cuda-graph needs a CUDA device, not {device}"
+    if not isinstance(optimizer, torch.optim.SGD):
+        return (f"--cuda-graph supports SGD only, not {type(optimizer).__name__} (a captured Adam step needs "
+                "capturable=True, which is not the eager step's arithmetic)")
+    if any(_drops(m) for m in model.modules()):
+        return "--cuda-graph does not support dropout (random numbers drawn inside a replayed graph)"
+    return None
+
+
+def _drops(module: nn.Module) -> bool:
+    """Dropout as a module, or as our models' ``dropout`` rate (``F.dropout`` in their forward)."""
+    if isinstance(module, nn.modules.dropout._DropoutNd):
+        return module.p > 0
+    rate = getattr(module, "dropout", 0)
+    return isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0
+
+
+class GraphedStep:
+    """One full batch's training step as a CUDA graph, with the epoch's sums (module docstring)."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch_size: int, x_row: torch.Size,
+                 device: torch.device, track_true: bool):
+        refusal = graph_refusal(model, optimizer, device)
+        if refusal:
+            raise ValueError(refusal)
+        self.model, self.optimizer, self.batch_size = model, optimizer, batch_size
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.x = torch.empty((batch_size, *x_row), dtype=torch.float32, device=device)
+        self.y = torch.empty(batch_size, dtype=torch.int64, device=device)
+        self.y_true = torch.empty(batch_size, dtype=torch.int64, device=device) if track_true else None
+        # the epoch's sums, as train_one_epoch keeps them; the eager short batch adds into them too
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.correct_true = torch.zeros((), dtype=torch.int64, device=device)
+        self.eager_steps = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def reset_sums(self) -> None:
+        for total in (self.loss_sum, self.correct, self.correct_true):
+            total.zero_()
+
+    def _body(self) -> None:
+        """The eager loop's step on the static tensors (train_one_epoch), sums included."""
+        self.optimizer.zero_grad()
+        output = self.model(self.x)
+        loss = self.loss_fn(output, self.y)
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            pred = output.argmax(1)
+            self.loss_sum += loss.detach().double() * self.batch_size
+            self.correct += (pred == self.y).sum()
+            if self.y_true is not None:
+                self.correct_true += (pred == self.y_true).sum()
+
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor, tb: torch.Tensor | None) -> None:
+        self.x.copy_(xb)
+        self.y.copy_(yb)
+        if self.y_true is not None:
+            self.y_true.copy_(tb)
+        if self.graph is None and self.eager_steps < WARMUP:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self._body()
+            torch.cuda.current_stream().wait_stream(side)
+            self.eager_steps += 1
+            return
+        if self.graph is None:
+            self.optimizer.zero_grad()  # gradients allocated inside the graph's memory pool
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):  # records the kernels; nothing runs until replay
+                self._body()
+            self.graph = graph
+        self.graph.replay()
