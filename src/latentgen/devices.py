@@ -42,6 +42,25 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     raise ValueError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
 
 
+def gpu_share() -> int:
+    """How many jobs share this process's GPU (``$LATENTGEN_GPU_SHARE``, set by
+    ``latentgen.workflow.gpu_slots``; 1 outside it): each may take that part of the free memory."""
+    text = os.environ.get("LATENTGEN_GPU_SHARE", "").strip()
+    try:
+        share = int(text) if text else 1
+    except ValueError:
+        raise ValueError(f"LATENTGEN_GPU_SHARE must be a positive integer, got {text!r}") from None
+    if share < 1:
+        raise ValueError(f"LATENTGEN_GPU_SHARE must be a positive integer, got {text!r}")
+    return share
+
+
+def free_device_memory(device: torch.device) -> int:
+    """The device's free bytes this job may plan with: its share of them (:func:`gpu_share`).
+    Jobs sharing a GPU start at about the same time and would each see all of it free."""
+    return torch.cuda.mem_get_info(device)[0] // gpu_share()
+
+
 def set_threads(threads: int | None) -> None:
     """Use ``threads`` CPU threads in torch (``None``: leave torch's choice)."""
     if threads is None:

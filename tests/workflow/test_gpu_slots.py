@@ -17,7 +17,8 @@ from latentgen.workflow import gpu_slots
 JOB = r"""
 import os, sys, time, pathlib
 out = pathlib.Path(sys.argv[1])
-out.write_text(f"{os.environ['CUDA_VISIBLE_DEVICES']} {os.environ.get('LATENTGEN_GPU_SLOT', '')} {time.monotonic()}\n")
+out.write_text(f"{os.environ['CUDA_VISIBLE_DEVICES']} {os.environ.get('LATENTGEN_GPU_SLOT', '')} {time.monotonic()} "
+               f"{os.environ.get('LATENTGEN_GPU_SHARE', '-')}\n")
 release = pathlib.Path(sys.argv[2])
 while not release.exists():
     time.sleep(0.05)
@@ -105,6 +106,8 @@ def test_shares_of_different_size_fill_one_gpu_by_weight(tmp_path):
     _wait_for(half[1])
     quarters = [_start(tmp_path, f"q{i}", env, "--jobs-per-gpu", "4") for i in range(2)]
     assert [_wait_for(q[1])[0] for q in quarters] == ["0", "0"]
+    # each job is told its share (it plans with that part of the free memory: latentgen.devices)
+    assert _wait_for(half[1])[3] == "2" and [_wait_for(q[1])[3] for q in quarters] == ["4", "4"]
     late = _start(tmp_path, "late", env, "--jobs-per-gpu", "4")
     time.sleep(1.5)
     assert not late[1].exists(), "a job started on a GPU whose shares were all taken"

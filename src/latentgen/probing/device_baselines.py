@@ -47,7 +47,7 @@ import warnings
 import numpy as np
 import torch
 
-from latentgen.devices import resolve_device
+from latentgen.devices import free_device_memory, resolve_device
 
 BLOCK_ELEMENTS = 1 << 27  # distances per block of query rows (512 MiB in float32)
 _ROW_BLOCK = 4096  # rows per float64 block of the LDA scatter (as latentgen.probing.discriminant)
@@ -327,7 +327,7 @@ def device_batches(items: list, nbytes, device="auto", budget: int | None = None
     if budget is None:
         if device.type != "cuda":
             return [list(items)] if items else []
-        budget = torch.cuda.mem_get_info(device)[0] // 2
+        budget = free_device_memory(device) // 2
     batches: list[list] = []
     used = 0
     for item in items:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from latentgen import registry
+from latentgen.devices import free_device_memory
 
 
 # share of the device's free memory the image sets may take; the model, its optimizer state and
@@ -130,7 +131,7 @@ def place_images(sets: list[torch.Tensor], dataset: str, device: torch.device | 
     compact = [as_uint8(x, dataset) for x in sets]
     for use_uint8 in (True, False):
         chosen = [c if use_uint8 and c is not None else x for x, c in zip(sets, compact)]
-        free, _ = torch.cuda.mem_get_info(device)
+        free = free_device_memory(device)  # this job's share of it, when runs share the GPU
         fits = sum(x.numel() * x.element_size() for x in chosen) <= DEVICE_DATA_FRACTION * free
         placed = [PlacedImages(x.to(device) if fits else _pinned(x), device, dataset) for x in chosen]
         # the device's normalisation must be the CPU's, bit for bit; else the float32 images

@@ -18,7 +18,8 @@ the same weight (resource ``gpu_units``, :data:`GPU_UNITS` per GPU of ``--resour
 Number of GPUs: ``--num-gpus`` or ``$LATENTGEN_NUM_GPUS``; else the devices listed in
 ``$CUDA_VISIBLE_DEVICES`` (the pool then hands out those ids); else
 ``torch.cuda.device_count()``. K: ``--jobs-per-gpu``, else ``$LATENTGEN_JOBS_PER_GPU``,
-else 1. When no GPU has the share free, the wrapper waits for one.
+else 1. When no GPU has the share free, the wrapper waits for one. The job learns its K from
+``$LATENTGEN_GPU_SHARE`` and plans with 1/K of the device's free memory.
 
 Under SLURM (``$SLURM_JOB_ID`` set) the scheduler already gave the job its GPUs: the
 wrapper runs ``CMD`` untouched.
@@ -196,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         os.set_inheritable(fd, True)  # CMD keeps the locks until it exits
     os.environ["CUDA_VISIBLE_DEVICES"] = device
     os.environ["LATENTGEN_GPU_SLOT"] = str(slot)
+    # the job plans its device memory as this share of the free memory (latentgen.devices.free_device_memory)
+    os.environ["LATENTGEN_GPU_SHARE"] = str(jobs_per_gpu)
     print(f"gpu_slots: slot {slot} -> CUDA_VISIBLE_DEVICES={device}", file=sys.stderr, flush=True)
     try:
         os.execvp(cmd[0], cmd)

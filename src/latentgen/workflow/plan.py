@@ -58,7 +58,7 @@ LAYOUT = {
 # the rules whose jobs run on the workflow's device (with device: cuda, each holds a GPU or a share of one)
 GPU_RULES = frozenset({"train", "probe_run", "repair", "relabel"})
 # the GPU rules whose jobs share a GPU by their model's `runs_per_gpu`; the others take a whole one
-# (the probe and repair jobs size their memory budget to the device's free memory)
+# (the probe and repair jobs fit on a checkpoint's activations: memory, not launches, bounds them)
 SHARED_RULES = frozenset({"train"})
 # model keys that place jobs, not what they compute: left out of every job's provenance (a new value reruns nothing)
 SCHEDULING_KEYS = frozenset({"runs_per_gpu"})
