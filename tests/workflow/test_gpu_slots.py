@@ -195,3 +195,21 @@ def test_acquire_times_out_when_every_slot_is_held(tmp_path):
     for fd in fds2:
         os.close(fd)
     assert slot == slot2 == 0 and device == "0"
+
+
+def test_pools_listing_a_gpu_differently_share_its_locks(tmp_path):
+    # a workflow started with CUDA_VISIBLE_DEVICES=1 and one that sees 0,1 both use physical GPU 1:
+    # its locks are named by the id, so the second one must not get GPU 1 while the first holds it
+    _, device, fds = gpu_slots.acquire_slot(["1"], tmp_path)
+    fds2 = []
+    try:
+        assert device == "1"
+        _, other, fds2 = gpu_slots.acquire_slot(["0", "1"], tmp_path, timeout_s=1)
+        assert other == "0"
+        with pytest.raises(TimeoutError):
+            gpu_slots.acquire_slot(["0", "1"], tmp_path, poll_s=0.05, timeout_s=0.3)
+        # UUIDs of MIG slices become safe file names
+        assert gpu_slots.lock_file(tmp_path, "MIG-4f1c/7/0", 3).name == "gpuMIG_4f1c_7_0.unit3.lock"
+    finally:
+        for fd in fds + fds2:
+            os.close(fd)

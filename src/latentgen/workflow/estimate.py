@@ -24,7 +24,6 @@ random images of the real shape (flagged ``random``).
   beyond ``EIGH_MAX``); per evaluation a forward pass and four float64 GEMMs per edited layer.
 - **relabel**: activations, MASC fits and ``relabel.max_epochs`` epochs (an upper bound).
 - bookkeeping jobs: :data:`SMALL_JOBS`; the others pay :data:`JOB_OVERHEAD_S` (+ imports without prefork).
-
 - **runs sharing a GPU** (a model's ``runs_per_gpu`` K > 1, or ``$LATENTGEN_JOBS_PER_GPU``): on a GPU,
   K concurrent runs' aggregate rate over one run's is measured (``training.shared_device``); each
   run then takes K / that speed-up times its time alone, and holds 1/K of a GPU.

@@ -7,7 +7,9 @@ to that GPU and replaces itself with ``CMD`` (``exec``), which inherits the lock
 share stays taken exactly as long as ``CMD`` runs, and the kernel frees it when ``CMD``
 exits or is killed.
 
-Each GPU is :data:`GPU_UNITS` lock files (``fcntl.flock``) in a lock folder. A job that
+Each GPU is :data:`GPU_UNITS` lock files (``fcntl.flock``) in a lock folder, named by the
+GPU's id (not its place in the list), so workflows started with different
+``CUDA_VISIBLE_DEVICES`` share one pool for the GPUs they have in common. A job that
 shares its GPU with K-1 others (``--jobs-per-gpu K``, K a divisor of :data:`GPU_UNITS`)
 locks ``GPU_UNITS / K`` of one GPU's files, on the first GPU that has that many free; a
 whole-GPU job locks all of them. So jobs of different K mix on one GPU by weight: two
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import re
 import sys
 import tempfile
 import time
@@ -121,22 +124,36 @@ def jobs_per_gpu_override() -> int | None:
     return value
 
 
-def _try_device(index: int, lock_dir: Path, need: int) -> list[tuple[int, int]] | None:
-    """Lock ``need`` free unit files of GPU ``index`` without waiting: ``[(unit, fd), ...]``, or None (all released)."""
-    held = []
-    for unit in range(GPU_UNITS):
-        fd = os.open(lock_dir / f"gpu{index}.unit{unit}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+def lock_file(lock_dir: Path, device: str, unit: int | None = None) -> Path:
+    """Unit ``unit``'s lock file of GPU ``device`` (an index, or a ``GPU-…``/``MIG-…`` UUID); with no
+    unit, the GPU's own lock, held while a job picks its units."""
+    name = f"gpu{re.sub(r'[^A-Za-z0-9]+', '_', device)}"
+    return lock_dir / (f"{name}.lock" if unit is None else f"{name}.unit{unit}.lock")
+
+
+def _try_device(device: str, lock_dir: Path, need: int) -> list[tuple[int, int]] | None:
+    """Lock ``need`` free unit files of GPU ``device`` without waiting: ``[(unit, fd), ...]``, or None (all released)."""
+    # one job at a time picks units on a GPU: two jobs scanning together could each take part of
+    # the other's share, give both back and leave the GPU fragmented
+    picking = os.open(lock_file(lock_dir, device), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(picking, fcntl.LOCK_EX)
+        held = []
+        for unit in range(GPU_UNITS):
+            fd = os.open(lock_file(lock_dir, device, unit), os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            held.append((unit, fd))
+            if len(held) == need:
+                return held
+        for _, fd in held:  # not enough here: never wait while holding a part (no deadlock between jobs)
             os.close(fd)
-            continue
-        held.append((unit, fd))
-        if len(held) == need:
-            return held
-    for _, fd in held:  # not enough here: never wait while holding a part (no deadlock between jobs)
-        os.close(fd)
-    return None
+        return None
+    finally:
+        os.close(picking)
 
 
 def acquire_slot(devices: list[str], lock_dir: Path, jobs_per_gpu: int = 1,
@@ -148,7 +165,7 @@ def acquire_slot(devices: list[str], lock_dir: Path, jobs_per_gpu: int = 1,
     start = time.monotonic()
     while True:
         for index, device in enumerate(devices):  # first fit: shared jobs fill one GPU before the next
-            held = _try_device(index, lock_dir, need)
+            held = _try_device(device, lock_dir, need)
             if held is None:
                 continue
             for _, fd in held:  # who holds it, for a human looking at the lock folder
