@@ -7,16 +7,23 @@
 #
 #   estimate  `latentgen estimate --device cuda --gpus 1` on config.yaml: the whole paper
 #             (target <= 24 h on one H200) and the six TMLR pairs alone (target <= 8 h)
+#   estimate_shared  the same with every model's runs sharing the GPU ESTIMATE_JOBS_PER_GPU ways
+#             (default 4; $LATENTGEN_JOBS_PER_GPU, the workflow's override): the speed-ups measured
 #   mlp       one MLP-MNIST run (c = 0, run 1, the paper's settings) and its probe job along the
 #             grid, timed, beside the estimate's projection of those two jobs (target: within 1.5x)
 #   tests     pytest -m gpu
-#   bench     python -m latentgen.bench probe_run, baselines_device, probe_model, train (the eager and
-#             the CUDA-graph step) and train_shared (1, 2, 4 and 8 concurrent MLP / CNN runs) on the device
+#   bench     bench_training: python -m latentgen.bench train (the eager and the CUDA-graph step) and
+#             train_shared (1, 2, 4 and 8 concurrent MLP / CNN runs) on the device; then bench_probing:
+#             probe_run, baselines_device and probe_model (each also a stage of its own)
 #
 # Every stage writes STAGE.log and STAGE.json to $OUT (default gpu-checks/) and a line to
 # $OUT/summary.txt; a stage that fails or passes its time limit says so there and the next runs.
 # MNIST: $LATENTGEN_TEST_DATA/MNIST/raw (default ../shared/data), or a prepared $MNIST_NPZ
 # (`latentgen download --dataset mnist --out mnist.npz`; 11 MB, easier to carry).
+# DEADLINE_S=N: the whole script ends within N seconds of its start (a lent machine's call has a hard
+# limit): each stage's time limit is cut to what is left, and a stage with under 30 s left is skipped.
+# MLP_EPOCHS=N: the mlp stage's run stops at epoch N (its projection is of the same N epochs) where
+# the paper's run (58 epochs at c = 0, about 4 minutes on an H200) does not fit the time there is.
 # DEVICE=cpu QUICK=1 runs the same commands at toy sizes on the CPU: how tests/gpu/test_device_checks.py
 # checks this script on machines without a GPU. QUICK=1 alone: toy sizes on the GPU.
 #
@@ -45,11 +52,18 @@ STAGES=("$@")
 [ ${#STAGES[@]} -eq 0 ] && STAGES=(estimate mlp tests bench)
 
 say() { echo "$*" | tee -a "$OUT/summary.txt"; }
+STARTED=$(date +%s)
+DEADLINE_S="${DEADLINE_S:-}"
 
 stage() {  # stage NAME LIMIT_S COMMAND...: run it with a time limit, its output to NAME.log
-    local name=$1 limit=$2 start rc
+    local name=$1 limit=$2 start rc left
     shift 2
     start=$(date +%s)
+    if [ -n "$DEADLINE_S" ]; then
+        left=$(( STARTED + DEADLINE_S - start - 10 ))
+        if [ "$left" -lt 30 ]; then say "$name: skipped ($left s left of DEADLINE_S=$DEADLINE_S)"; return 3; fi
+        [ "$left" -lt "$limit" ] && limit=$left
+    fi
     timeout --signal=INT --kill-after=20 "$limit" "$@" > "$OUT/$name.log" 2>&1
     rc=$?
     say "$name: exit $rc after $(( $(date +%s) - start )) s$([ $rc -eq 124 ] && echo " (time limit $limit s)")"
@@ -63,35 +77,46 @@ mnist_npz() {  # the prepared MNIST file the mlp stage trains on
     echo "$WORK/mnist.npz"
 }
 
-run_estimate() {
-    stage estimate 420 "$PY" -m latentgen estimate --configfile config.yaml --device "$DEVICE" --gpus "$GPUS" \
-        --json --out "$OUT/estimate.csv" --quiet && tail -n 1 "$OUT/estimate.log" > "$OUT/estimate.json" && "$PY" - "$OUT" <<'EOF' | tee -a "$OUT/summary.txt"
+run_estimate() {  # run_estimate [NAME]: NAME (default estimate) names its files and summary lines
+    local name=${1:-estimate}
+    stage "$name" 420 "$PY" -m latentgen estimate --configfile config.yaml --device "$DEVICE" --gpus "$GPUS" \
+        --json --out "$OUT/$name.csv" --quiet && tail -n 1 "$OUT/$name.log" > "$OUT/$name.json" && "$PY" - "$OUT" "$name" <<'EOF' | tee -a "$OUT/summary.txt"
 import json, sys
-out = sys.argv[1]
+out, name = sys.argv[1:3]
 import yaml
-summary = json.load(open(f"{out}/estimate.json"))
-print(f"estimate: whole paper {summary['projected_wall_seconds'] / 3600:.1f} h projected on "
+summary = json.load(open(f"{out}/{name}.json"))
+if any(s["runs_per_gpu"] > 1 for s in summary.get("shared_training", {}).values()):
+    print(f"{name}: training runs sharing the GPU, measured speed-ups " + ", ".join(
+        f"{m} {s['runs_per_gpu']} runs {s['speedup']:.2f}x" for m, s in summary["shared_training"].items()))
+print(f"{name}: whole paper {summary['projected_wall_seconds'] / 3600:.1f} h projected on "
       f"{summary['gpus']} GPU(s), {summary['device_hours']:.1f} device-hours (target <= 24 h)")
 groups = yaml.safe_load(open("config.yaml"))["figures"]["groups"]
 tmlr = {m for models in groups.values() for m in models}
 hours = sum(r["device_hours"] for r in summary["rows"] if r["model"] in tmlr)
-print(f"estimate: the TMLR figures' {len(tmlr)} pairs {hours:.1f} device-hours, their wall on one GPU at least "
+print(f"{name}: the TMLR figures' {len(tmlr)} pairs {hours:.1f} device-hours, their wall on one GPU at least "
       f"that (target <= 8 h)")
 EOF
+}
+
+run_estimate_shared() {
+    LATENTGEN_JOBS_PER_GPU="${ESTIMATE_JOBS_PER_GPU:-4}" run_estimate estimate_shared
 }
 
 run_mlp() {
     local npz epochs subset layers cfg
     npz=$(mnist_npz) || { say "mlp: no MNIST (set LATENTGEN_TEST_DATA or MNIST_NPZ)"; return 1; }
     epochs=(); subset=(); layers=()
+    [ -n "${MLP_EPOCHS:-}" ] && epochs=(--max-epochs "$MLP_EPOCHS")
     [ "$QUICK" = 1 ] && epochs=(--max-epochs 2) && subset=(--train-subset 1000) && layers=(--layers fc1,fc4)
     cfg="$WORK/mlp_mnist.yaml"
     # the projection of exactly these two jobs: a config holding the one run
-    "$PY" - "$cfg" "$QUICK" "$DATA" <<'EOF'
+    "$PY" - "$cfg" "$QUICK" "$DATA" "${MLP_EPOCHS:-}" <<'EOF'
 import sys, yaml
 cfg = yaml.safe_load(open("config.yaml"))
 cfg["data_root"] = sys.argv[3]  # timed on the real MNIST, as the run
 model = cfg["models"]["mlp_mnist"]
+if sys.argv[4]:
+    model = {**model, "max_epochs": int(sys.argv[4])}
 if sys.argv[2] == "1":
     model = {**model, "max_epochs": 2}
 cfg.update(models={"mlp_mnist": model}, corruptions=[0.0], runs=[1], figures={"groups": {"main": ["mlp_mnist"]}, "build": []},
@@ -133,6 +158,23 @@ run_tests() {
 }
 
 run_bench() {
+    run_bench_training
+    run_bench_probing
+}
+
+run_bench_training() {
+    stage bench_train 240 "$PY" -m latentgen.bench train --json --device "$DEVICE" --data-root "$DATA" \
+        --samples $([ "$QUICK" = 1 ] && echo 320 || echo 32000)
+    for arch in mlp cnn; do  # how many runs of a small model share the GPU well (the plan's runs per GPU)
+        stage "bench_train_shared_$arch" 240 "$PY" -m latentgen.bench train_shared --json --device "$DEVICE" \
+            --arch "$arch" $([ "$QUICK" = 1 ] && echo "--runs 1 2 --samples 320" || echo "--runs 1 2 4 8 --samples 32000")
+    done
+    for name in train train_shared_mlp train_shared_cnn; do
+        [ -f "$OUT/bench_$name.log" ] && tail -n 1 "$OUT/bench_$name.log" > "$OUT/bench_$name.json"
+    done
+}
+
+run_bench_probing() {
     local small=()
     [ "$QUICK" = 1 ] && small=(--n-train 1000 --n-test 200)
     stage bench_probe_run 240 "$PY" -m latentgen.bench probe_run --json --device "$DEVICE" --data-root "$DATA" \
@@ -141,21 +183,16 @@ run_bench() {
         --data-root "$DATA" "${small[@]}" $([ "$QUICK" = 1 ] && echo "--epochs 1 --no-qda")
     stage bench_probe_model 240 "$PY" -m latentgen.bench probe_model --json --device "$DEVICE" \
         $([ "$QUICK" = 1 ] && echo "--n-train 200 --n-test 50" || echo "--n-train 50000 --n-test 10000")
-    stage bench_train 240 "$PY" -m latentgen.bench train --json --device "$DEVICE" --data-root "$DATA" \
-        --samples $([ "$QUICK" = 1 ] && echo 320 || echo 32000)
-    for arch in mlp cnn; do  # how many runs of a small model share the GPU well (the plan's runs per GPU)
-        stage "bench_train_shared_$arch" 240 "$PY" -m latentgen.bench train_shared --json --device "$DEVICE" \
-            --arch "$arch" $([ "$QUICK" = 1 ] && echo "--runs 1 2 --samples 320" || echo "--runs 1 2 4 8 --samples 32000")
-    done
-    for name in probe_run baselines_device probe_model train train_shared_mlp train_shared_cnn; do
-        tail -n 1 "$OUT/bench_$name.log" > "$OUT/bench_$name.json"
+    for name in probe_run baselines_device probe_model; do
+        [ -f "$OUT/bench_$name.log" ] && tail -n 1 "$OUT/bench_$name.log" > "$OUT/bench_$name.json"
     done
 }
 
 for s in "${STAGES[@]}"; do
     case "$s" in
-        estimate|mlp|tests|bench) ;;
-        *) echo "unknown stage $s (estimate, mlp, tests, bench)" >&2; exit 2 ;;
+        estimate|estimate_shared|mlp|tests|bench|bench_training|bench_probing) ;;
+        *) echo "unknown stage $s (estimate, estimate_shared, mlp, tests, bench, bench_training, bench_probing)" >&2
+           exit 2 ;;
     esac
 done
 if [ -n "${WHEELS:-}" ]; then
