@@ -41,6 +41,11 @@ PRELOAD = ["numpy", "scipy.linalg", "h5py", "torch", "sklearn.base", "pandas", "
            "latentgen.probing.masc_velpic", "latentgen.probing.velpic_transfer", "latentgen.probing.checkpoint",
            "latentgen.probing.run", "latentgen.repair", "latentgen.repair.relabel", "latentgen.provenance",
            "latentgen.paper.figures", "latentgen.paper.metrics", "latentgen.paper.tables", "latentgen.paper.claims",
+           # imported inside functions (slow for commands that never need them), but by every
+           # probe_run / repair / relabel job: the baselines and the test split (0.1 s a job)
+           "latentgen.probing.families", "latentgen.probing.baselines", "latentgen.probing.discriminant",
+           "sklearn.model_selection", "sklearn.discriminant_analysis", "sklearn.linear_model", "sklearn.neighbors",
+           "latentgen.data.labels",
            # creating an optimizer imports torch._dynamo (2-3 s) in every training-like job
            "torch._dynamo"]
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

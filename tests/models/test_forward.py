@@ -59,3 +59,75 @@ def test_layer_inputs_and_head_inputs():
     assert forward.head_name(model) == "out" and list(forward.linear_layers(model)) == ["fc1", "out"]
     torch.testing.assert_close(torch.from_numpy(forward.head_inputs(model, x)), head_in)
     assert model.training  # built in train mode, and left so
+
+
+# --------------------------------------------------------------------------------------------
+# FeatureBatches: a model's features computed once, the head run per edited copy
+
+
+def _edited_copy(model):
+    """A copy whose every linear layer is changed (a repair edits nothing else)."""
+    import copy
+
+    edited = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for layer in forward.linear_layers(edited).values():
+            layer.weight.add_(0.5 * torch.randn(layer.weight.shape, generator=gen))
+    return edited
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn", "alexnet", "resnet18"])
+def test_feature_batches_give_an_edited_heads_outputs_bit_for_bit(arch):
+    from latentgen.data.datasets import load_dataset
+    from latentgen.models.architectures import build_model
+
+    model = build_model(arch, "digits", seed=0).eval()
+    x = load_dataset("digits").train_x[:300]
+    linears = list(forward.linear_layers(model))
+    head = forward.head_name(model)
+    features = forward.FeatureBatches.of(model, x, 128, linears)  # batches of 128, 128 and 44 rows
+    assert features is not None and [len(b) for b in features.batches] == [128, 128, 44]
+    edited = _edited_copy(model)
+    hidden = [n for n in linears if n != head]
+    whole = forward.predict_and_max_outputs(edited, x, 128, watch=hidden)
+    cached = forward.predict_and_max_outputs(edited, x, 128, watch=hidden, features=features)
+    assert not torch.equal(whole[0], forward.predict(model, x))  # the edit changes predictions
+    assert torch.equal(cached[0], whole[0]) and whole[1].keys() == cached[1].keys()
+    assert (whole[1] or not hidden) and all(torch.equal(cached[1][n], whole[1][n]) for n in whole[1])
+    assert torch.equal(forward.layer_inputs(edited, x, head, 128, features), forward.layer_inputs(edited, x, head, 128))
+    assert torch.equal(forward.predict(edited, x, 128, features=features), whole[0])
+
+
+def test_feature_batches_refuse_what_they_cannot_stand_in_for():
+    from latentgen.data.datasets import load_dataset
+    from latentgen.models.architectures import build_model
+
+    x = load_dataset("digits").train_x[:100]
+    cnn = build_model("cnn", "digits", seed=0)
+    assert forward.FeatureBatches.of(Net(), _data()[0], 8, ["fc1"]) is None  # no forward_features
+    assert forward.FeatureBatches.of(cnn, x, 64, ["fcs.0", "conv1"]) is None  # conv1 runs in the features
+    assert forward.FeatureBatches.of(cnn, x, 64, ["fcs.0"], max_bytes=1000) is None  # too large
+    features = forward.FeatureBatches.of(cnn, x, 64, ["fcs.0"])
+    with pytest.raises(ValueError, match="other inputs or another batch size"):
+        forward.predict(cnn, x.clone(), 64, features=features)
+    with pytest.raises(ValueError, match="other inputs or another batch size"):
+        forward.predict(cnn, x, 32, features=features)
+    with pytest.raises(ValueError, match="conv1 did not run in forward_head"):
+        forward.layer_inputs(cnn, x, "conv1", 64, features)
+
+    class Wrong(nn.Module):  # a head that is not the rest of forward
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1)) + 1
+
+        def forward_features(self, x):
+            return x.flatten(1)
+
+        def forward_head(self, x):
+            return self.fc(x)
+
+    assert forward.FeatureBatches.of(Wrong(), x, 64, ["fc"]) is None

@@ -616,3 +616,32 @@ def test_cnn_fully_connected_stack():
     assert [log["pairs_total"] for log in logs] == [width * (model.flat_features + 1), width * (width + 1),
                                                     width * (width + 1), 10 * width]
     assert edited.fc3.bias is None
+
+
+def test_a_sweep_from_the_features_equals_one_of_whole_forward_passes(monkeypatch):
+    """The sweep computes the CNN's conv features once and runs only the linear layers per edit:
+    every row and layer row is what whole forward passes give."""
+    import pandas as pd
+
+    from latentgen.data.datasets import load_dataset
+    from latentgen.data.labels import corrupt_labels
+    from latentgen.models.architectures import build_model
+    from latentgen.repair import sweep as sweep_module
+
+    ds = load_dataset("digits")
+    model = build_model("cnn", "digits", seed=0).eval()
+    corrupted = torch.from_numpy(corrupt_labels(ds.train_y.numpy(), 0.6, 10, seed=42))
+    data = cv.RepairData(ds.train_x, ds.train_y, corrupted, ds.test_x, ds.test_y)
+    kwargs = dict(layer_sets=["fcs.2", "fcs.0+fcs.2"], rhos=[1.0, 0.8], methods=["kfac", "kfac_velpic"],
+                  batch_size=500)  # 1,438 training rows: batches of 500, 500 and 438
+    calls = []
+    features_of = forward.FeatureBatches.of
+    monkeypatch.setattr(forward.FeatureBatches, "of",
+                        lambda *a, **k: calls.append(1) or features_of(*a, **k))
+    cached = sweep_module.repair_sweep(model, data, **kwargs)
+    assert len(calls) == 2  # the training and the test inputs' features, once each
+    monkeypatch.setattr(forward.FeatureBatches, "of", lambda *a, **k: None)
+    whole = sweep_module.repair_sweep(model, data, **kwargs)
+    for ours, reference in zip(cached, whole):
+        pd.testing.assert_frame_equal(pd.DataFrame(ours), pd.DataFrame(reference), check_exact=True)
+    assert len(pd.DataFrame(cached[0]).test_acc.unique()) > 1  # the edits change the scores

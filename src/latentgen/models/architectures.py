@@ -10,6 +10,11 @@
 - ``head``: module name of the pre-softmax ``nn.Linear``; ``last_hidden``: the probe layer that
   feeds it (the VeLPIC transfer's input).
 
+Every model is ``forward_head(forward_features(x))`` (timm's convention): ``forward_features``
+runs up to the input of the first ``nn.Linear`` (the flattened features), ``forward_head`` the
+linear layers from there. A repair edits linear layers only, so its sweep computes the features
+once and runs the head per edit (``latentgen.models.forward.FeatureBatches``).
+
 Activations are read with forward hooks (``latentgen.models.forward``), never stashed inside
 ``forward``. Module names and parameter order follow the authors' classes, so state_dicts
 have the authors' keys and the initial weights consume the RNG in the authors' order:
@@ -74,7 +79,12 @@ class MLP(nn.Module):
         self.act1, self.act2, self.act3, self.act4 = nn.ReLU(), nn.ReLU(), nn.ReLU(), nn.ReLU()
 
     def forward(self, x):
-        x = torch.flatten(x, 1)
+        return self.forward_head(self.forward_features(x))
+
+    def forward_features(self, x):
+        return torch.flatten(x, 1)
+
+    def forward_head(self, x):
         for fc, act in ((self.fc1, self.act1), (self.fc2, self.act2), (self.fc3, self.act3), (self.fc4, self.act4)):
             x = act(fc(x))
             if self.dropout:
@@ -126,10 +136,15 @@ class NgnCnn(nn.Module):
         self.fc3 = nn.Linear(fc_width, num_classes, bias=False)  # the pre-softmax layer has no bias
 
     def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+    def forward_features(self, x):
         x = self.pool(F.relu(self.conv2(F.relu(self.conv1(x)))))
         x = self.pool2(F.relu(self.conv4(F.relu(self.conv3(x)))))
         x = self.pool4(self.pool3(F.relu(self.conv6(F.relu(self.conv5(x))))))
-        x = self.flatten(x)
+        return self.flatten(x)
+
+    def forward_head(self, x):
         for fc, act in zip(self.fcs, self.fc_acts):
             x = act(fc(x))
             if self.dropout:
@@ -187,7 +202,12 @@ class AlexNet(nn.Module):
         self.act1, self.act2 = nn.ReLU(), nn.ReLU()
 
     def forward(self, x):
-        x = self.flatten(self.features(x))
+        return self.forward_head(self.forward_features(x))
+
+    def forward_features(self, x):
+        return self.flatten(self.features(x))
+
+    def forward_head(self, x):
         x = self.act1(self.fc1(x))
         x = self.act2(self.fc2(x))
         return self.fc3(x)
@@ -253,11 +273,16 @@ class ResNet18(nn.Module):
         self.fc = nn.Linear(w4, num_classes)
 
     def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+    def forward_features(self, x):
         out = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         out = self.avgpool(out)
-        out = out.view(out.size(0), -1)
-        return self.fc(out)
+        return out.view(out.size(0), -1)
+
+    def forward_head(self, x):
+        return self.fc(x)
 
 
 def _dropout(p) -> float:

@@ -10,6 +10,10 @@ the move of each batch to the model's device and dtype are written once.
 - ``extract_activations(model, x, layers)``: one forward pass with hooks on the probe layers;
   ``iter_activations`` does it batch by batch, ``layer_sizes`` reads the widths.
 - ``layer_inputs(model, x, name)`` / ``head_inputs(model, x)``: a layer's input for every row.
+- ``FeatureBatches.of(model, x, batch_size, layers)``: ``model.forward_features`` of every batch of
+  ``x``, computed once, where none of ``layers`` runs in it; ``predict*`` and ``layer_inputs``
+  given them run only ``forward_head`` (a repair sweep scores dozens of models that differ in
+  their linear layers only).
 
 The batched functions put the model in ``eval()`` mode and restore its mode afterwards, except
 ``extract_activations`` / ``iter_activations``: there the caller decides (the authors' ResNet
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -69,11 +74,66 @@ def to_model(x: torch.Tensor, model: nn.Module, device: torch.device | str | Non
     return x.to(device=param.device if device is None else device, dtype=dtype, non_blocking=True)
 
 
+FEATURE_CACHE_BYTES = 2 << 30  # FeatureBatches.of keeps at most this much (else: full passes)
+
+
+@dataclass(frozen=True)
+class FeatureBatches:
+    """``model.forward_features`` of ``x``, ``batch_size`` rows at a time (eval mode, no gradient),
+    on the model's device. A model that differs from the one they were computed with only in the
+    modules ``forward_head`` runs is evaluated from them bit for bit as from ``x``: the same
+    batches go through the same operations (a model's ``forward`` is ``forward_head(forward_features(x))``,
+    timm's convention and the model zoo's)."""
+
+    x: torch.Tensor  # the inputs they were computed from (the object itself)
+    batch_size: int
+    batches: tuple[torch.Tensor, ...]
+
+    @classmethod
+    @torch.no_grad()
+    def of(cls, model: nn.Module, x: torch.Tensor, batch_size: int, layers: Iterable[str],
+           max_bytes: int = FEATURE_CACHE_BYTES) -> "FeatureBatches | None":
+        """The features of ``x``, or None where they cannot stand in for ``x``: ``model`` has no
+        ``forward_features`` / ``forward_head``, one of the modules ``layers`` runs inside
+        ``forward_features``, the head of the features is not the model's output on the first
+        batch bit for bit, or they would take more than ``max_bytes``."""
+        if not (callable(getattr(model, "forward_features", None)) and callable(getattr(model, "forward_head", None))):
+            return None
+        if len(x) == 0:
+            return cls(x, batch_size, ())
+        modules = dict(model.named_modules())
+        ran = []
+        handles = [modules[n].register_forward_pre_hook(lambda m, args, n=n: ran.append(n)) for n in layers]
+        try:
+            with eval_mode(model):
+                first = to_model(x[:batch_size], model)
+                features = model.forward_features(first)
+                if ran or not isinstance(features, torch.Tensor):
+                    return None
+                if features.element_size() * features[0].numel() * len(x) > max_bytes:
+                    return None
+                if not torch.equal(model.forward_head(features), model(first)):
+                    return None
+                batches = [features] + [model.forward_features(to_model(x[s:s + batch_size], model))
+                                        for s in range(batch_size, len(x), batch_size)]
+        finally:
+            for h in handles:
+                h.remove()
+        return cls(x, batch_size, tuple(batches))
+
+    def check(self, x: torch.Tensor, batch_size: int) -> None:
+        if x is not self.x or batch_size != self.batch_size:
+            raise ValueError("these features were computed from other inputs or another batch size")
+
+
 @torch.no_grad()
 def predict_and_max_outputs(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, watch: Iterable[str] = (),
-                            device: torch.device | str | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                            device: torch.device | str | None = None,
+                            features: FeatureBatches | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``predict``'s argmax, and for each module named in ``watch`` the largest output of each unit
-    over ``x`` (float, on the CPU; the repair counts dead ReLU units with it)."""
+    over ``x`` (float, on the CPU; the repair counts dead ReLU units with it; a module that never
+    runs, like AlexNet's unused ``classifier``, has none). With ``features`` (of ``x``), only
+    ``model.forward_head`` runs."""
     modules = dict(model.named_modules())
     best: dict[str, torch.Tensor] = {}
 
@@ -83,11 +143,16 @@ def predict_and_max_outputs(model: nn.Module, x: torch.Tensor, batch_size: int =
             best[name] = m if name not in best else torch.maximum(best[name], m)
         return hook
 
+    if features is not None:
+        features.check(x, batch_size)
     handles = [modules[n].register_forward_hook(make_hook(n)) for n in watch]
     try:
         with eval_mode(model):
-            out = [model(to_model(x[s:s + batch_size], model, device)).argmax(1).cpu()
-                   for s in range(0, len(x), batch_size)]
+            if features is None:
+                out = [model(to_model(x[s:s + batch_size], model, device)).argmax(1).cpu()
+                       for s in range(0, len(x), batch_size)]
+            else:
+                out = [model.forward_head(f).argmax(1).cpu() for f in features.batches]
     finally:
         for h in handles:
             h.remove()
@@ -95,15 +160,16 @@ def predict_and_max_outputs(model: nn.Module, x: torch.Tensor, batch_size: int =
 
 
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024,
-            device: torch.device | str | None = None) -> torch.Tensor:
+            device: torch.device | str | None = None, features: FeatureBatches | None = None) -> torch.Tensor:
     """Predicted classes of the rows of ``x``: argmax of the logits (the first index on ties), as
     a ``torch.LongTensor`` of shape (N,) on the CPU (``.numpy()`` for an array).
 
     Runs in ``eval()`` mode (the previous mode is restored) without gradients, ``batch_size`` rows
     at a time; ``device`` is where the batches go (default: where the model's parameters are; the
-    model itself is not moved). An empty ``x`` gives an empty tensor.
+    model itself is not moved). An empty ``x`` gives an empty tensor. With ``features``
+    (``FeatureBatches`` of ``x``) only ``model.forward_head`` runs.
     """
-    return predict_and_max_outputs(model, x, batch_size, device=device)[0]
+    return predict_and_max_outputs(model, x, batch_size, device=device, features=features)[0]
 
 
 @torch.no_grad()
@@ -122,23 +188,34 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 @torch.no_grad()
-def layer_inputs(model: nn.Module, x: torch.Tensor, name: str, batch_size: int = 1024) -> torch.Tensor:
-    """The input of module ``name`` for every row of ``x`` (eval mode), float32 on the CPU."""
+def layer_inputs(model: nn.Module, x: torch.Tensor, name: str, batch_size: int = 1024,
+                 features: FeatureBatches | None = None) -> torch.Tensor:
+    """The input of module ``name`` for every row of ``x`` (eval mode), float32 on the CPU (with
+    ``features`` of ``x``: from ``model.forward_head`` alone)."""
     layer = dict(model.named_modules())[name]
     chunks = []
+    if features is not None:
+        features.check(x, batch_size)
     handle = layer.register_forward_pre_hook(lambda m, args: chunks.append(args[0].detach().float().cpu()))
     try:
         with eval_mode(model):
-            for start in range(0, len(x), batch_size):
-                model(to_model(x[start:start + batch_size], model))
+            if features is None:
+                for start in range(0, len(x), batch_size):
+                    model(to_model(x[start:start + batch_size], model))
+            else:
+                for batch in features.batches:
+                    model.forward_head(batch)
     finally:
         handle.remove()
+    if len(x) and not chunks:
+        raise ValueError(f"{name} did not run in {'forward_head' if features is not None else 'forward'}")
     return torch.cat(chunks)
 
 
-def head_inputs(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
+def head_inputs(model: nn.Module, x: torch.Tensor, batch_size: int = 1024,
+                features: FeatureBatches | None = None) -> np.ndarray:
     """The head's input (the last hidden layer after its ReLU) for every row of ``x``, float32."""
-    return layer_inputs(model, x, head_name(model), batch_size).numpy()
+    return layer_inputs(model, x, head_name(model), batch_size, features).numpy()
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 ``transfer_velpic(model, head, velpic)`` returns a deep copy of ``model`` whose pre-softmax
 ``nn.Linear`` (module name ``head``) has VeLPIC's class vectors as weight rows (cast to the
 head's dtype) and a zero bias; ``keep_bias=True`` keeps the trained bias instead (the authors
-log that variant too). The original model is not touched.
+log that variant too). The original model is not touched (``in_place=True``: it is the one edited,
+for a caller that edits a copy already).
 
 Row k of the new weight is the vector of class ``velpic.classes_[k]``, so VeLPIC must have been
 fitted with the labels 0..K−1 that index the head's outputs.
@@ -25,8 +26,9 @@ import torch
 from torch import nn
 
 
-def transfer_velpic(model: nn.Module, head: str, velpic, keep_bias: bool = False) -> nn.Module:
-    """A copy of ``model`` with VeLPIC's class vectors as the weights of its ``head`` layer."""
+def transfer_velpic(model: nn.Module, head: str, velpic, keep_bias: bool = False, in_place: bool = False) -> nn.Module:
+    """A copy of ``model`` (``in_place``: ``model``) with VeLPIC's class vectors as the weights of its
+    ``head`` layer."""
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(velpic, "class_vectors_")
@@ -47,7 +49,7 @@ def transfer_velpic(model: nn.Module, head: str, velpic, keep_bias: bool = False
     if keep_bias and layer.bias is None:
         raise ValueError(f"head {head!r} has no bias to keep")
 
-    edited = copy.deepcopy(model)
+    edited = model if in_place else copy.deepcopy(model)
     new_head = edited.get_submodule(head)
     with torch.no_grad():
         new_head.weight.copy_(torch.as_tensor(vectors, dtype=new_head.weight.dtype))

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from latentgen.models.forward import predict, predict_and_max_outputs
+from latentgen.models.forward import FeatureBatches, predict, predict_and_max_outputs
 
 TEST_SPLIT_SEED = 2345  # the 2025 paper's train_test_split(random_state=2345) (SPEC §10)
 TEST_SELECT_FRACTION = 0.2
@@ -82,17 +82,20 @@ def _acc(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float((pred == target).double().mean()) if len(target) else float("nan")
 
 
-def evaluate_repair(model: nn.Module, data: RepairData, batch_size: int = 1024,
-                    watch: Iterable[str] = ()) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+def evaluate_repair(model: nn.Module, data: RepairData, batch_size: int = 1024, watch: Iterable[str] = (),
+                    features: tuple[FeatureBatches | None, FeatureBatches | None] = (None, None),
+                    ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """Accuracy fractions of ``model`` (see ``METRICS``), and the unit activity of ``watch`` layers
     on the training inputs (``forward.predict_and_max_outputs``).
 
     ``changed_acc_corrupted``: memorization left (agreement with the corrupted label on examples
     whose label was changed); ``changed_acc_true``: recovery of the true label there;
-    ``unchanged_acc``: accuracy on the examples whose label is correct.
+    ``unchanged_acc``: accuracy on the examples whose label is correct. ``features``: the
+    training and test inputs' ``FeatureBatches`` (where given, only the model's head runs).
     """
-    train_pred, activity = predict_and_max_outputs(model, data.train_x, batch_size, watch)
-    test_pred = predict(model, data.test_x, batch_size)
+    train_features, test_features = features
+    train_pred, activity = predict_and_max_outputs(model, data.train_x, batch_size, watch, features=train_features)
+    test_pred = predict(model, data.test_x, batch_size, features=test_features)
     changed = data.changed
     return {
         "test_acc": _acc(test_pred, data.test_y),

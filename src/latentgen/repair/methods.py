@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from latentgen import registry
-from latentgen.models.forward import head_inputs, head_name, linear_layers
+from latentgen.models.forward import FeatureBatches, head_inputs, head_name, linear_layers
 from latentgen.repair.edits import edit_log, factor_edit_layer, kfac_edit_layer, random_edit_layer, svd_edit_layer
 from latentgen.repair.evaluation import dead_unit_counts, unit_max_preactivation
 from latentgen.repair.factors import LayerFactors, collect_factors
@@ -45,6 +45,7 @@ class RepairInputs:
     samples: int = 1
     gram_dtype: torch.dtype = torch.float64
     factor_rows: np.ndarray | None = None  # ... and from which training rows (default all)
+    train_features: FeatureBatches | None = None  # train_x's features (an edit leaves them as they are)
 
     def factor_data(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Inputs and labels to (re-)estimate factors from."""
@@ -181,7 +182,7 @@ def _velpic_transfer(model: nn.Module, keep_bias: bool, inputs: RepairInputs) ->
         raise ValueError("the VeLPIC transfer needs the training inputs and their (corrupted) labels")
     head = head_name(model)
     layer = dict(model.named_modules())[head]
-    feats = head_inputs(model, inputs.train_x, inputs.batch_size)
+    feats = head_inputs(model, inputs.train_x, inputs.batch_size, inputs.train_features)
     labels = torch.as_tensor(inputs.train_labels).numpy()
     key = _digest(feats, labels, layer.out_features)
     velpic = _VELPIC_FITS.pop(key, None)  # re-inserted below: the most recently used last
@@ -191,8 +192,7 @@ def _velpic_transfer(model: nn.Module, keep_bias: bool, inputs: RepairInputs) ->
     while len(_VELPIC_FITS) > _VELPIC_FITS_KEPT:
         del _VELPIC_FITS[next(iter(_VELPIC_FITS))]  # the least recently used
     W = layer.weight.detach().to("cpu", torch.float64, copy=True)
-    transferred = transfer_velpic(model, head, velpic, keep_bias=keep_bias)  # a copy of the model
-    layer.load_state_dict(transferred.get_submodule(head).state_dict())  # this repair edits in place
+    transfer_velpic(model, head, velpic, keep_bias=keep_bias, in_place=True)  # model: the edit's copy
     W_new = layer.weight.detach().to("cpu", torch.float64, copy=True)
     return edit_log(head, "velpic_bias" if keep_bias else "velpic", W, W_new, keep_bias=keep_bias)
 
@@ -226,8 +226,8 @@ def edit_model(model: nn.Module, layers: Iterable[str] | str, rho: float | None,
                factors: dict[str, LayerFactors] | None, *, method: str = "kfac", bias: str = "keep", seed: int = 0,
                inputs: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                batch_size: int = 1024, count_dead_units: bool = True, fisher: str = "exact", samples: int = 1,
-               gram_dtype: torch.dtype = torch.float64,
-               factor_rows: np.ndarray | None = None) -> tuple[nn.Module, list[dict]]:
+               gram_dtype: torch.dtype = torch.float64, factor_rows: np.ndarray | None = None,
+               train_features: FeatureBatches | None = None) -> tuple[nn.Module, list[dict]]:
     """Return an edited copy of ``model`` and one log dict per edited layer.
 
     ``layers``: module names, or one layer-set string (``"fc1+fc4"``, ``"hidden"``, ``"all"``).
@@ -236,7 +236,8 @@ def edit_model(model: nn.Module, layers: Iterable[str] | str, rho: float | None,
     the edit (``count_dead_units=False`` skips the two extra passes). ``labels`` (the corrupted
     training labels) are needed by the VeLPIC transfer and the empirical Fisher only; ``fisher``,
     ``samples``, ``gram_dtype`` and ``factor_rows`` (rows of ``inputs``, default all) say how
-    ``kfac_reestimate`` re-estimates factors.
+    ``kfac_reestimate`` re-estimates factors. ``train_features``: ``inputs``' ``FeatureBatches``,
+    valid for the edited copy where every edited layer runs in its ``forward_head``.
     """
     repair = get_repair(method)
     names = expand_layer_set(model, layers) if isinstance(layers, str) else resolve_layers(model, layers)
@@ -246,7 +247,7 @@ def edit_model(model: nn.Module, layers: Iterable[str] | str, rho: float | None,
     edited = copy.deepcopy(model)
     ctx = RepairInputs(factors=factors, bias=bias, seed=seed, train_x=inputs, train_labels=labels,
                        batch_size=batch_size, fisher=fisher, samples=samples, gram_dtype=gram_dtype,
-                       factor_rows=factor_rows)
+                       factor_rows=factor_rows, train_features=train_features)
     logs = repair.apply(edited, names, rho, ctx)
     if inputs is not None and count_dead_units:
         hidden = [log["layer"] for log in logs if log["layer"] != head_name(model)]

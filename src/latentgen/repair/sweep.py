@@ -1,7 +1,10 @@
 """The sweep: every repair of one checkpoint in one table.
 
 The references (the unedited model, the VeLPIC transfer) and each method × layer set × ρ, all
-scored by ``evaluate_repair``; the K-FAC factors are computed once, before the sweep.
+scored by ``evaluate_repair``; the K-FAC factors are computed once, before the sweep, and so are
+the training and test inputs' features where every layer the sweep edits or watches runs in the
+model's ``forward_head`` (``FeatureBatches``: each edit then runs the head alone, with the same
+numbers as a whole forward pass).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from latentgen.models.forward import head_name, linear_layers
+from latentgen.models.forward import FeatureBatches, head_name, linear_layers
 from latentgen.registry import DEFAULT_REPAIRS, DEFAULT_RHOS, REPAIR_METHODS, REPAIR_REFERENCES, fisher_kind
 from latentgen.repair.evaluation import RepairData, dead_unit_counts, evaluate_repair
 from latentgen.repair.factors import LayerFactors, collect_factors
@@ -92,12 +95,17 @@ def repair_sweep(model: nn.Module, data: RepairData, *, layer_sets: Iterable[str
                                 factor_rows=factor_rows, device=device, gram_dtype=gram_dtype)
 
     rows, layer_rows = [], []
-    base_metrics, base_activity = evaluate_repair(model, data, batch_size, watch=hidden)
+    in_head = sorted({*needed, *hidden, head})
+    features = (FeatureBatches.of(model, data.train_x, batch_size, in_head),
+                FeatureBatches.of(model, data.test_x, batch_size, in_head))
+    if None in features:
+        features = (None, None)
+    base_metrics, base_activity = evaluate_repair(model, data, batch_size, watch=hidden, features=features)
 
     def record(repair, layer_set, layers, rho, logs, edited):
         watch = [n for n in layers if n in hidden]
         metrics, activity = (base_metrics, base_activity) if edited is model else \
-            evaluate_repair(edited, data, batch_size, watch=watch)
+            evaluate_repair(edited, data, batch_size, watch=watch, features=features)
         for log in logs:
             if log["layer"] in activity:
                 log.update(dead_unit_counts(base_activity[log["layer"]], activity[log["layer"]]))
@@ -119,7 +127,8 @@ def repair_sweep(model: nn.Module, data: RepairData, *, layer_sets: Iterable[str
             continue
         else:
             edited, logs = edit_model(model, [head], None, None, method=ref, inputs=data.train_x,
-                                      labels=data.train_corrupted, batch_size=batch_size, count_dead_units=False)
+                                      labels=data.train_corrupted, batch_size=batch_size, count_dead_units=False,
+                                      train_features=features[0])
             record(ref, head, [head], None, logs, edited)
     for method in methods:
         for text, layers in expanded.items():
@@ -129,6 +138,7 @@ def repair_sweep(model: nn.Module, data: RepairData, *, layer_sets: Iterable[str
                 edited, logs = edit_model(model, layers, rho, factors, method=method, bias=bias, seed=seed,
                                           inputs=data.train_x, labels=data.train_corrupted,
                                           batch_size=batch_size, count_dead_units=False, fisher=fisher,
-                                          samples=samples, gram_dtype=gram_dtype, factor_rows=factor_rows)
+                                          samples=samples, gram_dtype=gram_dtype, factor_rows=factor_rows,
+                                          train_features=features[0])
                 record(method, text, layers, rho, logs, edited)
     return rows, layer_rows
