@@ -45,7 +45,7 @@ PRELOAD = ["numpy", "scipy.linalg", "h5py", "torch", "sklearn.base", "pandas", "
            # probe_run / repair / relabel job: the baselines and the test split (0.1 s a job)
            "latentgen.probing.families", "latentgen.probing.baselines", "latentgen.probing.discriminant",
            "sklearn.model_selection", "sklearn.discriminant_analysis", "sklearn.linear_model", "sklearn.neighbors",
-           "latentgen.data.labels",
+           "latentgen.data.labels", "matplotlib.backends.backend_pdf",
            # creating an optimizer imports torch._dynamo (2-3 s) in every training-like job
            "torch._dynamo"]
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
