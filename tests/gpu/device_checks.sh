@@ -16,6 +16,9 @@
 #             train_shared (1, 2, 4 and 8 concurrent MLP / CNN runs) on the device; then bench_probing:
 #             probe_run, baselines_device and probe_model (each also a stage of its own)
 #
+# On the project's lent device machine, tests/gpu/lent_machine.sh prepares what must travel and
+# runs these stages in one call.
+#
 # Every stage writes STAGE.log and STAGE.json to $OUT (default gpu-checks/) and a line to
 # $OUT/summary.txt; a stage that fails or passes its time limit says so there and the next runs.
 # MNIST: $LATENTGEN_TEST_DATA/MNIST/raw (default ../shared/data), or a prepared $MNIST_NPZ

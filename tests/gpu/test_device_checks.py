@@ -45,3 +45,12 @@ def test_missing_packages_are_named_before_any_stage_runs(tmp_path):
     done = subprocess.run(["bash", str(SCRIPT), "mlp"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "missing Python packages: torch numpy scipy sklearn" in done.stderr
     assert "jsonschema" in done.stderr and not (tmp_path / "out" / "mlp_train.log").exists()
+
+
+def test_the_lent_machine_wrapper_refuses_to_run_without_its_inputs(tmp_path):
+    wrapper = SCRIPT.with_name("lent_machine.sh")
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    done = subprocess.run(["bash", str(wrapper), "run"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "OUT is not set" in done.stderr
+    done = subprocess.run(["bash", str(wrapper)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "usage:" in done.stderr
