@@ -83,3 +83,26 @@ def test_train_shared_benchmark_times_concurrent_runs_against_one(capsys):
     assert result["runs2_speedup"] == pytest.approx(result["runs2_samples_per_s"] / result["runs1_samples_per_s"])
     with pytest.raises(ValueError, match="unknown architecture"):
         _bench(capsys, "train_shared", "--arch", "transformer")
+
+
+def test_repair_sweep_benchmark_times_both_sweeps_and_finds_the_same_rows(capsys, mnist_root):
+    result = _bench(capsys, "repair_sweep", "--data-root", str(mnist_root), "--n-train", "300", "--n-test", "100",
+                    "--rhos", "0.9", "--batch-size", "128")
+    assert result["arch"] == "cnn" and result["features_used"] and result["rows_identical"]
+    from latentgen import registry
+    from latentgen.models.architectures import build_model
+    from latentgen.repair.layers import expand_layer_set
+
+    cnn = build_model("cnn", "mnist")
+    sweeps = [(m, s) for m in registry.DEFAULT_REPAIRS for s in registry.repair_layer_sets("cnn")
+              if not (m == "kfac_velpic" and cnn.head in expand_layer_set(cnn, s))]
+    assert result["models_scored"] == 2 + len(sweeps)  # none and velpic (the CNN's head has no bias to keep)
+    assert result["ratio"] == pytest.approx(result["reference_seconds"] / result["ours_seconds"])
+    from latentgen.models.forward import FeatureBatches
+
+    assert isinstance(FeatureBatches.__dict__["of"], classmethod)  # put back as it was
+
+
+def test_repair_sweep_benchmark_names_missing_data(tmp_path):
+    with pytest.raises(FileNotFoundError, match="MNIST not found"):
+        main(["repair_sweep", "--data-root", str(tmp_path)])

@@ -12,7 +12,8 @@ import importlib
 import json
 import sys
 
-BENCHMARKS = ["probes", "train", "curvature", "probe_run", "baselines_device", "probe_model", "train_shared"]
+BENCHMARKS = ["probes", "train", "curvature", "probe_run", "baselines_device", "probe_model", "train_shared",
+              "repair_sweep"]
 
 
 def _table(result: dict) -> str:
