@@ -163,11 +163,15 @@ def _measure_train(model_cfg, data: _Data, device, threads: int, save_rate: floa
     test_y = torch.zeros(len(test_x), dtype=torch.long, device=device)
     per_image = _seconds(lambda: forward.accuracy(model, test_x, test_y, 1000, device=device), device,
                          0.2, 5, threads) / len(test_x)
+    # the repair sweep scores each edit from the features (forward_head alone) where it can
+    features = forward.FeatureBatches.of(model, test_x, 1000, list(forward.linear_layers(model)))
+    head_image = per_image if features is None else _seconds(
+        lambda: forward.predict(model, test_x, 1000, features=features), device, 0.2, 5, threads) / len(test_x)
     state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     optim = sum(t.numel() * t.element_size() for s in optimizer.state_dict()["state"].values()
                 for t in s.values() if isinstance(t, torch.Tensor))
     epoch = -(-n // bs) * per_chunk / -(-chunk // bs) + data.n_test * per_image + (state + optim) / save_rate
-    return {"eval_image": per_image, "epoch": epoch, "checkpoint": state / save_rate, "n_train": n,
+    return {"eval_image": per_image, "head_image": head_image, "epoch": epoch, "checkpoint": state / save_rate, "n_train": n,
             "start": data.load_seconds + data.n_test * per_image, "model": model.cpu().eval()}
 
 
@@ -313,7 +317,7 @@ def _eigh_seconds(dim: int, cache: dict) -> float:
 
 
 def _measure_repair(model, arch, data: _Data, n_train: int, cfg: dict, device, eval_image: float,
-                    velpic_fit: float, cache: dict) -> float:
+                    head_image: float, velpic_fit: float, cache: dict) -> float:
     """Seconds of one ``latentgen repair`` job (module docstring)."""
     import torch
     from latentgen.repair import collect_factors
@@ -333,9 +337,10 @@ def _measure_repair(model, arch, data: _Data, n_train: int, cfg: dict, device, e
     cache["gemm"] = cache.get("gemm") or 2 * 768 ** 3 / _seconds(lambda: a @ a, "cpu", 0.2, 5)
     edit = {n: 4 * modules[n].out_features * modules[n].in_features * (modules[n].out_features
             + modules[n].in_features) / cache["gemm"] for n in layers}
-    evaluation = eval_image * (n_train + data.n_test)
-    velpic = eval_image * n_train + velpic_fit
-    seconds += evaluation + (1 + (modules[spec.head].bias is not None)) * (evaluation + velpic)  # references
+    features = eval_image * (n_train + data.n_test)  # once (FeatureBatches; eval_image == head_image without)
+    evaluation = head_image * (n_train + data.n_test)  # per scored model: the head alone
+    velpic = head_image * n_train + velpic_fit
+    seconds += features + evaluation + (1 + (modules[spec.head].bias is not None)) * (evaluation + velpic)  # references
     for method in rep.get("methods") or registry.DEFAULT_REPAIRS:
         for s in (s for s in sets if not (method == "kfac_velpic" and spec.head in s)):  # the head: velpic's
             each = evaluation + sum(edit[n] for n in s) + (velpic if method == "kfac_velpic" else 0.0)
@@ -426,7 +431,8 @@ def measure(cfg: dict, *, device="auto", cores: int | None = None, progress=None
                     _threads(threads["repair"])
                     last = registry.get_architecture(model["arch"]).last_hidden
                     repair = _measure_repair(train["model"], model["arch"], data, n_train, cfg, dev,
-                                             train["eval_image"], layers[last]["fit"], eigh_cache)
+                                             train["eval_image"], train["head_image"], layers[last]["fit"],
+                                             eigh_cache)
                 if name in cfg.get("relabel", {}).get("models", []):
                     epochs = cfg["relabel"].get("max_epochs") or command_parser("relabel").get_default("max_epochs")
                     relabel = (acts["seconds"] + data.load_seconds + fits(["masc"] if "masc" in families else [])

@@ -21,7 +21,9 @@ random images of the real shape (flagged ``random``).
   (every class, up to ``GPU_PROBE_BYTES``; classes are decomposed one after another there) and
   ``GPU_SCORE_ROWS`` scored rows — times of small matrices would overstate a GPU's full-size work.
 - **repair**: ``repair.collect_factors`` on ``REPAIR_ROWS`` inputs × rows; an eigh per factor (cubic
-  beyond ``EIGH_MAX``); per evaluation a forward pass and four float64 GEMMs per edited layer.
+  beyond ``EIGH_MAX``); the inputs' features once (a forward pass); per evaluation the head's
+  forward pass (``forward_head``: the linear layers; a whole pass for a model without it) and four
+  float64 GEMMs per edited layer.
 - **relabel**: activations, MASC fits and ``relabel.max_epochs`` epochs (an upper bound).
 - bookkeeping jobs: :data:`SMALL_JOBS`; the others pay :data:`JOB_OVERHEAD_S` (+ imports without prefork).
 - **runs sharing a GPU** (a model's ``runs_per_gpu`` K > 1, or ``$LATENTGEN_JOBS_PER_GPU``): on a GPU,
