@@ -207,6 +207,33 @@ def test_repair_factors_on_cuda_equal_the_cpus_to_1e6(checkpoint, digits):
                 assert (b - a).norm() <= 1e-6 * a.norm(), (fisher, name, which)
 
 
+def test_a_repair_sweep_on_cuda_from_the_features_equals_whole_passes(digits, monkeypatch):
+    """The CNN's sweep on the GPU: features once (on the device) and the head per edit give the
+    rows of whole forward passes on the same device, bit for bit."""
+    import pandas as pd
+
+    from latentgen.data.labels import corrupt_labels
+    from latentgen.models import forward
+    from latentgen.models.architectures import build_model
+    from latentgen.repair.evaluation import RepairData
+    from latentgen.repair.sweep import repair_sweep
+
+    model = build_model("cnn", "digits", seed=0).to("cuda").eval()
+    corrupted = torch.from_numpy(corrupt_labels(digits.train_y.numpy(), 0.6, 10, seed=42))
+    data = RepairData(digits.train_x, digits.train_y, corrupted, digits.test_x, digits.test_y)
+    kwargs = dict(layer_sets=["fcs.2", "fcs.0+fcs.2"], rhos=[1.0, 0.8], methods=["kfac", "kfac_velpic"],
+                  batch_size=500, device="cuda")
+    features_of, made = forward.FeatureBatches.__dict__["of"], []
+    monkeypatch.setattr(forward.FeatureBatches, "of", classmethod(
+        lambda cls, *a, **k: made.append(features_of.__func__(cls, *a, **k)) or made[-1]))
+    cached = repair_sweep(model, data, **kwargs)
+    assert len(made) == 2 and all(f is not None and f.batches[0].is_cuda for f in made)
+    monkeypatch.setattr(forward.FeatureBatches, "of", classmethod(lambda cls, *a, **k: None))
+    whole = repair_sweep(model, data, **kwargs)
+    for ours, reference in zip(cached, whole):
+        pd.testing.assert_frame_equal(pd.DataFrame(ours), pd.DataFrame(reference), check_exact=True)
+
+
 def test_the_estimates_probe_time_on_cuda_is_within_1_5_of_a_real_layer_probe():
     """`latentgen estimate`'s MASC + VeLPIC seconds for one layer on the GPU (whole classes sampled,
     a few thousand rows scored) against the probing of that whole layer as a probe job does it."""
