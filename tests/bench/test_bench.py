@@ -98,9 +98,6 @@ def test_repair_sweep_benchmark_times_both_sweeps_and_finds_the_same_rows(capsys
               if not (m == "kfac_velpic" and cnn.head in expand_layer_set(cnn, s))]
     assert result["models_scored"] == 2 + len(sweeps)  # none and velpic (the CNN's head has no bias to keep)
     assert result["ratio"] == pytest.approx(result["reference_seconds"] / result["ours_seconds"])
-    from latentgen.models.forward import FeatureBatches
-
-    assert isinstance(FeatureBatches.__dict__["of"], classmethod)  # put back as it was
 
 
 def test_repair_sweep_benchmark_names_missing_data(tmp_path):

@@ -228,8 +228,8 @@ def test_a_repair_sweep_on_cuda_from_the_features_equals_whole_passes(digits, mo
         lambda cls, *a, **k: made.append(features_of.__func__(cls, *a, **k)) or made[-1]))
     cached = repair_sweep(model, data, **kwargs)
     assert len(made) == 2 and all(f is not None and f.batches[0].is_cuda for f in made)
-    monkeypatch.setattr(forward.FeatureBatches, "of", classmethod(lambda cls, *a, **k: None))
-    whole = repair_sweep(model, data, **kwargs)
+    whole = repair_sweep(model, data, cache_features=False, **kwargs)
+    assert len(made) == 2  # whole passes: no features asked for
     for ours, reference in zip(cached, whole):
         pd.testing.assert_frame_equal(pd.DataFrame(ours), pd.DataFrame(reference), check_exact=True)
 

@@ -640,8 +640,8 @@ def test_a_sweep_from_the_features_equals_one_of_whole_forward_passes(monkeypatc
                         lambda *a, **k: calls.append(1) or features_of(*a, **k))
     cached = sweep_module.repair_sweep(model, data, **kwargs)
     assert len(calls) == 2  # the training and the test inputs' features, once each
-    monkeypatch.setattr(forward.FeatureBatches, "of", lambda *a, **k: None)
-    whole = sweep_module.repair_sweep(model, data, **kwargs)
+    whole = sweep_module.repair_sweep(model, data, cache_features=False, **kwargs)
+    assert len(calls) == 2  # whole passes: no features asked for
     for ours, reference in zip(cached, whole):
         pd.testing.assert_frame_equal(pd.DataFrame(ours), pd.DataFrame(reference), check_exact=True)
     assert len(pd.DataFrame(cached[0]).test_acc.unique()) > 1  # the edits change the scores

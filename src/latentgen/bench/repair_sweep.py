@@ -1,16 +1,19 @@
-"""The repair sweep of one MNIST checkpoint: the features computed once and the head run per edit, against whole forward passes.
+"""The repair sweep of an MNIST model: its features computed once and the head run per edit, vs whole passes.
 
 Data: the first ``--n-train`` real MNIST training images (labels corrupted at ``--corruption``
 with the authors' seed) and the first ``--n-test`` test images (``--data-root``, default
-``../shared/data``; defaults 2,000 and 1,000: the reference then takes minutes on 2 cores), through the paper's ``--arch`` (``cnn``, default, or ``mlp``) randomly
-initialised with ``--seed`` or loaded from ``--checkpoint``.
+``../shared/data``; defaults 2,000 and 1,000: the reference then takes minutes on 2 cores),
+through the paper's ``--arch`` (``cnn``, default, or ``mlp``) randomly initialised with ``--seed``
+or loaded from ``--checkpoint``.
 
 Ours (what ``latentgen repair`` runs): ``repair_sweep`` with the registry's default methods, layer
 sets and ρ values (the paper's configuration), the training and test inputs' features computed
 once (``latentgen.models.forward.FeatureBatches``) and each edited copy scored, and its VeLPIC
 transfer fitted, from ``forward_head`` alone. Reference, in the same run: the same sweep with
-whole forward passes (the features refused), as before. Both use the same K-FAC factors, computed
-once before either is timed, after an untimed sweep at one ρ. Agreement: every row and every layer row equal (``rows_identical``).
+whole forward passes (``cache_features=False``), as before. Both use the same K-FAC factors,
+computed once before either is timed, after an untimed sweep at one ρ. Agreement: every row and
+every layer row equal (``rows_identical``); ``features_used``: whether the model's features could
+stand in for its inputs (else both sweeps are whole passes).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[3].parent / "shared" / "dat
 def add_arguments(parser) -> None:
     parser.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT), help="folder holding MNIST/raw")
     parser.add_argument("--arch", default="cnn", choices=("cnn", "mlp"), help="the paper's CNN (default) or MLP")
-    parser.add_argument("--checkpoint", default=None, help="a trained checkpoint of --arch on MNIST instead of a random init")
+    parser.add_argument("--checkpoint", default=None,
+                        help="a trained checkpoint of --arch on MNIST instead of a random init")
     parser.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
     parser.add_argument("--corruption", type=float, default=0.6, help="label corruption (default 0.6)")
     parser.add_argument("--n-train", type=int, default=2000, help="training images (default 2000)")
@@ -56,7 +60,8 @@ def run(args) -> dict:
     if args.checkpoint:
         model, meta = load_checkpoint(args.checkpoint, device="cpu")
         if meta.get("arch") != args.arch or meta.get("dataset") != "mnist":
-            raise ValueError(f"{args.checkpoint} is {meta.get('arch')} on {meta.get('dataset')}, not {args.arch} on mnist")
+            raise ValueError(f"{args.checkpoint} is {meta.get('arch')} on {meta.get('dataset')}, "
+                             f"not {args.arch} on mnist")
     else:
         model = build_model(args.arch, "mnist", seed=args.seed)
     model.eval()
@@ -72,22 +77,18 @@ def run(args) -> dict:
     # thread pools (the MLP's measured 1.3x slower when timed first)
     repair_sweep(model, repair_data, factors=factors, batch_size=args.batch_size, rhos=(args.rhos or [0.9])[:1])
 
-    def sweep():
+    def sweep(cache_features):
         start = time.perf_counter()
-        rows, layer_rows = repair_sweep(model, repair_data, factors=factors, batch_size=args.batch_size, **rhos)
+        rows, layer_rows = repair_sweep(model, repair_data, factors=factors, batch_size=args.batch_size,
+                                        cache_features=cache_features, **rhos)
         return time.perf_counter() - start, pd.DataFrame(rows), pd.DataFrame(layer_rows)
 
-    features_of = forward.FeatureBatches.__dict__["of"]  # the classmethod itself, put back below
-    used = []
-    forward.FeatureBatches.of = classmethod(lambda cls, *a, **k: used.append(1) or features_of.__func__(cls, *a, **k))
-    try:
-        ours_s, ours_rows, ours_layers = sweep()
-        forward.FeatureBatches.of = classmethod(lambda cls, *a, **k: None)  # the whole passes of before
-        reference_s, reference_rows, reference_layers = sweep()
-    finally:
-        forward.FeatureBatches.of = features_of
+    ours_s, ours_rows, ours_layers = sweep(True)
+    reference_s, reference_rows, reference_layers = sweep(False)
+    used = forward.FeatureBatches.of(model, repair_data.train_x, args.batch_size,
+                                     list(forward.linear_layers(model))) is not None
     identical = ours_rows.equals(reference_rows) and ours_layers.equals(reference_layers)
     return {"arch": args.arch, "n_train": args.n_train, "n_test": args.n_test, "threads": torch.get_num_threads(),
-            "models_scored": len(ours_rows), "features_used": bool(used),
+            "models_scored": len(ours_rows), "features_used": used,
             "ours_seconds": ours_s, "reference_seconds": reference_s, "ratio": reference_s / ours_s,
             "rows_identical": bool(identical)}

@@ -77,7 +77,7 @@ def to_model(x: torch.Tensor, model: nn.Module, device: torch.device | str | Non
 FEATURE_CACHE_BYTES = 2 << 30  # FeatureBatches.of keeps at most this much (else: full passes)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: its fields are tensors
 class FeatureBatches:
     """``model.forward_features`` of ``x``, ``batch_size`` rows at a time (eval mode, no gradient),
     on the model's device. A model that differs from the one they were computed with only in the

@@ -62,11 +62,14 @@ def repair_sweep(model: nn.Module, data: RepairData, *, layer_sets: Iterable[str
                  fisher: str = "exact", samples: int = 1, bias: str = "keep", seed: int = 0,
                  factor_rows: np.ndarray | None = None, batch_size: int = 1024,
                  device: torch.device | str | None = None, gram_dtype: torch.dtype = torch.float64,
+                 cache_features: bool = True,
                  progress: Callable[[str], None] | None = None) -> tuple[list[dict], list[dict]]:
     """Evaluate every repair of ``model``: the references (unedited, VeLPIC transfer) and each
     method × layer set × ρ. Returns (rows, layer_rows): one row per repaired model and one per
     edited layer. Factors are computed once, from the training rows ``factor_rows`` (default:
     all) with the ``fisher`` labels, unless given. The rows' ``fisher`` is its canonical name.
+    ``cache_features=False`` scores every model with whole forward passes (the same rows; the
+    benchmark's reference).
     """
     layer_sets = list(default_layer_sets(model) if layer_sets is None else layer_sets)
     if not layer_sets:
@@ -96,10 +99,12 @@ def repair_sweep(model: nn.Module, data: RepairData, *, layer_sets: Iterable[str
 
     rows, layer_rows = [], []
     in_head = sorted({*needed, *hidden, head})
-    features = (FeatureBatches.of(model, data.train_x, batch_size, in_head),
-                FeatureBatches.of(model, data.test_x, batch_size, in_head))
-    if None in features:
-        features = (None, None)
+    features = (None, None)
+    if cache_features:  # else (and where the features cannot stand in for the inputs): whole passes
+        features = (FeatureBatches.of(model, data.train_x, batch_size, in_head),
+                    FeatureBatches.of(model, data.test_x, batch_size, in_head))
+        if any(f is None for f in features):
+            features = (None, None)
     base_metrics, base_activity = evaluate_repair(model, data, batch_size, watch=hidden, features=features)
 
     def record(repair, layer_set, layers, rho, logs, edited):

@@ -171,8 +171,8 @@ def _measure_train(model_cfg, data: _Data, device, threads: int, save_rate: floa
     optim = sum(t.numel() * t.element_size() for s in optimizer.state_dict()["state"].values()
                 for t in s.values() if isinstance(t, torch.Tensor))
     epoch = -(-n // bs) * per_chunk / -(-chunk // bs) + data.n_test * per_image + (state + optim) / save_rate
-    return {"eval_image": per_image, "head_image": head_image, "epoch": epoch, "checkpoint": state / save_rate, "n_train": n,
-            "start": data.load_seconds + data.n_test * per_image, "model": model.cpu().eval()}
+    return {"eval_image": per_image, "head_image": head_image, "epoch": epoch, "checkpoint": state / save_rate,
+            "n_train": n, "start": data.load_seconds + data.n_test * per_image, "model": model.cpu().eval()}
 
 
 def _measure_activations(model, data: _Data, n_train: int, cfg: dict, device, threads: int, folder: Path) -> dict:
