@@ -83,7 +83,7 @@ mnist_npz() {  # the prepared MNIST file the mlp stage trains on
 run_estimate() {  # run_estimate [NAME]: NAME (default estimate) names its files and summary lines
     local name=${1:-estimate}
     stage "$name" 420 "$PY" -m latentgen estimate --configfile config.yaml --device "$DEVICE" --gpus "$GPUS" \
-        --json --out "$OUT/$name.csv" --quiet && tail -n 1 "$OUT/$name.log" > "$OUT/$name.json" && "$PY" - "$OUT" "$name" <<'EOF' | tee -a "$OUT/summary.txt"
+        --json --out "$OUT/$name.csv" && tail -n 1 "$OUT/$name.log" > "$OUT/$name.json" && "$PY" - "$OUT" "$name" <<'EOF' | tee -a "$OUT/summary.txt"
 import json, sys
 out, name = sys.argv[1:3]
 import yaml
@@ -126,12 +126,22 @@ cfg.update(models={"mlp_mnist": model}, corruptions=[0.0], runs=[1], figures={"g
            repair={"models": []}, relabel={"models": []}, tables={"models": []}, outdir="gpu-checks/work/results")
 yaml.safe_dump(cfg, open(sys.argv[1], "w"))
 EOF
-    stage mlp_estimate 300 "$PY" -m latentgen estimate --configfile "$cfg" --device "$DEVICE" --gpus "$GPUS" --json --quiet
+    stage mlp_estimate 300 "$PY" -m latentgen estimate --configfile "$cfg" --device "$DEVICE" --gpus "$GPUS" --json
+    # the probe job the workflow runs for it (and the estimate prices): the plan's options, the 2025
+    # families at the final checkpoint included
+    read -r -a probe_options <<< "$("$PY" - "$cfg" <<'EOF'
+import sys
+from latentgen.workflow.config import command_line, load_config
+from latentgen.workflow.plan import JobPlan
+cfg = load_config(sys.argv[1], "workflow/schemas/config.schema.yaml")
+print(command_line("probe-run", JobPlan(cfg).probe_run_options("mlp_mnist", "0.0", "mnist")))
+EOF
+)"
     rm -rf "$WORK/run"
     stage mlp_train 420 "$PY" -m latentgen train --arch mlp --dataset mnist --corruption 0.0 --run 1 \
         --out "$WORK/run" --prepared "$npz" "${epochs[@]}" "${subset[@]}" --device "$DEVICE" --quiet
     stage mlp_probe 300 "$PY" -m latentgen probe-run --run-dir "$WORK/run" --prepared "$npz" --device "$DEVICE" \
-        --checkpoints grid "${layers[@]}" --out "$WORK/run.csv" --final-out "$WORK/run.final.csv"
+        "${probe_options[@]}" "${layers[@]}" --out "$WORK/run.csv" --final-out "$WORK/run.final.csv"
     "$PY" - "$OUT" <<'EOF' | tee -a "$OUT/summary.txt"
 import json, re, sys
 out = sys.argv[1]

@@ -383,6 +383,29 @@ def test_a_cuda_graph_is_refused_where_it_cannot_give_the_eager_numbers(tmp_path
     assert not (tmp_path / "cli" / "manifest.json").exists()
 
 
+def test_the_cuda_graph_is_on_by_default_only_where_a_gpu_has_checked_it():
+    # use_graph(requested=None): on a CUDA device, for an architecture flagged as checked bitwise on a
+    # GPU (the MLP), unless its run cannot be graphed; never on the CPU; an explicit False always wins
+    from latentgen import registry
+    from latentgen.training.graph_step import use_graph
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # device objects only: nothing runs
+    mlp = build_model("mlp", "digits", seed=0)
+    sgd = torch.optim.SGD(mlp.parameters(), lr=0.1, momentum=0.9)
+    assert use_graph("mlp", mlp, sgd, cuda) is True
+    assert use_graph("mlp", mlp, sgd, cpu) is False
+    assert use_graph("mlp", mlp, sgd, cuda, requested=False) is False
+    assert use_graph("mlp", mlp, torch.optim.Adam(mlp.parameters()), cuda) is False  # an Adam override: eager
+    dropout = build_model("mlp", "digits", seed=0, dropout=0.5)
+    assert use_graph("mlp", dropout, torch.optim.SGD(dropout.parameters(), lr=0.1), cuda) is False
+    with pytest.raises(ValueError, match="dropout"):
+        use_graph("mlp", dropout, torch.optim.SGD(dropout.parameters(), lr=0.1), cuda, requested=True)
+    resnet = build_model("resnet18", "digits", seed=0)  # SGD, but its graphed run is not checked on a GPU yet
+    assert use_graph("resnet18", resnet, torch.optim.SGD(resnet.parameters(), lr=0.1), cuda) is False
+    assert use_graph("resnet18", resnet, torch.optim.SGD(resnet.parameters(), lr=0.1), cuda, requested=True)
+    assert [a for a, entry in registry.ARCHITECTURES.items() if entry.cuda_graph] == ["mlp"]
+
+
 def test_the_graphed_steps_body_is_the_eager_loops_step(digits):
     # On the CPU the graph cannot be captured, but what it records can be run: GraphedStep's body
     # (static tensors, the epoch's sums) stepping every full batch, the short last batch eager,

@@ -211,7 +211,7 @@ def test_fisher_true_is_a_deprecated_alias_of_exact(schema, demo, capsys):
 
 def test_options_become_the_commands_own_command_line(schema, demo):
     from latentgen.options import command_parser
-    from latentgen.workflow.config import command_line
+    from latentgen.workflow.config import check_command_options, command_line
 
     line = command_line("probe", {"variance": 0.9, "sign": "class", "no_transfer": True})
     assert line == "--variance 0.9 --sign class --no-transfer"
@@ -220,6 +220,13 @@ def test_options_become_the_commands_own_command_line(schema, demo):
     assert command_line("repair", {"rhos": [1.0, 0.5], "fisher": "exact"}) == "--rhos 1.0 0.5 --fisher exact"
     assert command_line("train", {"model_options": {"pool_stride": 1}, "shuffle": False}) == \
         """--model-options '{"pool_stride": 1}' --shuffle false"""
+    # a --x/--no-x pair (train's CUDA graph: default on a GPU for some architectures) says both ways
+    for value, flag in ((True, "--cuda-graph"), (False, "--no-cuda-graph")):
+        assert command_line("train", {"cuda_graph": value}) == flag
+        assert check_command_options("train", {"cuda_graph": value}, "train_args") == {"cuda_graph": value}
+        assert command_parser("train").parse_args(["--arch", "mlp", "--dataset", "mnist", "--out", "o", "--run", "1",
+                                                   "--corruption", "0",
+                                                   flag]).cuda_graph is value
 
 
 def test_checking_a_config_imports_no_heavy_library(repo_root):

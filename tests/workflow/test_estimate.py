@@ -159,6 +159,35 @@ def test_probe_sample_and_fit_scaling_on_cpu_and_gpu():
     assert M.fit_seconds(2.0, 65536, 10, n_k, k_s, m, weights, 16, gpu=True) == pytest.approx(10 * 1.0 * ratio)
 
 
+def test_a_gpu_baseline_is_a_fixed_part_plus_a_growing_one_from_two_samples(monkeypatch):
+    # a baseline whose time is a fixed 50 ms (launches, a d×d decomposition: most of a small sample's
+    # time on a GPU) plus 10 µs per row; the job's layer: 40,000 training + 10,000 test rows
+    import time
+    import types
+
+    import torch
+    from latentgen.probing.contexts import ProbeOptions
+
+    def baseline(ctx):
+        time.sleep(0.05 + 1e-5 * len(ctx.train))
+
+    families = {"slow": (baseline, types.SimpleNamespace(shares_fit=False))}
+    options = ProbeOptions(0.99, "all", 1000, torch.device("cpu"))
+    d, k, n_train, n_test = 16, 4, 40000, 10000
+    real = 0.05 + 1e-5 * (n_train + n_train + n_test) / 3  # the same rows model: (fit + scored rows) / 3
+    cpu = M._measure_probe_layer(d, k, n_train, n_test, families, options, (1e-9, 1e-9), 1)["slow"]
+    m_b = M.BASELINE_ROWS // k
+    assert cpu == pytest.approx((0.05 + 1e-5 * m_b * k) * (2 * n_train + n_test) / (3 * m_b * k), rel=0.1)
+    assert cpu > 5 * real  # one sample scaled by rows: the fixed part scaled with them (the CPU's model, kept)
+    monkeypatch.setattr(M, "_is_cuda", lambda device: True)  # the GPU's sampling (timed here on the CPU)
+    gpu = M._measure_probe_layer(d, k, n_train, n_test, families, options, (1e-9, 1e-9), 1)["slow"]
+    assert gpu == pytest.approx(real, rel=0.15)
+    # the extrapolation itself: never under either timing, in proportion below the first sample
+    assert M.two_point_seconds(1.0, 10, 3.0, 20, 40) == pytest.approx(7.0)
+    assert M.two_point_seconds(1.0, 10, 0.9, 20, 40) == 1.0  # a noisy second timing: no negative slope
+    assert M.two_point_seconds(1.0, 10, 3.0, 20, 5) == pytest.approx(0.5)
+
+
 @pytest.fixture
 def quick(monkeypatch):
     """Short samples: these tests check the plumbing, not the numbers."""

@@ -1,4 +1,5 @@
-"""A training step replayed as one CUDA graph (``latentgen train --cuda-graph``, opt-in).
+"""A training step replayed as one CUDA graph (``latentgen train --cuda-graph``; by default on a GPU
+for the architectures whose graphed run a GPU has checked, :func:`use_graph`).
 
 A small model's step is launch-bound on a GPU: a batch-32 MLP step took 2.0 ms on an H200 for
 microseconds of arithmetic, nearly all of it the CPU launching some thirty kernels. A CUDA graph
@@ -22,6 +23,21 @@ import torch
 from torch import nn
 
 WARMUP = 3  # eager full-batch steps before the capture (PyTorch's recipe uses 3 outside DDP)
+
+
+def use_graph(arch: str, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+              requested: bool | None = None) -> bool:
+    """Whether a run replays its full batches as a CUDA graph. ``requested`` True: it must (a
+    refusal is an error); False: never; None (the default): on a CUDA device where the
+    architecture's ``cuda_graph`` flag is set (its graphed run found bitwise equal to the eager
+    one on a real GPU by tests/gpu) and nothing refuses it (Adam or dropout from overrides)."""
+    if requested is None:
+        from latentgen import registry
+        return (getattr(device, "type", str(device)) == "cuda" and registry.get_architecture(arch).cuda_graph
+                and graph_refusal(model, optimizer, device) is None)
+    if requested and graph_refusal(model, optimizer, device):
+        raise ValueError(graph_refusal(model, optimizer, device))
+    return bool(requested)
 
 
 def graph_refusal(model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device) -> str | None:

@@ -46,7 +46,7 @@ from latentgen._io import config_hash, package_versions, write_json_atomic, writ
 from latentgen.models.architectures import build_model
 from latentgen.training.placement import place_images
 from latentgen.training.checkpoints import read_checkpoint, save_checkpoint
-from latentgen.training.graph_step import GraphedStep, graph_refusal
+from latentgen.training.graph_step import GraphedStep, use_graph
 from latentgen.training.hyperparameters import TrainConfig, config_grid
 from latentgen.training.runs import RunFolder, load_torch, format_csv, kill_point, read_json, save_torch_atomic
 from latentgen.registry import on_grid
@@ -200,7 +200,8 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
 
 def train(config: TrainConfig, out_dir: str | os.PathLike, *, data_root=None, prepared=None, labels=None,
           device: str | torch.device = "auto", eval_batch_size: int = 1000, dataset=None,
-          verbose: bool = True, epoch_lines: bool = True, progress: bool | None = None, cuda_graph: bool = False) -> dict:
+          verbose: bool = True, epoch_lines: bool = True, progress: bool | None = None,
+          cuda_graph: bool | None = None) -> dict:
     """Train ``config`` into ``out_dir`` (resuming from ``out_dir/resume.pt`` when present).
 
     ``labels``: a label file from ``latentgen corrupt``; without it the labels are corrupted on
@@ -208,8 +209,8 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, data_root=None, pr
     loading). ``verbose``: summary lines on stdout; ``epoch_lines``: also one line per epoch (when
     no progress bar is shown; ``progress=None`` shows one only on a terminal). ``cuda_graph``: full
     batches replay one CUDA graph of the step (``training.graph_step``; not part of the run's
-    configuration: the numbers are the eager ones). Returns the manifest (also written to
-    ``out_dir/manifest.json``, last).
+    configuration: the numbers are the eager ones); None: where ``graph_step.use_graph`` says.
+    Returns the manifest (also written to ``out_dir/manifest.json``, last).
     """
     from latentgen.data.datasets import get_spec, load_dataset
     from latentgen.devices import resolve_device
@@ -252,8 +253,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, data_root=None, pr
 
     model = build_model(config.arch, config.dataset, seed=config.init_seed, **config.model_options).to(dev)
     optimizer = make_optimizer(config, model.parameters())
-    if cuda_graph and graph_refusal(model, optimizer, dev):
-        raise ValueError(graph_refusal(model, optimizer, dev))
+    cuda_graph = use_graph(config.arch, model, optimizer, dev, cuda_graph)
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # nothing in the loop draws from it today (no dropout); seeded anyway
     meta_base = {

@@ -6,7 +6,8 @@ share a GPU well (a model's ``runs_per_gpu``) is measured, not guessed. :func:`c
 starts K processes at once (``python -m latentgen.training.shared_device``). Each trains the model
 on random images of the dataset's shape, placed on the device once, with the model's own optimizer
 and batch size (``training.hyperparameters.default_train_config``) through
-``training.loop.train_one_epoch``, on one CPU thread. The processes wait until every one has warmed
+``training.loop.train_one_epoch`` (a CUDA-graph step where ``latentgen train`` takes one by
+default, ``training.graph_step.use_graph``), on one CPU thread. The processes wait until every one has warmed
 up, then start together; the rate is K × samples over the span from the first start to the last end.
 
 Used by ``python -m latentgen.bench train_shared`` (the table of K = 1, 2, 4, 8) and by
@@ -65,6 +66,7 @@ def _worker(arch: str, dataset: str, samples: int, device: str) -> None:
     from latentgen.devices import resolve_device
     from latentgen.models.architectures import build_model
     from latentgen.training.hyperparameters import default_train_config
+    from latentgen.training.graph_step import WARMUP, GraphedStep, use_graph
     from latentgen.training.loop import make_optimizer, train_one_epoch
 
     torch.set_num_threads(1)
@@ -76,12 +78,15 @@ def _worker(arch: str, dataset: str, samples: int, device: str) -> None:
     y = torch.randint(0, spec.num_classes, (samples,), generator=generator).to(device)
     model = build_model(arch, dataset, seed=0).to(device)
     optimizer = make_optimizer(config, model.parameters())
-    warm = min(samples, 20 * config.batch_size)
-    train_one_epoch(model, optimizer, x[:warm], y[:warm], config.batch_size)  # reads back: synchronised
+    # the step a training job takes: a CUDA graph where `latentgen train` uses one by default
+    graphed = GraphedStep(model, optimizer, config.batch_size, x.shape[1:], device, False) if use_graph(
+        arch, model, optimizer, device) else None
+    warm = min(samples, max(20, WARMUP + 1) * config.batch_size)
+    train_one_epoch(model, optimizer, x[:warm], y[:warm], config.batch_size, graphed=graphed)  # synchronised
     print("ready", flush=True)
     sys.stdin.readline()
     start = time.time()  # wall clock: comparable across the processes
-    train_one_epoch(model, optimizer, x, y, config.batch_size)
+    train_one_epoch(model, optimizer, x, y, config.batch_size, graphed=graphed)
     print(json.dumps({"start": start, "end": time.time()}), flush=True)
 
 

@@ -237,12 +237,16 @@ def check_command_options(command: str, options: Mapping, prefix: str, workflow_
 def command_line(command: str, options: Mapping) -> str:
     """Options of ``latentgen COMMAND`` as shell words: {'batch_size': 32, 'shuffle': True,
     'no_transfer': True, 'rhos': [1, .9]} -> "--batch-size 32 --shuffle true --no-transfer --rhos 1 0.9".
-    A switch is written when true; lists become several values, mappings JSON."""
+    A switch is written when true (a --x/--no-x pair: the one the value says); lists become several
+    values, mappings JSON."""
     accepted = command_options(command)
     parts = []
     for name, value in options.items():
         dest = str(name).replace("-", "_")
         flag = accepted[dest].option_strings[-1] if dest in accepted else f"--{dest.replace('_', '-')}"
+        if dest in accepted and isinstance(accepted[dest], argparse.BooleanOptionalAction):
+            parts.append(accepted[dest].option_strings[0 if value else 1])  # --x / --no-x: both say something
+            continue
         if dest in accepted and accepted[dest].nargs == 0:
             parts += [flag] if value else []
             continue

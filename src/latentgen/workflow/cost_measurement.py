@@ -33,8 +33,12 @@ SPECTRUM_ALPHA, REPAIR_ROWS, EIGH_MAX = 1.0, 256, 1024
 # full-size layer many times (measured on an H200: 3-50×; the fit at the CPU's flop rates more still).
 GPU_PROBE_BYTES, GPU_SCORE_ROWS = 7 << 29, 16384
 # families that fit on their own (the baselines): BASELINE_ROWS rows at full width, scaled linearly
-# in rows, but k-NN (each scored row against every training row) quadratically
+# in rows, but k-NN (each scored row against every training row) quadratically. On a GPU a small
+# sample's time is mostly fixed (launches, a d×d decomposition) and scales by much less than its
+# rows: a second sample GPU_BASELINE_SCALE times the rows separates the fixed part from the part
+# that grows (:func:`two_point_seconds`), unless the first already took GPU_BASELINE_TWO_POINT_S.
 BASELINE_ROWS, QUADRATIC_FAMILIES = 512, ("knn",)
+GPU_BASELINE_SCALE, GPU_BASELINE_TWO_POINT_S = 4, 1.0
 SHARED_BATCHES = 1000  # per run, timing runs that share a GPU (about 2 s of a launch-bound MLP on an H200)
 
 
@@ -147,6 +151,7 @@ def _measure_train(model_cfg, data: _Data, device, threads: int, save_rate: floa
     from latentgen.models import forward
     from latentgen.models.architectures import build_model
     from latentgen.training.placement import place_images
+    from latentgen.training.graph_step import WARMUP, GraphedStep, use_graph
     from latentgen.training.loop import make_optimizer, train_one_epoch
     _threads(threads)
     config = _train_config(model_cfg)
@@ -155,11 +160,15 @@ def _measure_train(model_cfg, data: _Data, device, threads: int, save_rate: floa
     optimizer = make_optimizer(config, model.parameters())
     (x, test_x), _ = place_images([data.train_x, data.test_x[:256]], config.dataset, device)
     y, bs = data.train_y.to(device), config.batch_size
-    train_one_epoch(model, optimizer, x, y, bs, max_samples=bs)  # warm-up
-    one = _timed(lambda: train_one_epoch(model, optimizer, x, y, bs, max_samples=bs), device)
+    # the step the training job takes: a CUDA graph where `latentgen train` uses one by default
+    graphed = GraphedStep(model, optimizer, bs, x.shape[1:], device, False) if use_graph(
+        config.arch, model, optimizer, device) else None
+    warm = bs * (WARMUP + 1 if graphed else 1)  # the graph's eager steps and its capture, untimed
+    train_one_epoch(model, optimizer, x, y, bs, max_samples=min(len(x), warm), graphed=graphed)
+    one = _timed(lambda: train_one_epoch(model, optimizer, x, y, bs, max_samples=bs, graphed=graphed), device)
     chunk = min(len(x), bs * max(1, min(4, int(0.5 / max(one, 1e-6)))))  # the same first rows again and again
-    per_chunk = _seconds(lambda: train_one_epoch(model, optimizer, x, y, bs, max_samples=chunk), device,
-                         TRAIN_BUDGET_S, TRAIN_STEPS // -(-chunk // bs), threads)
+    per_chunk = _seconds(lambda: train_one_epoch(model, optimizer, x, y, bs, max_samples=chunk, graphed=graphed),
+                         device, TRAIN_BUDGET_S, TRAIN_STEPS // -(-chunk // bs), threads)
     test_y = torch.zeros(len(test_x), dtype=torch.long, device=device)
     per_image = _seconds(lambda: forward.accuracy(model, test_x, test_y, 1000, device=device), device,
                          0.2, 5, threads) / len(test_x)
@@ -276,6 +285,16 @@ def fit_seconds(fit: float, d: int, k: int, n_k: int, k_s: int, m: int, weights,
     return k * (model + max(0.0, fit / k_s - model_s) * n_k / m) / min(k, workers)
 
 
+def two_point_seconds(t1: float, u1: float, t2: float, u2: float, u: float) -> float:
+    """Seconds at size ``u`` from ``t1`` s at size ``u1`` and ``t2`` s at ``u2`` > ``u1``: a fixed part
+    plus one proportional to size (the slope never negative; never under either timing beyond ``u1``;
+    up to ``u1`` in proportion, as a single sample is scaled)."""
+    if u <= u1:
+        return t1 * u / u1
+    slope = max(0.0, (t2 - t1) / (u2 - u1))
+    return max(t1, t2, t1 + slope * (u - u1))
+
+
 def _measure_probe_layer(d, k, n_train, n_test, families: dict, options, weights, workers: int) -> dict:
     """Seconds on a full layer of width ``d``: ``fit`` (the shared decomposition) and each family's own."""
     n_k, k_s, m, scored = probe_sample(d, k, n_train, _is_cuda(options.device))
@@ -287,7 +306,9 @@ def _measure_probe_layer(d, k, n_train, n_test, families: dict, options, weights
     scoring = _context(m, k_s, d, options, ctx.train[:scored])
     scoring.__dict__.update({key: v for key, v in ctx.__dict__.items() if key in ("subspaces", "probes")})
     m_b = max(2, min(n_k, BASELINE_ROWS // k, SAMPLE_BYTES // (4 * k * d)))
-    small = None
+    # on a GPU a second, larger sample (GPU_BASELINE_SCALE × the rows, as memory allows) where it adds rows
+    m_2 = min(n_k, GPU_BASELINE_SCALE * m_b, max(m_b, GPU_PROBE_BYTES // (4 * k * d))) if _is_cuda(options.device) else m_b
+    small = larger = None
     for name, (family, entry) in families.items():
         test_only = getattr(entry, "test_only", False)
         predicted, ways = (n_test, 1) if test_only else (n_train + n_test, 2)  # rows scored; the sample's: ways × rows
@@ -297,9 +318,17 @@ def _measure_probe_layer(d, k, n_train, n_test, families: dict, options, weights
                     k / k_s if name == "velpic" else r)
                 continue
             small = small or _context(m_b, k, d, options)
-            rows = (n_train * predicted / (ways * (m_b * k) ** 2) if name in QUADRATIC_FAMILIES
-                    else (n_train + predicted) / ((1 + ways) * m_b * k))
-            out[name] = _timed(lambda: family(small), options.device) * rows
+
+            def size(m):  # the work's size: rows (fit + scored), k-NN's scored × training rows
+                return ways * (m * k) ** 2 if name in QUADRATIC_FAMILIES else (1 + ways) * m * k
+            full = n_train * predicted if name in QUADRATIC_FAMILIES else n_train + predicted
+            t1 = _timed(lambda: family(small), options.device)
+            if m_2 > m_b and t1 < GPU_BASELINE_TWO_POINT_S and full > size(m_b):
+                larger = larger or _context(m_2, k, d, options)
+                out[name] = two_point_seconds(t1, size(m_b), _timed(lambda: family(larger), options.device),
+                                              size(m_2), full)
+            else:
+                out[name] = t1 * full / size(m_b)
         except Exception:  # a family this synthetic layer cannot feed: not timed (said in the output)
             out[name] = None
     return out
@@ -391,10 +420,12 @@ def measure(cfg: dict, *, device="auto", cores: int | None = None, progress=None
                                  options.get("batch_size", 1000), dev)
     from threadpoolctl import threadpool_limits
     before, blas = torch.get_num_threads(), threadpool_limits(None)  # restored at the end
-    costs, datasets, layer_cache, eigh_cache, untimed = {}, {}, {}, {}, set()
+    costs, datasets, layer_cache, eigh_cache, untimed, layer_seconds = {}, {}, {}, {}, set(), {}
     try:
         with tempfile.TemporaryDirectory(prefix="latentgen-estimate-") as tmp:
             save_rate, weights = _save_rate(Path(tmp)), _flop_weights()
+            if _is_cuda(dev):  # CUDA's, cuBLAS's and cuSOLVER's start-up and every family's first kernels
+                _measure_probe_layer(64, 2, 256, 256, families, probe_options, weights, 1)  # are no layer's time
             for name, model in cfg["models"].items():
                 if model["dataset"] not in datasets:
                     datasets[model["dataset"]] = _Data(cfg, model["dataset"], rows=4096)
@@ -412,6 +443,7 @@ def measure(cfg: dict, *, device="auto", cores: int | None = None, progress=None
                         layer_cache[d, k, n_train] = _measure_probe_layer(d, k, n_train, data.n_test, families,
                                                                           probe_options, weights, threads["probe"])
                     layers[layer] = layer_cache[d, k, n_train]
+                    layer_seconds.setdefault(name, {})[layer] = layers[layer]
                     untimed.update(f for f, s in layers[layer].items() if s is None)
                 read = images * sum(acts["widths"].values()) * acts["read_per_value"]
                 head = dict(train["model"].named_modules())[registry.get_architecture(model["arch"]).head]
@@ -453,4 +485,4 @@ def measure(cfg: dict, *, device="auto", cores: int | None = None, progress=None
         torch.set_num_threads(before)
         blas.restore_original_limits()
     return costs, {"device": str(dev), "import_seconds": imports, "measure_seconds": time.perf_counter() - begin,
-                   "untimed_probe_families": sorted(untimed)}
+                   "untimed_probe_families": sorted(untimed), "layer_seconds": layer_seconds}

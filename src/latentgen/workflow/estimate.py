@@ -19,7 +19,10 @@ random images of the real shape (flagged ``random``).
   also by r); baselines on ``BASELINE_ROWS`` rows by rows (k-NN by rows²); the HDF5 read; the
   transfer's forward passes. On a GPU (:func:`probe_sample`, :func:`fit_seconds`): the whole layer
   (every class, up to ``GPU_PROBE_BYTES``; classes are decomposed one after another there) and
-  ``GPU_SCORE_ROWS`` scored rows — times of small matrices would overstate a GPU's full-size work.
+  ``GPU_SCORE_ROWS`` scored rows — times of small matrices would overstate a GPU's full-size work;
+  each baseline also on ``GPU_BASELINE_SCALE`` × the rows, a fixed part and one growing with size
+  separated (:func:`two_point_seconds`); every family run once untimed first (CUDA's start-up).
+  The training step is the job's: a CUDA graph where ``latentgen train`` takes one by default.
 - **repair**: ``repair.collect_factors`` on ``REPAIR_ROWS`` inputs × rows; an eigh per factor (cubic
   beyond ``EIGH_MAX``); the inputs' features once (a forward pass); per evaluation the head's
   forward pass (``forward_head``: the linear layers; a whole pass for a model without it) and four
@@ -39,6 +42,7 @@ projections need GPU timings (``--device cuda``).
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import os
 import time
@@ -247,6 +251,7 @@ def estimate(configfile, schema, *, cores: int | None = None, gpus: int | None =
     overhead = JOB_OVERHEAD_S + (0.0 if cfg.get("prefork") else info["import_seconds"])
     jobs = plan(cfg, costs, cores=cores, gpus=gpus, job_overhead=overhead, jobs_per_gpu=override)
     summary = summarise(cfg, costs, jobs, cores, gpus)
+    summary["model_costs"] = {n: dataclasses.asdict(c) for n, c in costs.items()}  # seconds per job part
     summary["shared_training"] = {n: {"runs_per_gpu": k, "speedup": costs[n].train_shared_speedup}
                                   for n, k in shares.items() if gpus and k > 1}
     sources = {n: sorted({expected_epochs(m["arch"], m["dataset"], c, r, m.get("max_epochs"))[1] for c in
