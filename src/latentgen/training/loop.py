@@ -94,7 +94,7 @@ def train_one_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch
             idx = order[start:stop]
             xb, yb = x[idx], y[idx]
             tb = None if y_true is None else y_true[idx]
-        if graphed is not None and stop - start == batch_size:
+        if graphed is not None and stop - start == batch_size and graphed.takes(xb):
             graphed(xb, yb, tb)
             continue
         optimizer.zero_grad()
