@@ -255,6 +255,21 @@ def test_the_estimates_probe_time_on_cuda_is_within_1_5_of_a_real_layer_probe():
     assert 1 / 1.5 <= predicted / real <= 1.5, (predicted, real)
 
 
+def test_the_estimates_large_random_layers_are_drawn_on_the_gpu_with_the_cpus_spectrum(monkeypatch):
+    # a GPU sample's random layer (GBs) is drawn on the device: host float32 rows, non-negative, each
+    # column scaled as the CPU's draw of the same layer (the feature scales of the spectrum)
+    import numpy as np
+    from latentgen.workflow import cost_measurement as M
+    from latentgen.probing.contexts import ProbeOptions
+
+    monkeypatch.setattr(M, "SAMPLE_BYTES", 1 << 16)  # this small layer takes the GPU's path
+    gpu = M._context(2000, 4, 64, ProbeOptions(0.99, "all", 1000, torch.device("cuda"))).train
+    cpu = M._context(2000, 4, 64, ProbeOptions(0.99, "all", 1000, torch.device("cpu"))).train
+    assert isinstance(gpu, np.ndarray) and gpu.dtype == np.float32 and gpu.shape == cpu.shape == (8000, 64)
+    assert (gpu >= 0).all() and not np.array_equal(gpu, cpu)
+    np.testing.assert_allclose(gpu.mean(0), cpu.mean(0), rtol=0.1)
+
+
 def test_gpu_slots_place_two_concurrent_jobs_on_two_devices(tmp_path):
     if torch.cuda.device_count() < 2:
         pytest.skip(f"needs two CUDA devices, this machine has {torch.cuda.device_count()}")

@@ -246,9 +246,16 @@ def _context(m: int, k: int, d: int, options, rows: np.ndarray | None = None):
     if rows is None:
         rng = np.random.default_rng(d)
         scales = ((1.0 + rng.permutation(d)) ** -SPECTRUM_ALPHA).astype(np.float32)
-        rows = rng.standard_normal((m * k, d), dtype=np.float32)  # in place: a GPU sample is GBs
-        np.abs(rows, out=rows)
-        rows *= scales
+        if _is_cuda(options.device) and m * k * d * 4 > SAMPLE_BYTES:  # drawn there: 3 GB took 15 s on a CPU core
+            import torch
+            drawn = torch.randn((m * k, d), generator=torch.Generator(options.device).manual_seed(d),
+                                device=options.device)
+            rows = drawn.abs_().mul_(torch.from_numpy(scales).to(options.device)).cpu().numpy()
+            del drawn  # the host copy is what a probe job holds
+        else:
+            rows = rng.standard_normal((m * k, d), dtype=np.float32)  # in place: a GPU sample is GBs
+            np.abs(rows, out=rows)
+            rows *= scales
     labels = dict.fromkeys(("test", "train_corrupted", "train_true"), np.repeat(np.arange(k), m)[:len(rows)])
     return LayerContext(types.SimpleNamespace(array=lambda split, layer: rows), "layer", ("m", "d", 0.0, 1, 0),
                         labels, np.arange(k), options)
