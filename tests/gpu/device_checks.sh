@@ -82,7 +82,7 @@ mnist_npz() {  # the prepared MNIST file the mlp stage trains on
 
 run_estimate() {  # run_estimate [NAME]: NAME (default estimate) names its files and summary lines
     local name=${1:-estimate}
-    stage "$name" 420 "$PY" -m latentgen estimate --configfile config.yaml --device "$DEVICE" --gpus "$GPUS" \
+    stage "$name" 480 "$PY" -m latentgen estimate --configfile config.yaml --device "$DEVICE" --gpus "$GPUS" \
         --json --out "$OUT/$name.csv" && tail -n 1 "$OUT/$name.log" > "$OUT/$name.json" && "$PY" - "$OUT" "$name" <<'EOF' | tee -a "$OUT/summary.txt"
 import json, sys
 out, name = sys.argv[1:3]

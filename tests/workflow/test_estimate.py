@@ -300,3 +300,23 @@ def test_runs_sharing_a_gpu_take_their_share_and_their_measured_slowdown(repo_ro
     # on the CPU (no GPUs) sharing does not apply: the runs cost their own time
     cpu = E.plan(cfg, {"mlp_digits": shared_cost}, cores=64, gpus=0, job_overhead=0.0, small=NO_SMALL)
     assert [j.seconds for j in cpu if j.stage == "train"] == [alone] * 4
+
+
+def test_runs_that_do_the_same_work_share_one_timing_of_their_speedup(monkeypatch):
+    # the CNN on MNIST and on Fashion-MNIST train the same shapes, classes and batch size: their
+    # K-run and one-run rates are timed once (each timing starts K GPU processes); the MLP apart
+    from latentgen.training import shared_device
+
+    timed = []
+
+    def fake_rate(arch, dataset, runs, samples, device):
+        timed.append((arch, dataset, runs))
+        return {1: 100.0, 4: 290.0}[runs] * (2 if arch == "mlp" else 1)
+
+    monkeypatch.setattr(shared_device, "concurrent_rate", fake_rate)
+    rates = {}
+    for dataset in ("mnist", "fashion_mnist"):
+        assert M._measure_shared_speedup({"arch": "cnn", "dataset": dataset}, 4, rates) == pytest.approx(2.9)
+    assert timed == [("cnn", "mnist", 4), ("cnn", "mnist", 1)]
+    assert M._measure_shared_speedup({"arch": "mlp", "dataset": "mnist"}, 4, rates) == pytest.approx(2.9)
+    assert len(timed) == 4 and timed[2:] == [("mlp", "mnist", 4), ("mlp", "mnist", 1)]

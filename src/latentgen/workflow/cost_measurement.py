@@ -393,13 +393,23 @@ def _families(cfg_families, no_transfer=False):
     return layer, sum(f.needs_checkpoint and not no_transfer for f in entries)
 
 
-def _measure_shared_speedup(model_cfg: dict, runs: int) -> float:
+def _measure_shared_speedup(model_cfg: dict, runs: int, cache: dict) -> float:
     """Aggregate rate of ``runs`` concurrent training runs over one run's, on the GPU
-    (``training.shared_device``; SHARED_BATCHES batches each, random images of the real shape)."""
+    (``training.shared_device``; SHARED_BATCHES batches each, random images of the real shape).
+    Rates are kept in ``cache`` by what the runs do: the same architecture on the same image shape,
+    classes and batch size (CNN on MNIST and on Fashion-MNIST) is timed once."""
+    from latentgen.data.datasets import get_spec
     from latentgen.training.shared_device import concurrent_rate
-    samples = SHARED_BATCHES * _train_config(model_cfg).batch_size
-    one = concurrent_rate(model_cfg["arch"], model_cfg["dataset"], 1, samples, "cuda")
-    return concurrent_rate(model_cfg["arch"], model_cfg["dataset"], runs, samples, "cuda") / one
+    arch, dataset = model_cfg["arch"], model_cfg["dataset"]
+    spec, batch_size = get_spec(dataset), _train_config(model_cfg).batch_size
+    samples = SHARED_BATCHES * batch_size
+
+    def rate(k):
+        key = (arch, spec.in_channels, spec.image_size, spec.num_classes, batch_size, k)
+        if key not in cache:
+            cache[key] = concurrent_rate(arch, dataset, k, samples, "cuda")
+        return cache[key]
+    return rate(runs) / rate(1)
 
 
 def measure(cfg: dict, *, device="auto", cores: int | None = None, progress=None,
@@ -427,7 +437,7 @@ def measure(cfg: dict, *, device="auto", cores: int | None = None, progress=None
                                  options.get("batch_size", 1000), dev)
     from threadpoolctl import threadpool_limits
     before, blas = torch.get_num_threads(), threadpool_limits(None)  # restored at the end
-    costs, datasets, layer_cache, eigh_cache, untimed, layer_seconds = {}, {}, {}, {}, set(), {}
+    costs, datasets, layer_cache, eigh_cache, untimed, layer_seconds, rates = {}, {}, {}, {}, set(), {}, {}
     try:
         with tempfile.TemporaryDirectory(prefix="latentgen-estimate-") as tmp:
             save_rate, weights = _save_rate(Path(tmp)), _flop_weights()
@@ -481,7 +491,7 @@ def measure(cfg: dict, *, device="auto", cores: int | None = None, progress=None
                 if _is_cuda(dev) and (shares or {}).get(name, 1) > 1:
                     shared_runs = shares[name]
                     say(f"{name}: {shared_runs} training runs sharing the GPU")
-                    speedup = _measure_shared_speedup(model, shared_runs)
+                    speedup = _measure_shared_speedup(model, shared_runs, rates)
                 costs[name] = ModelCost(train["start"], train["epoch"], train["checkpoint"], acts["seconds"], probe,
                                         repair, final, fits(extra) if paper else 0.0, relabel, acts["bytes"],
                                         data.source, load=data.load_seconds,
