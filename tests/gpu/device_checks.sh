@@ -70,6 +70,8 @@ stage() {  # stage NAME LIMIT_S COMMAND...: run it with a time limit, its output
     timeout --signal=INT --kill-after=20 "$limit" "$@" > "$OUT/$name.log" 2>&1
     rc=$?
     say "$name: exit $rc after $(( $(date +%s) - start )) s$([ $rc -eq 124 ] && echo " (time limit $limit s)")"
+    # a stage that failed: where it got to (an estimate's last timestamped progress lines)
+    [ $rc -ne 0 ] && grep -E "^estimate \[" "$OUT/$name.log" | tail -n 3 | sed "s/^/$name: /" | tee -a "$OUT/summary.txt"
     return $rc
 }
 

@@ -32,6 +32,19 @@ def test_the_mlp_stage_trains_probes_and_compares_with_the_projection(mnist_root
     assert rows[0].startswith("model,dataset,corruption,run,epoch,layer,probe") and len(rows) > 1
 
 
+@pytest.mark.slow
+def test_a_stage_cut_short_by_the_deadline_says_where_it_got_to(tmp_path):
+    # the whole-paper estimate takes minutes on the CPU; DEADLINE_S=42 leaves it 32 s: it is stopped,
+    # and the summary holds its last timestamped progress lines (what a lent GPU's call brings back)
+    env = {**os.environ, "DEVICE": "cpu", "OUT": str(tmp_path / "out"), "DEADLINE_S": "42",
+           "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(SCRIPT), "estimate"], env=env, capture_output=True, text=True, timeout=300)
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert done.returncode != 0 and "estimate: exit 124 after" in summary, summary
+    progress = [line for line in summary.splitlines() if line.startswith("estimate: estimate [")]
+    assert 1 <= len(progress) <= 3 and ("training steps" in summary or "probes" in summary), summary
+
+
 def test_an_unknown_stage_is_refused(tmp_path):
     env = {**os.environ, "DEVICE": "cpu", "OUT": str(tmp_path / "out")}
     done = subprocess.run(["bash", str(SCRIPT), "everything"], env=env, capture_output=True, text=True, timeout=120)
