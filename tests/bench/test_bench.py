@@ -78,11 +78,13 @@ def test_probe_model_benchmark_times_the_forward_passes_and_the_probing(capsys):
 
 def test_train_shared_benchmark_times_concurrent_runs_against_one(capsys):
     result = _bench(capsys, "train_shared", "--runs", "1", "2", "--samples", "320", "--arch", "cnn")
-    assert (result["arch"], result["dataset"], result["device"]) == ("cnn", "mnist", "cpu")
+    assert (result["arch"], result["dataset"], result["device"], result["cuda_graph"]) == ("cnn", "mnist", "cpu", False)
     assert result["runs1_speedup"] == 1.0 and result["runs1_samples_per_s"] > 0
     assert result["runs2_speedup"] == pytest.approx(result["runs2_samples_per_s"] / result["runs1_samples_per_s"])
     with pytest.raises(ValueError, match="unknown architecture"):
         _bench(capsys, "train_shared", "--arch", "transformer")
+    from latentgen.bench.train_shared import _graphed
+    assert not _graphed("mlp", "mnist", "cpu")  # a GPU's MLP runs replay the graph (tests/gpu)
 
 
 def test_repair_sweep_benchmark_times_both_sweeps_and_finds_the_same_rows(capsys, mnist_root):

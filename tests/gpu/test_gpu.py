@@ -270,6 +270,12 @@ def test_the_estimates_large_random_layers_are_drawn_on_the_gpu_with_the_cpus_sp
     np.testing.assert_allclose(gpu.mean(0), cpu.mean(0), rtol=0.1)
 
 
+def test_the_mlp_takes_the_cuda_graph_by_default_on_a_gpu_and_the_cnn_its_eager_adam_step():
+    from latentgen.bench.train_shared import _graphed
+
+    assert _graphed("mlp", "mnist", "cuda") and not _graphed("cnn", "mnist", "cuda")
+
+
 def test_gpu_slots_place_two_concurrent_jobs_on_two_devices(tmp_path):
     if torch.cuda.device_count() < 2:
         pytest.skip(f"needs two CUDA devices, this machine has {torch.cuda.device_count()}")

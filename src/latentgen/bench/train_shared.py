@@ -9,6 +9,8 @@ Reported per K: ``runs{K}_samples_per_s``, the aggregate rate (K × ``--samples`
 the first start to the last end), and ``runs{K}_speedup``, that rate over one run's (one run is
 always timed, first). The speed-up stops growing at the K the device (or the host's cores) can
 feed: that K, or the smallest K within a few percent of the best, is the model's ``runs_per_gpu``.
+``cuda_graph`` says whether the runs replayed a CUDA graph (the step ``latentgen train`` takes by
+default there, ``training.graph_step.use_graph``): a graphed run leaves less of the GPU to share.
 """
 
 from __future__ import annotations
@@ -34,8 +36,23 @@ def run(args: argparse.Namespace) -> dict:
     registry.get_dataset(args.dataset)
     if any(k < 1 for k in args.runs) or args.samples < 1:
         raise ValueError("--runs and --samples must be positive")
-    result: dict = {"arch": args.arch, "dataset": args.dataset, "device": args.device, "samples": args.samples}
+    result: dict = {"arch": args.arch, "dataset": args.dataset, "device": args.device, "samples": args.samples,
+                    "cuda_graph": _graphed(args.arch, args.dataset, args.device)}
     for k in sorted({1, *args.runs}):  # one run first: the speed-ups' reference
         result[f"runs{k}_samples_per_s"] = concurrent_rate(args.arch, args.dataset, k, args.samples, args.device)
         result[f"runs{k}_speedup"] = result[f"runs{k}_samples_per_s"] / result["runs1_samples_per_s"]
     return result
+
+
+def _graphed(arch: str, dataset: str, device: str) -> bool:
+    """Whether a training run of ``arch`` on ``device`` takes the CUDA-graph step by default (as the
+    timed processes do)."""
+    from latentgen.devices import resolve_device
+    from latentgen.models.architectures import build_model
+    from latentgen.training.graph_step import use_graph
+    from latentgen.training.hyperparameters import default_train_config
+    from latentgen.training.loop import make_optimizer
+
+    model = build_model(arch, dataset, seed=0)  # on the CPU: only its modules and optimizer are looked at
+    return use_graph(arch, model, make_optimizer(default_train_config(arch, dataset), model.parameters()),
+                     resolve_device(device))
