@@ -85,6 +85,10 @@ def test_train_shared_benchmark_times_concurrent_runs_against_one(capsys):
         _bench(capsys, "train_shared", "--arch", "transformer")
     from latentgen.bench.train_shared import _graphed
     assert not _graphed("mlp", "mnist", "cpu")  # a GPU's MLP runs replay the graph (tests/gpu)
+    with pytest.raises(ValueError, match="--cuda-graph needs a CUDA device"):  # before any process starts
+        _bench(capsys, "train_shared", "--arch", "cnn", "--cuda-graph")
+    eager = _bench(capsys, "train_shared", "--runs", "1", "--samples", "64", "--arch", "cnn", "--no-cuda-graph")
+    assert eager["cuda_graph"] is False and eager["runs1_samples_per_s"] > 0
 
 
 def test_repair_sweep_benchmark_times_both_sweeps_and_finds_the_same_rows(capsys, mnist_root):

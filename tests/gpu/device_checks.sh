@@ -13,7 +13,8 @@
 #             grid, timed, beside the estimate's projection of those two jobs (target: within 1.5x)
 #   tests     pytest -m gpu
 #   bench     bench_training: python -m latentgen.bench train (the eager and the CUDA-graph step) and
-#             train_shared (1, 2, 4 and 8 concurrent MLP / CNN runs) on the device; then bench_probing:
+#             train_shared (1, 2, 4 and 8 concurrent MLP / CNN runs, the CNN also with --cuda-graph) on
+#             the device; then bench_probing:
 #             probe_run, baselines_device and probe_model (each also a stage of its own)
 #
 # On the project's lent device machine, tests/gpu/lent_machine.sh prepares what must travel and
@@ -184,7 +185,11 @@ run_bench_training() {
         stage "bench_train_shared_$arch" 240 "$PY" -m latentgen.bench train_shared --json --device "$DEVICE" \
             --arch "$arch" $([ "$QUICK" = 1 ] && echo "--runs 1 2 --samples 320" || echo "--runs 1 2 4 8 --samples 32000")
     done
-    for name in train train_shared_mlp train_shared_cnn; do
+    # the CNN's Adam model with the graph (forward and backward replayed, the step eager): how much
+    # faster, alone and sharing the GPU (it is not the CNN's default until tests/gpu checks it there)
+    [ "$DEVICE" != cpu ] && stage bench_train_shared_cnn_graph 240 "$PY" -m latentgen.bench train_shared --json \
+        --device "$DEVICE" --arch cnn --cuda-graph $([ "$QUICK" = 1 ] && echo "--runs 1 2 --samples 320" || echo "--runs 1 2 4 8 --samples 32000")
+    for name in train train_shared_mlp train_shared_cnn train_shared_cnn_graph; do
         [ -f "$OUT/bench_$name.log" ] && tail -n 1 "$OUT/bench_$name.log" > "$OUT/bench_$name.json"
     done
 }

@@ -111,12 +111,13 @@ def _same(a, b) -> bool:
         torch.equal(a[0][e][k], b[0][e][k]) for e in a[0] for k in a[0][e])
 
 
-@pytest.mark.parametrize("arch, shuffle", [("mlp", False), ("mlp", True), ("resnet18", True)])
+@pytest.mark.parametrize("arch, shuffle", [("mlp", False), ("mlp", True), ("resnet18", True), ("cnn", True)])
 def test_a_cuda_graph_step_trains_bitwise_as_the_eager_one(tmp_path, digits, arch, shuffle):
-    # an SGD-with-momentum model on a training set with a short last batch: every checkpoint's weights
-    # and every log value equal with and without --cuda-graph (its warm-up, capture and replays). The
-    # MLP's pass made the graph its default on a GPU (registry cuda_graph); ResNet-18's (BatchNorm's
-    # running statistics updated inside the graph) would let it set the flag too
+    # a model on a training set with a short last batch: every checkpoint's weights and every log value
+    # equal with and without --cuda-graph (its warm-up, capture and replays). The MLP's pass made the
+    # graph its default on a GPU (registry cuda_graph); ResNet-18's (BatchNorm's running statistics
+    # updated inside the graph) and the CNN's (Adam: the eager step after each replay) would let them
+    # set the flag too
     config = default_train_config(arch, "digits", corruption=0.4, run=1, train_subset=32 * 20 + 7, max_epochs=4,
                                   shuffle=shuffle, grid_dense_until=4, grid_step=1)
     runs = {name: train(config, tmp_path / name, dataset=digits, device="cuda", verbose=False,
@@ -270,10 +271,11 @@ def test_the_estimates_large_random_layers_are_drawn_on_the_gpu_with_the_cpus_sp
     np.testing.assert_allclose(gpu.mean(0), cpu.mean(0), rtol=0.1)
 
 
-def test_the_mlp_takes_the_cuda_graph_by_default_on_a_gpu_and_the_cnn_its_eager_adam_step():
+def test_the_mlp_takes_the_cuda_graph_by_default_on_a_gpu_and_the_cnn_when_asked():
     from latentgen.bench.train_shared import _graphed
 
     assert _graphed("mlp", "mnist", "cuda") and not _graphed("cnn", "mnist", "cuda")
+    assert _graphed("cnn", "mnist", "cuda", True) and not _graphed("mlp", "mnist", "cuda", False)
 
 
 def test_gpu_slots_place_two_concurrent_jobs_on_two_devices(tmp_path):

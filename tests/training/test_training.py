@@ -373,7 +373,8 @@ def test_a_cuda_graph_is_refused_where_it_cannot_give_the_eager_numbers(tmp_path
     cuda = torch.device("cuda")  # a device object only: nothing runs
     mlp = build_model("mlp", "digits", seed=0)
     assert graph_refusal(mlp, torch.optim.SGD(mlp.parameters(), lr=0.1, momentum=0.9), cuda) is None
-    assert "SGD only, not Adam" in graph_refusal(mlp, torch.optim.Adam(mlp.parameters()), cuda)
+    assert graph_refusal(mlp, torch.optim.Adam(mlp.parameters()), cuda) is None  # its step runs eagerly
+    assert "supports SGD and Adam, not RMSprop" in graph_refusal(mlp, torch.optim.RMSprop(mlp.parameters()), cuda)
     dropout = build_model("mlp", "digits", seed=0, dropout=0.5)
     assert "dropout" in graph_refusal(dropout, torch.optim.SGD(dropout.parameters(), lr=0.1), cuda)
     done = subprocess.run([sys.executable, "-m", "latentgen", "train", "--arch", "mlp", "--dataset", "digits",
@@ -400,27 +401,35 @@ def test_the_cuda_graph_is_on_by_default_only_where_a_gpu_has_checked_it():
     assert use_graph("mlp", dropout, torch.optim.SGD(dropout.parameters(), lr=0.1), cuda) is False
     with pytest.raises(ValueError, match="dropout"):
         use_graph("mlp", dropout, torch.optim.SGD(dropout.parameters(), lr=0.1), cuda, requested=True)
+    cnn = build_model("cnn", "digits", seed=0)  # Adam, its step eager after each replay: not checked on a GPU yet
+    assert use_graph("cnn", cnn, torch.optim.Adam(cnn.parameters()), cuda) is False
+    assert use_graph("cnn", cnn, torch.optim.Adam(cnn.parameters()), cuda, requested=True) is True
     resnet = build_model("resnet18", "digits", seed=0)  # SGD, but its graphed run is not checked on a GPU yet
     assert use_graph("resnet18", resnet, torch.optim.SGD(resnet.parameters(), lr=0.1), cuda) is False
     assert use_graph("resnet18", resnet, torch.optim.SGD(resnet.parameters(), lr=0.1), cuda, requested=True)
     assert [a for a, entry in registry.ARCHITECTURES.items() if entry.cuda_graph] == ["mlp"]
 
 
-@pytest.mark.parametrize("arch", ["mlp", "resnet18"])
+@pytest.mark.parametrize("arch", ["mlp", "resnet18", "cnn"])
 def test_the_graphed_steps_body_is_the_eager_loops_step(digits, arch):
     # On the CPU the graph cannot be captured, but what it records can be run: GraphedStep's body
     # (static tensors, the epoch's sums) stepping every full batch, the short last batch eager,
-    # must give the eager loop's weights and sums bit for bit. The ResNet's convolutions see the
+    # must give the eager loop's weights and sums bit for bit (the CNN's Adam step runs eagerly after
+    # each replay, the MLP's and ResNet's SGD step inside it). The ResNet's convolutions see the
     # static input's memory layout: laid out as the batches (digits come channels-last) or they
     # round differently (a contiguous static input changed its loss in the 3rd decimal)
     from latentgen.training import graph_step
     from latentgen.training.loop import make_optimizer, train_one_epoch
 
-    class BodyOnly(graph_step.GraphedStep):
-        def __call__(self, xb, yb, tb):
-            self._load(xb, yb, tb)  # as the warm-up steps and each replay get their batch
+    class BodyOnly(graph_step.GraphedStep):  # GraphedStep's own __call__, the CUDA parts run as what they record
+        def _warm_up(self):
             self._body()
-            self.eager_steps += 1
+
+        def _capture(self):
+            return "captured"
+
+        def _replay(self):  # the captured body: with the SGD step; Adam's runs eagerly after it (__call__)
+            self._body(step=self.step_in_graph)
 
     config = default_train_config(arch, "digits")
     x, y_true = digits.train_x[:32 * 5 + 7], digits.train_y[:32 * 5 + 7]
@@ -438,6 +447,7 @@ def test_the_graphed_steps_body_is_the_eager_loops_step(digits, arch):
             step.loss_sum = torch.zeros((), dtype=torch.float64)
             step.correct, step.correct_true = torch.zeros((), dtype=torch.int64), torch.zeros((), dtype=torch.int64)
             step.graph, step.eager_steps = None, 0
+            step.step_in_graph = graph_step.IN_GRAPH[type(optimizer)]
         stats = [train_one_epoch(model, optimizer, x, y, 32, y_true=y_true, graphed=step) for _ in range(2)]
         results.append((stats, model.state_dict()))
         if step is not None:  # laid out as the batches; a batch laid out otherwise would run eagerly

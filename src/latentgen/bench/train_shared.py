@@ -10,7 +10,8 @@ the first start to the last end), and ``runs{K}_speedup``, that rate over one ru
 always timed, first). The speed-up stops growing at the K the device (or the host's cores) can
 feed: that K, or the smallest K within a few percent of the best, is the model's ``runs_per_gpu``.
 ``cuda_graph`` says whether the runs replayed a CUDA graph (the step ``latentgen train`` takes by
-default there, ``training.graph_step.use_graph``): a graphed run leaves less of the GPU to share.
+default there, ``training.graph_step.use_graph``, or ``--cuda-graph / --no-cuda-graph``): a
+graphed run leaves less of the GPU to share.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="numbers of concurrent runs to time (default 1 2 4 8)")
     parser.add_argument("--samples", type=int, default=32000, help="training samples per run (default 32000)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    parser.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
+                        help="the runs' step, as latentgen train's option (default: the step train takes)")
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -37,16 +40,17 @@ def run(args: argparse.Namespace) -> dict:
     if any(k < 1 for k in args.runs) or args.samples < 1:
         raise ValueError("--runs and --samples must be positive")
     result: dict = {"arch": args.arch, "dataset": args.dataset, "device": args.device, "samples": args.samples,
-                    "cuda_graph": _graphed(args.arch, args.dataset, args.device)}
+                    "cuda_graph": _graphed(args.arch, args.dataset, args.device, args.cuda_graph)}
     for k in sorted({1, *args.runs}):  # one run first: the speed-ups' reference
-        result[f"runs{k}_samples_per_s"] = concurrent_rate(args.arch, args.dataset, k, args.samples, args.device)
+        result[f"runs{k}_samples_per_s"] = concurrent_rate(args.arch, args.dataset, k, args.samples, args.device,
+                                                           cuda_graph=args.cuda_graph)
         result[f"runs{k}_speedup"] = result[f"runs{k}_samples_per_s"] / result["runs1_samples_per_s"]
     return result
 
 
-def _graphed(arch: str, dataset: str, device: str) -> bool:
-    """Whether a training run of ``arch`` on ``device`` takes the CUDA-graph step by default (as the
-    timed processes do)."""
+def _graphed(arch: str, dataset: str, device: str, requested: bool | None = None) -> bool:
+    """Whether the timed training runs of ``arch`` on ``device`` take the CUDA-graph step (by
+    default, or as ``requested``; a refusal is an error here, before any process starts)."""
     from latentgen.devices import resolve_device
     from latentgen.models.architectures import build_model
     from latentgen.training.graph_step import use_graph
@@ -55,4 +59,4 @@ def _graphed(arch: str, dataset: str, device: str) -> bool:
 
     model = build_model(arch, dataset, seed=0)  # on the CPU: only its modules and optimizer are looked at
     return use_graph(arch, model, make_optimizer(default_train_config(arch, dataset), model.parameters()),
-                     resolve_device(device))
+                     resolve_device(device), requested)

@@ -62,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="batch size for test accuracy (no effect on results)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines (start, resume and end lines only)")
     parser.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
-                        help="replay each full batch's step as one CUDA graph (SGD, no dropout; the same numbers). "
-                             "Default: on a GPU for the architectures whose graphed run tests/gpu has found "
-                             "bitwise equal to the eager one (registry cuda_graph: the MLP)")
+                        help="replay each full batch's step as one CUDA graph (SGD; with Adam the forward and "
+                             "backward passes, the step eager; no dropout; the same numbers). Default: on a GPU "
+                             "for the architectures whose graphed run tests/gpu has found bitwise equal to the "
+                             "eager one (registry cuda_graph: the MLP)")

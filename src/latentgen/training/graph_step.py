@@ -6,15 +6,17 @@ microseconds of arithmetic, nearly all of it the CPU launching some thirty kerne
 launches them all at once. :class:`GraphedStep` captures one full batch's step — ``zero_grad``,
 forward, loss, backward, ``optimizer.step()``, and the epoch's sums of loss and correct
 predictions — on static tensors, and replays it for every full batch; the batch is copied into
-those tensors first, and a short last batch runs eagerly into the same sums.
+those tensors first, and a short last batch runs eagerly into the same sums. With Adam the graph
+ends at the backward pass and the eager ``optimizer.step()`` follows each replay (:data:`IN_GRAPH`):
+a captured Adam step needs ``capturable=True``, whose on-device bias correction is not the eager
+step's arithmetic, while the forward and backward passes hold most of the kernels.
 
 The same numbers, by construction: the captured kernels are the eager ones on the same values,
 and the first :data:`WARMUP` full batches of the run are real eager steps (on a side stream, as
 capture requires; they initialise cuBLAS, autograd and the momentum buffers). Whether a GPU's
 libraries keep that promise bit for bit is checked by ``tests/gpu`` (training with and without
-the graph, every weight and log row equal). Refused where it cannot hold: a CPU device; Adam
-(a captured Adam step needs ``capturable=True``, whose on-device bias correction is not the
-eager step's arithmetic); dropout (random numbers drawn inside a replayed graph).
+the graph, every weight and log row equal). Refused where it cannot hold: a CPU device; another
+optimizer; dropout (random numbers drawn inside a replayed graph).
 """
 
 from __future__ import annotations
@@ -23,17 +25,22 @@ import torch
 from torch import nn
 
 WARMUP = 3  # eager full-batch steps before the capture (PyTorch's recipe uses 3 outside DDP)
+# whether the optimizer's step is captured too (True), or runs eagerly after each replay (False)
+IN_GRAPH = {torch.optim.SGD: True, torch.optim.Adam: False}
 
 
 def use_graph(arch: str, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
               requested: bool | None = None) -> bool:
     """Whether a run replays its full batches as a CUDA graph. ``requested`` True: it must (a
     refusal is an error); False: never; None (the default): on a CUDA device where the
-    architecture's ``cuda_graph`` flag is set (its graphed run found bitwise equal to the eager
-    one on a real GPU by tests/gpu) and nothing refuses it (Adam or dropout from overrides)."""
-    if requested is None:
+    architecture's ``cuda_graph`` flag is set (its graphed run, with its own optimizer, found
+    bitwise equal to the eager one on a real GPU by tests/gpu), with that optimizer, and nothing
+    refuses it (dropout from overrides)."""
+    if requested is None:  # checked for the architecture's own optimizer: an override stays eager
         from latentgen import registry
-        return (getattr(device, "type", str(device)) == "cuda" and registry.get_architecture(arch).cuda_graph
+        entry = registry.get_architecture(arch)
+        return (getattr(device, "type", str(device)) == "cuda" and entry.cuda_graph
+                and type(optimizer).__name__.lower() == entry.train.get("optimizer")
                 and graph_refusal(model, optimizer, device) is None)
     if requested and graph_refusal(model, optimizer, device):
         raise ValueError(graph_refusal(model, optimizer, device))
@@ -44,9 +51,8 @@ def graph_refusal(model: nn.Module, optimizer: torch.optim.Optimizer, device: to
     """Why this run cannot use a graphed step (None: it can)."""
     if device.type != "cuda":
         return f"--cuda-graph needs a CUDA device, not {device}"
-    if not isinstance(optimizer, torch.optim.SGD):
-        return (f"--cuda-graph supports SGD only, not {type(optimizer).__name__} (a captured Adam step needs "
-                "capturable=True, which is not the eager step's arithmetic)")
+    if type(optimizer) not in IN_GRAPH:
+        return f"--cuda-graph supports {' and '.join(o.__name__ for o in IN_GRAPH)}, not {type(optimizer).__name__}"
     if any(_drops(m) for m in model.modules()):
         return "--cuda-graph does not support dropout (random numbers drawn inside a replayed graph)"
     return None
@@ -79,18 +85,22 @@ class GraphedStep:
         self.correct_true = torch.zeros((), dtype=torch.int64, device=device)
         self.eager_steps = 0
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.step_in_graph = IN_GRAPH[type(optimizer)]
 
     def reset_sums(self) -> None:
         for total in (self.loss_sum, self.correct, self.correct_true):
             total.zero_()
 
-    def _body(self) -> None:
-        """The eager loop's step on the static tensors (train_one_epoch), sums included."""
+    def _body(self, step: bool = True) -> None:
+        """The eager loop's step on the static tensors (train_one_epoch), sums included; ``step``
+        False: without ``optimizer.step()`` (the sums do not depend on it: the output is the step's
+        input's)."""
         self.optimizer.zero_grad()
         output = self.model(self.x)
         loss = self.loss_fn(output, self.y)
         loss.backward()
-        self.optimizer.step()
+        if step:
+            self.optimizer.step()
         with torch.no_grad():
             pred = output.argmax(1)
             self.loss_sum += loss.detach().double() * self.batch_size
@@ -116,17 +126,29 @@ class GraphedStep:
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor, tb: torch.Tensor | None) -> None:
         self._load(xb, yb, tb)
         if self.graph is None and self.eager_steps < WARMUP:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self._body()
-            torch.cuda.current_stream().wait_stream(side)
+            self._warm_up()
             self.eager_steps += 1
             return
         if self.graph is None:
-            self.optimizer.zero_grad()  # gradients allocated inside the graph's memory pool
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):  # records the kernels; nothing runs until replay
-                self._body()
-            self.graph = graph
+            self.graph = self._capture()
+        self._replay()
+        if not self.step_in_graph:  # the eager step reads the gradients the replay wrote
+            self.optimizer.step()
+
+    def _warm_up(self) -> None:
+        """One whole eager step, on a side stream (as capture requires)."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._body()
+        torch.cuda.current_stream().wait_stream(side)
+
+    def _capture(self) -> torch.cuda.CUDAGraph:
+        self.optimizer.zero_grad()  # gradients allocated inside the graph's memory pool
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):  # records the kernels; nothing runs until replay
+            self._body(step=self.step_in_graph)
+        return graph
+
+    def _replay(self) -> None:
         self.graph.replay()

@@ -23,9 +23,12 @@ import tempfile
 import time
 
 
-def concurrent_rate(arch: str, dataset: str, runs: int, samples: int, device: str, timeout: float = 3600) -> float:
-    """Aggregate training samples per second of ``runs`` concurrent runs of ``arch`` on ``device``."""
-    command = [sys.executable, "-m", "latentgen.training.shared_device", arch, dataset, str(samples), device]
+def concurrent_rate(arch: str, dataset: str, runs: int, samples: int, device: str, timeout: float = 3600,
+                    cuda_graph: bool | None = None) -> float:
+    """Aggregate training samples per second of ``runs`` concurrent runs of ``arch`` on ``device``
+    (``cuda_graph``: as ``latentgen train --cuda-graph / --no-cuda-graph``; None: its default)."""
+    command = [sys.executable, "-m", "latentgen.training.shared_device", arch, dataset, str(samples), device,
+               {None: "default", True: "graph", False: "eager"}[cuda_graph]]
     # stderr to files, not pipes: a worker's warnings can never fill a pipe nobody reads while it trains
     logs = [tempfile.TemporaryFile(mode="w+") for _ in range(runs)]
     workers = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
@@ -58,7 +61,7 @@ def concurrent_rate(arch: str, dataset: str, runs: int, samples: int, device: st
     return runs * samples / span
 
 
-def _worker(arch: str, dataset: str, samples: int, device: str) -> None:
+def _worker(arch: str, dataset: str, samples: int, device: str, step: str) -> None:
     """One run: warm up, say ``ready``, wait for ``go``, train ``samples`` samples, print the times."""
     import torch
 
@@ -79,8 +82,9 @@ def _worker(arch: str, dataset: str, samples: int, device: str) -> None:
     model = build_model(arch, dataset, seed=0).to(device)
     optimizer = make_optimizer(config, model.parameters())
     # the step a training job takes: a CUDA graph where `latentgen train` uses one by default
+    requested = {"default": None, "graph": True, "eager": False}[step]
     graphed = GraphedStep(model, optimizer, config.batch_size, x.shape[1:], device, False) if use_graph(
-        arch, model, optimizer, device) else None
+        arch, model, optimizer, device, requested) else None
     warm = min(samples, max(20, WARMUP + 1) * config.batch_size)
     train_one_epoch(model, optimizer, x[:warm], y[:warm], config.batch_size, graphed=graphed)  # synchronised
     print("ready", flush=True)
@@ -91,4 +95,4 @@ def _worker(arch: str, dataset: str, samples: int, device: str) -> None:
 
 
 if __name__ == "__main__":
-    _worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    _worker(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5])
