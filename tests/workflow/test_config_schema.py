@@ -229,6 +229,16 @@ def test_options_become_the_commands_own_command_line(schema, demo):
                                                    flag]).cuda_graph is value
 
 
+def test_a_cuda_graph_on_a_cpu_device_is_refused_before_any_job(schema, demo):
+    bad = _edited(demo, lambda c: (c.update(device="cpu"),
+                                   c["models"][next(iter(c["models"]))].update(train_args={"cuda_graph": True})))
+    with pytest.raises(ConfigError, match=r"'models\.\w+\.train_args\.cuda_graph': true needs a CUDA device"):
+        check_config(bad, schema)
+    off = _edited(demo, lambda c: (c.update(device="cpu"),
+                                   c["models"][next(iter(c["models"]))].update(train_args={"cuda_graph": False})))
+    assert next(iter(check_config(off, schema)["models"].values()))["train_args"] == {"cuda_graph": False}
+
+
 def test_checking_a_config_imports_no_heavy_library(repo_root):
     """The Snakefile checks the config at parse time (once per cluster job too): no torch."""
     code = ("import sys, yaml; from latentgen.workflow.config import check_config; "

@@ -420,6 +420,10 @@ def check_config(cfg: Mapping, schema: str | Path | dict) -> dict:
     _check_models(resolved)
     for section, command in ARGUMENT_SECTIONS.items():
         check_command_options(command, resolved.get(section, {}), section)
+    graphed = [f"models.{n}.train_args" for n, m in resolved["models"].items()
+               if (m.get("train_args") or {}).get("cuda_graph") is True]
+    if graphed and resolved["device"] == "cpu":  # else every training job would stop at its start
+        raise ConfigError(f"{graphed[0]}.cuda_graph", "true needs a CUDA device (device: cuda or auto), not device: cpu")
     if "build" not in resolved["figures"]:
         from latentgen.paper.figures import FIGURES
 

@@ -160,9 +160,10 @@ def _measure_train(model_cfg, data: _Data, device, threads: int, save_rate: floa
     optimizer = make_optimizer(config, model.parameters())
     (x, test_x), _ = place_images([data.train_x, data.test_x[:256]], config.dataset, device)
     y, bs = data.train_y.to(device), config.batch_size
-    # the step the training job takes: a CUDA graph where `latentgen train` uses one by default
+    # the step the training job takes: a CUDA graph where `latentgen train` uses one (its train_args)
+    requested = check_command_options("train", model_cfg.get("train_args", {}), "train_args").get("cuda_graph")
     graphed = GraphedStep(model, optimizer, bs, x.shape[1:], device, False) if use_graph(
-        config.arch, model, optimizer, device) else None
+        config.arch, model, optimizer, device, requested) else None
     warm = bs * (WARMUP + 1 if graphed else 1)  # the graph's eager steps and its capture, untimed
     train_one_epoch(model, optimizer, x, y, bs, max_samples=min(len(x), warm), graphed=graphed)
     one = _timed(lambda: train_one_epoch(model, optimizer, x, y, bs, max_samples=bs, graphed=graphed), device)
