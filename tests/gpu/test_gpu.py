@@ -111,13 +111,14 @@ def _same(a, b) -> bool:
         torch.equal(a[0][e][k], b[0][e][k]) for e in a[0] for k in a[0][e])
 
 
-@pytest.mark.parametrize("arch, shuffle", [("mlp", False), ("mlp", True), ("resnet18", True), ("cnn", True)])
+@pytest.mark.parametrize("arch, shuffle", [("mlp", False), ("mlp", True), ("resnet18", True), ("cnn", True),
+                                           ("alexnet", True)])
 def test_a_cuda_graph_step_trains_bitwise_as_the_eager_one(tmp_path, digits, arch, shuffle):
     # a model on a training set with a short last batch: every checkpoint's weights and every log value
     # equal with and without --cuda-graph (its warm-up, capture and replays). The MLP's pass made the
     # graph its default on a GPU (registry cuda_graph); ResNet-18's (BatchNorm's running statistics
-    # updated inside the graph) and the CNN's (Adam: the eager step after each replay) would let them
-    # set the flag too
+    # updated inside the graph), the CNN's and AlexNet's (Adam: the eager step after each replay) would
+    # let them set the flag too
     config = default_train_config(arch, "digits", corruption=0.4, run=1, train_subset=32 * 20 + 7, max_epochs=4,
                                   shuffle=shuffle, grid_dense_until=4, grid_step=1)
     runs = {name: train(config, tmp_path / name, dataset=digits, device="cuda", verbose=False,

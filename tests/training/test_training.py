@@ -377,6 +377,16 @@ def test_a_cuda_graph_is_refused_where_it_cannot_give_the_eager_numbers(tmp_path
     assert "supports SGD and Adam, not RMSprop" in graph_refusal(mlp, torch.optim.RMSprop(mlp.parameters()), cuda)
     dropout = build_model("mlp", "digits", seed=0, dropout=0.5)
     assert "dropout" in graph_refusal(dropout, torch.optim.SGD(dropout.parameters(), lr=0.1), cuda)
+    # AlexNet keeps the authors' classifier (Dropout included) for its state_dict, but never calls it
+    alexnet = build_model("alexnet", "digits", seed=0)
+    called = []
+    for module in alexnet.classifier.modules():
+        module.register_forward_hook(lambda *_: called.append(1))
+    alexnet.train()
+    alexnet(digits.train_x[:4]).sum().backward()
+    assert not called and graph_refusal(alexnet, torch.optim.Adam(alexnet.parameters()), cuda) is None
+    alexnet.unused_in_forward = ()  # were it called, its Dropout would refuse the graph
+    assert "dropout" in graph_refusal(alexnet, torch.optim.Adam(alexnet.parameters()), cuda)
     done = subprocess.run([sys.executable, "-m", "latentgen", "train", "--arch", "mlp", "--dataset", "digits",
                            "--corruption", "0", "--run", "1", "--out", str(tmp_path / "cli"), "--device", "cpu",
                            "--max-epochs", "1", "--cuda-graph"], capture_output=True, text=True, timeout=300)
@@ -410,7 +420,7 @@ def test_the_cuda_graph_is_on_by_default_only_where_a_gpu_has_checked_it():
     assert [a for a, entry in registry.ARCHITECTURES.items() if entry.cuda_graph] == ["mlp"]
 
 
-@pytest.mark.parametrize("arch", ["mlp", "resnet18", "cnn"])
+@pytest.mark.parametrize("arch", ["mlp", "resnet18", "cnn", "alexnet"])
 def test_the_graphed_steps_body_is_the_eager_loops_step(digits, arch):
     # On the CPU the graph cannot be captured, but what it records can be run: GraphedStep's body
     # (static tensors, the epoch's sums) stepping every full batch, the short last batch eager,

@@ -157,6 +157,7 @@ class AlexNet(nn.Module):
 
     probe_layers, head, last_hidden = _layout("alexnet")
     probe_points = {"flatten": ("flatten", 0), "fc1": ("act1", 0), "fc2": ("act2", 0)}
+    unused_in_forward = ("classifier",)  # its Dropout never runs (training.graph_step may graph the step)
 
     def __init__(self, num_classes: int, variant: str = "cifar100", in_channels: int = 3,
                  conv_channels=(64, 192, 384, 256, 256), fc_width: int = 4096):

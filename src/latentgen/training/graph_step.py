@@ -53,7 +53,8 @@ def graph_refusal(model: nn.Module, optimizer: torch.optim.Optimizer, device: to
         return f"--cuda-graph needs a CUDA device, not {device}"
     if type(optimizer) not in IN_GRAPH:
         return f"--cuda-graph supports {' and '.join(o.__name__ for o in IN_GRAPH)}, not {type(optimizer).__name__}"
-    if any(_drops(m) for m in model.modules()):
+    unused = tuple(getattr(model, "unused_in_forward", ()))  # modules a model keeps but never calls
+    if any(_drops(m) for name, m in model.named_modules() if name.split(".")[0] not in unused):
         return "--cuda-graph does not support dropout (random numbers drawn inside a replayed graph)"
     return None
 
