@@ -11,7 +11,7 @@ default, ``training.graph_step.use_graph``), on one CPU thread. The processes wa
 up, then start together; the rate is K × samples over the span from the first start to the last end.
 
 Used by ``python -m latentgen.bench train_shared`` (the table of K = 1, 2, 4, 8) and by
-``latentgen estimate`` (the speed-up of a model's configured ``runs_per_gpu``).
+``latentgen estimate`` (:func:`shared_speedup`: the speed-up of a model's configured ``runs_per_gpu``).
 """
 
 from __future__ import annotations
@@ -59,6 +59,22 @@ def concurrent_rate(arch: str, dataset: str, runs: int, samples: int, device: st
             log.close()
     span = max(t["end"] for t in times) - min(t["start"] for t in times)
     return runs * samples / span
+
+
+def shared_speedup(arch: str, dataset: str, runs: int, samples: int, device: str, cache: dict) -> float:
+    """The aggregate rate of ``runs`` concurrent runs over one run's (:func:`concurrent_rate`, ``samples``
+    each). Rates are kept in ``cache`` by what the runs do: the same architecture on the same image
+    shape, classes and batch size (the CNN on MNIST and on Fashion-MNIST) is timed once."""
+    from latentgen.data.datasets import get_spec
+    from latentgen.training.hyperparameters import default_train_config
+    spec, batch_size = get_spec(dataset), default_train_config(arch, dataset).batch_size
+
+    def rate(k):
+        key = (arch, spec.in_channels, spec.image_size, spec.num_classes, batch_size, samples, device, k)
+        if key not in cache:
+            cache[key] = concurrent_rate(arch, dataset, k, samples, device)
+        return cache[key]
+    return rate(runs) / rate(1)
 
 
 def _worker(arch: str, dataset: str, samples: int, device: str, step: str) -> None:

@@ -63,9 +63,6 @@ class ModelCost:
     train_shared_runs: int = 1
 
 
-
-
-
 def _timed(step, device) -> float:
     """Wall seconds of ``step()``, the GPU synchronised before and after."""
     import torch
@@ -396,21 +393,10 @@ def _families(cfg_families, no_transfer=False):
 
 def _measure_shared_speedup(model_cfg: dict, runs: int, cache: dict) -> float:
     """Aggregate rate of ``runs`` concurrent training runs over one run's, on the GPU
-    (``training.shared_device``; SHARED_BATCHES batches each, random images of the real shape).
-    Rates are kept in ``cache`` by what the runs do: the same architecture on the same image shape,
-    classes and batch size (CNN on MNIST and on Fashion-MNIST) is timed once."""
-    from latentgen.data.datasets import get_spec
-    from latentgen.training.shared_device import concurrent_rate
-    arch, dataset = model_cfg["arch"], model_cfg["dataset"]
-    spec, batch_size = get_spec(dataset), _train_config(model_cfg).batch_size
-    samples = SHARED_BATCHES * batch_size
-
-    def rate(k):
-        key = (arch, spec.in_channels, spec.image_size, spec.num_classes, batch_size, k)
-        if key not in cache:
-            cache[key] = concurrent_rate(arch, dataset, k, samples, "cuda")
-        return cache[key]
-    return rate(runs) / rate(1)
+    (``training.shared_device.shared_speedup``; SHARED_BATCHES batches each, random images)."""
+    from latentgen.training.shared_device import shared_speedup
+    return shared_speedup(model_cfg["arch"], model_cfg["dataset"], runs,
+                          SHARED_BATCHES * _train_config(model_cfg).batch_size, "cuda", cache)
 
 
 def measure(cfg: dict, *, device="auto", cores: int | None = None, progress=None,
