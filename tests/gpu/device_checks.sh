@@ -174,38 +174,46 @@ run_tests() {
 }
 
 run_bench() {
-    run_bench_training
-    run_bench_probing
+    local rc=0
+    run_bench_training || rc=1
+    run_bench_probing || rc=1
+    return $rc
 }
 
-run_bench_training() {
+run_bench_training() {  # fails when a stage fails (skipped ones included); each JSON is its log's last line
+    local rc=0 shared
+    shared=$([ "$QUICK" = 1 ] && echo "--runs 1 2 --samples 320" || echo "--runs 1 2 4 8 --samples 32000")
     stage bench_train 240 "$PY" -m latentgen.bench train --json --device "$DEVICE" --data-root "$DATA" \
-        --samples $([ "$QUICK" = 1 ] && echo 320 || echo 32000)
+        --samples $([ "$QUICK" = 1 ] && echo 320 || echo 32000) || rc=1
     for arch in mlp cnn; do  # how many runs of a small model share the GPU well (the plan's runs per GPU)
         stage "bench_train_shared_$arch" 240 "$PY" -m latentgen.bench train_shared --json --device "$DEVICE" \
-            --arch "$arch" $([ "$QUICK" = 1 ] && echo "--runs 1 2 --samples 320" || echo "--runs 1 2 4 8 --samples 32000")
+            --arch "$arch" $shared || rc=1
     done
     # the CNN's Adam model with the graph (forward and backward replayed, the step eager): how much
     # faster, alone and sharing the GPU (it is not the CNN's default until tests/gpu checks it there)
-    [ "$DEVICE" != cpu ] && stage bench_train_shared_cnn_graph 240 "$PY" -m latentgen.bench train_shared --json \
-        --device "$DEVICE" --arch cnn --cuda-graph $([ "$QUICK" = 1 ] && echo "--runs 1 2 --samples 320" || echo "--runs 1 2 4 8 --samples 32000")
+    if [ "$DEVICE" != cpu ]; then
+        stage bench_train_shared_cnn_graph 240 "$PY" -m latentgen.bench train_shared --json --device "$DEVICE" \
+            --arch cnn --cuda-graph $shared || rc=1
+    fi
     for name in train train_shared_mlp train_shared_cnn train_shared_cnn_graph; do
-        [ -f "$OUT/bench_$name.log" ] && tail -n 1 "$OUT/bench_$name.log" > "$OUT/bench_$name.json"
+        if [ -f "$OUT/bench_$name.log" ]; then tail -n 1 "$OUT/bench_$name.log" > "$OUT/bench_$name.json"; fi
     done
+    return $rc
 }
 
 run_bench_probing() {
-    local small=()
+    local small=() rc=0
     [ "$QUICK" = 1 ] && small=(--n-train 1000 --n-test 200)
     stage bench_probe_run 240 "$PY" -m latentgen.bench probe_run --json --device "$DEVICE" --data-root "$DATA" \
-        $([ "$QUICK" = 1 ] && echo "--train-subset 500 --epochs 2")
+        $([ "$QUICK" = 1 ] && echo "--train-subset 500 --epochs 2") || rc=1
     stage bench_baselines_device 240 "$PY" -m latentgen.bench baselines_device --json --device "$DEVICE" \
-        --data-root "$DATA" "${small[@]}" $([ "$QUICK" = 1 ] && echo "--epochs 1 --no-qda")
+        --data-root "$DATA" "${small[@]}" $([ "$QUICK" = 1 ] && echo "--epochs 1 --no-qda") || rc=1
     stage bench_probe_model 240 "$PY" -m latentgen.bench probe_model --json --device "$DEVICE" \
-        $([ "$QUICK" = 1 ] && echo "--n-train 200 --n-test 50" || echo "--n-train 50000 --n-test 10000")
+        $([ "$QUICK" = 1 ] && echo "--n-train 200 --n-test 50" || echo "--n-train 50000 --n-test 10000") || rc=1
     for name in probe_run baselines_device probe_model; do
-        [ -f "$OUT/bench_$name.log" ] && tail -n 1 "$OUT/bench_$name.log" > "$OUT/bench_$name.json"
+        if [ -f "$OUT/bench_$name.log" ]; then tail -n 1 "$OUT/bench_$name.log" > "$OUT/bench_$name.json"; fi
     done
+    return $rc
 }
 
 for s in "${STAGES[@]}"; do

@@ -15,15 +15,20 @@ SCRIPT = Path(__file__).with_name("device_checks.sh")
 
 
 @pytest.mark.slow
-def test_the_mlp_stage_trains_probes_and_compares_with_the_projection(mnist_root, tmp_path):
+def test_the_mlp_and_training_bench_stages_run_and_compare_with_the_projection(mnist_root, tmp_path):
     env = {**os.environ, "DEVICE": "cpu", "QUICK": "1", "OUT": str(tmp_path / "out"),
            "LATENTGEN_TEST_DATA": str(mnist_root), "PYTHON": sys.executable}
-    done = subprocess.run(["bash", str(SCRIPT), "mlp", "tests"], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(["bash", str(SCRIPT), "mlp", "tests", "bench_training"], env=env, capture_output=True,
+                          text=True, timeout=600)
     summary = (tmp_path / "out" / "summary.txt").read_text()
     assert done.returncode == 0, summary + done.stderr
     for stage in ("mlp_estimate", "mlp_train", "mlp_probe"):
         assert f"{stage}: exit 0" in summary
     assert "tests: skipped on the CPU" in summary
+    # the training benchmarks (the graphed CNN's only where CUDA is): their JSONs, and exit 0 above
+    for name in ("train", "train_shared_mlp", "train_shared_cnn"):
+        assert json.loads((tmp_path / "out" / f"bench_{name}.json").read_text())["device"] == "cpu"
+    assert not (tmp_path / "out" / "bench_train_shared_cnn_graph.log").exists()
     result = json.loads((tmp_path / "out" / "mlp.json").read_text())
     for job in ("mlp_train", "mlp_probe"):
         assert result[job]["measured_s"] is not None and result[job]["projected_s"] > 0
