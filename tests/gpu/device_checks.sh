@@ -132,14 +132,17 @@ EOF
     stage mlp_estimate 300 "$PY" -m latentgen estimate --configfile "$cfg" --device "$DEVICE" --gpus "$GPUS" --json
     # the probe job the workflow runs for it (and the estimate prices): the plan's options, the 2025
     # families at the final checkpoint included
-    read -r -a probe_options <<< "$("$PY" - "$cfg" <<'EOF'
+    # (a failure here stops the stage: the job's defaults would be another job than the one priced)
+    local options_line
+    options_line=$("$PY" - "$cfg" <<'EOF'
 import sys
 from latentgen.workflow.config import command_line, load_config
 from latentgen.workflow.plan import JobPlan
 cfg = load_config(sys.argv[1], "workflow/schemas/config.schema.yaml")
 print(command_line("probe-run", JobPlan(cfg).probe_run_options("mlp_mnist", "0.0", "mnist")))
 EOF
-)"
+) || { say "mlp: the probe job's options could not be read from the plan"; return 1; }
+    read -r -a probe_options <<< "$options_line"
     rm -rf "$WORK/run"
     stage mlp_train 420 "$PY" -m latentgen train --arch mlp --dataset mnist --corruption 0.0 --run 1 \
         --out "$WORK/run" --prepared "$npz" "${epochs[@]}" "${subset[@]}" --device "$DEVICE" --quiet

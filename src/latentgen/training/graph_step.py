@@ -42,8 +42,9 @@ def use_graph(arch: str, model: nn.Module, optimizer: torch.optim.Optimizer, dev
         return (getattr(device, "type", str(device)) == "cuda" and entry.cuda_graph
                 and type(optimizer).__name__.lower() == entry.train.get("optimizer")
                 and graph_refusal(model, optimizer, device) is None)
-    if requested and graph_refusal(model, optimizer, device):
-        raise ValueError(graph_refusal(model, optimizer, device))
+    refusal = graph_refusal(model, optimizer, device) if requested else None
+    if refusal:
+        raise ValueError(refusal)
     return bool(requested)
 
 
